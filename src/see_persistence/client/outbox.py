@@ -1,0 +1,166 @@
+"""The Client's bounded outbox: what callers handed over and the writer has not yet committed.
+
+No sockets and no clocks: callers `put` operations; the sending thread `take`s them packed
+into numbered messages, keeps every message until a commit notice `confirm`s its sequence
+number, and can hand all unconfirmed messages back for a resend. The bound counts every
+operation held, sent or not; past it `put` drops and counts, or waits if asked to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..protocol import codec
+
+MAX_OPERATIONS_PER_SEND = 512
+MAX_BYTES_PER_SEND = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A packed message, its sequence number, and how many caller operations it carries."""
+
+    seq: int
+    raw: bytes
+    operations: int
+    last_operation: int  # the running count of accepted operations this message ends at
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    """A consistent snapshot of the outbox's counters."""
+
+    accepted: int
+    dropped: int
+    confirmed: int
+    buffered: int
+    unconfirmed_messages: int
+    next_seq: int
+    confirmed_seq: int
+
+
+class Outbox:
+    """Thread-safe: any thread may put; one sending thread takes, confirms and resends."""
+
+    def __init__(self, instance_id: str, limit: int, *, block_when_full: bool = False) -> None:
+        if limit < 1:
+            raise ValueError("the outbox limit must be at least 1 operation")
+        self.instance_id = instance_id
+        self.limit = limit
+        self.block_when_full = block_when_full
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._unconfirmed: deque[OutgoingMessage] = deque()
+        self._unconfirmed_ops = 0
+        self._next_seq = 1
+        self._accepted = 0
+        self._dropped = 0
+        self._confirmed_ops = 0
+        self._confirmed_seq = 0
+        self._closed = False
+
+    # -- callers ---------------------------------------------------------------------------------
+
+    def put(self, name: str, payload: dict[str, Any]) -> bool:
+        """Hold one operation; False (and counted) if the outbox is full and may not wait."""
+        with self._lock:
+            while len(self._pending) + self._unconfirmed_ops >= self.limit:
+                if not self.block_when_full or self._closed:
+                    self._dropped += 1
+                    return False
+                self._changed.wait(0.1)
+            self._pending.append((name, payload))
+            self._accepted += 1
+            return True
+
+    def accepted(self) -> int:
+        """How many operations were accepted so far (the target a flush waits for)."""
+        with self._lock:
+            return self._accepted
+
+    def wait_confirmed(self, target: int, timeout: float) -> bool:
+        """Wait until the first `target` accepted operations are committed, at most `timeout` s."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            while self._confirmed_ops < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def close(self) -> None:
+        """Wake every waiter; later puts that would wait drop instead."""
+        with self._lock:
+            self._closed = True
+            self._changed.notify_all()
+
+    def counts(self) -> OutboxCounts:
+        """A snapshot of the counters."""
+        with self._lock:
+            return OutboxCounts(
+                accepted=self._accepted,
+                dropped=self._dropped,
+                confirmed=self._confirmed_ops,
+                buffered=len(self._pending) + self._unconfirmed_ops,
+                unconfirmed_messages=len(self._unconfirmed),
+                next_seq=self._next_seq,
+                confirmed_seq=self._confirmed_seq,
+            )
+
+    # -- the sending thread ----------------------------------------------------------------------
+
+    def has_pending(self) -> bool:
+        """True if operations wait to be packed into a message."""
+        return bool(self._pending)
+
+    def take(self) -> OutgoingMessage | None:
+        """Pack waiting operations into the next numbered message (kept until confirmed)."""
+        with self._lock:
+            if not self._pending:
+                return None
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_OPERATIONS_PER_SEND))]
+            seq = self._next_seq
+            self._next_seq += 1
+            last_operation = self._accepted - len(self._pending)
+        packed: list[bytes] = []
+        size = 0
+        for index, (name, payload) in enumerate(batch):
+            op = codec.encode_operation(name, payload)
+            if packed and size + len(op) > MAX_BYTES_PER_SEND:
+                with self._lock:  # give the rest back, first in line, for the next message
+                    self._pending.extendleft(reversed(batch[index:]))
+                last_operation -= len(batch) - index
+                break
+            packed.append(op)
+            size += len(op)
+        message = OutgoingMessage(seq, codec.assemble_message(self.instance_id, seq, packed), len(packed), last_operation)
+        with self._lock:
+            self._unconfirmed.append(message)
+            self._unconfirmed_ops += message.operations
+        return message
+
+    def confirm(self, committed_seq: int) -> int:
+        """Forget every message up to `committed_seq`; return how many operations that confirmed."""
+        confirmed = 0
+        with self._lock:
+            if committed_seq <= self._confirmed_seq:
+                return 0
+            while self._unconfirmed and self._unconfirmed[0].seq <= committed_seq:
+                message = self._unconfirmed.popleft()
+                self._unconfirmed_ops -= message.operations
+                self._confirmed_ops = message.last_operation
+                confirmed += message.operations
+            self._confirmed_seq = committed_seq
+            self._changed.notify_all()
+        return confirmed
+
+    def unconfirmed(self) -> list[OutgoingMessage]:
+        """Every message sent and not yet confirmed, in sequence order (for a resend)."""
+        with self._lock:
+            return list(self._unconfirmed)

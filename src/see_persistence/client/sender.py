@@ -1,0 +1,225 @@
+"""The Client's sending thread: moves the outbox to the socket, learns what is committed,
+and resends what a dead writer lost.
+
+It learns what is committed from the writer's commit notices (PUB/SUB: immediate, but a
+notice can be missed), and falls back to reading the instance row's last committed
+sequence number from the file (always right, but polled), which also reveals a new lease
+epoch when the old writer's socket still holds our connection (a stopped writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from ..locations import Endpoints
+from ..reader import Reader
+from .outbox import Outbox, OutgoingMessage
+from .transport import ZmqTransport
+
+log = logging.getLogger("see_persistence.client")
+
+IDLE_WAIT_S = 0.25
+RETRY_SEND_S = 0.005  # when ZeroMQ's own queue is full
+FILE_CHECK_AFTER_S = 1.0  # no commit notice for this long while messages wait: read the file
+STALL_RESEND_AFTER_S = 5.0  # a live writer committing none of ours for this long: resend
+RESEND_MIN_INTERVAL_S = 0.5
+SPAWN_MIN_INTERVAL_S = 2.0
+
+
+class Sender:
+    """Runs in one thread; the only owner of the Client's sockets."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        endpoints: Endpoints,
+        reader: Reader,
+        *,
+        spawn: Callable[[], None] | None,
+    ) -> None:
+        self.outbox = outbox
+        self.endpoints = endpoints
+        self.reader = reader
+        self.spawn = spawn
+        self.sent_operations = 0
+        self.resent_operations = 0
+        self.messages_sent = 0
+        self.reconnects = 0
+        self.writer_epoch = 0
+        self._queue: deque[OutgoingMessage] = deque()  # numbered, not yet handed to ZeroMQ
+        self._resending: set[int] = set()
+        self._stop = threading.Event()
+        self._stop_deadline = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_pending = False
+        self._last_progress = time.monotonic()
+        self._last_resend = 0.0
+        self._last_spawn = 0.0
+        self._last_file_check = 0.0
+        self.thread = threading.Thread(target=self._run, name="see-persistence-sender", daemon=True)
+
+    # -- called from any thread ----------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell the thread new operations wait (one byte, only when it may be asleep)."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass
+
+    def stop(self, deadline: float) -> None:
+        """Ask the thread to send what it can until `deadline` (monotonic), then end."""
+        self._stop_deadline = deadline
+        self._stop.set()
+        self.wake()
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        context: zmq.Context[Any] = zmq.Context()
+        transport = ZmqTransport(context, self.endpoints, self.outbox.instance_id)
+        try:
+            self._loop(transport)
+        except Exception:  # the thread must never die silently: callers would buffer forever
+            log.exception("the see-persistence sender thread failed")
+            raise
+        finally:
+            linger_ms = int(max(0.0, self._stop_deadline - time.monotonic()) * 1000)
+            transport.close(linger_ms=min(linger_ms, 1000))
+            context.term()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self.reader.close()
+
+    def _loop(self, transport: ZmqTransport) -> None:
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(transport.sub, zmq.POLLIN)
+        while True:
+            stopping = self._stop.is_set()
+            if stopping and (time.monotonic() >= self._stop_deadline or self._all_confirmed()):
+                return
+            blocked = bool(self._queue) or self.outbox.has_pending()
+            timeout_s = RETRY_SEND_S if blocked else (0.05 if stopping else IDLE_WAIT_S)
+            ready = dict(poller.poll(int(timeout_s * 1000)))
+            if self._wake_r in ready:
+                self._wake_pending = False
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            if transport.sub in ready:
+                self._on_notices(transport)
+            self._send_all(transport)
+            self._maintain(transport)
+            if transport.sub not in dict(poller.sockets):  # replaced by a reconnect
+                poller = zmq.Poller()
+                poller.register(self._wake_r, zmq.POLLIN)
+                poller.register(transport.sub, zmq.POLLIN)
+
+    def _all_confirmed(self) -> bool:
+        counts = self.outbox.counts()
+        return counts.buffered == 0
+
+    def _send_all(self, transport: ZmqTransport) -> None:
+        while True:
+            if not self._queue:
+                message = self.outbox.take()
+                if message is None:
+                    return
+                self._queue.append(message)
+            message = self._queue[0]
+            if not transport.send(message.raw):
+                return
+            self._queue.popleft()
+            self.messages_sent += 1
+            if message.seq in self._resending:
+                self._resending.discard(message.seq)
+                self.resent_operations += message.operations
+            else:
+                self.sent_operations += message.operations
+
+    def _on_notices(self, transport: ZmqTransport) -> None:
+        for notice in transport.notices():
+            if notice.epoch != self.writer_epoch:
+                self._on_new_writer(transport, notice.epoch, reconnect=False)
+            if notice.committed_seq is not None:
+                self._confirm(notice.committed_seq)
+                if notice.gap:
+                    self._resend("the writer saw a gap in our sequence")
+
+    def _confirm(self, committed_seq: int) -> None:
+        if self.outbox.confirm(committed_seq):
+            self._last_progress = time.monotonic()
+
+    def _on_new_writer(self, transport: ZmqTransport, epoch: int, *, reconnect: bool) -> None:
+        first = self.writer_epoch == 0
+        self.writer_epoch = epoch
+        if first and not reconnect:
+            return  # the first writer we hear of: nothing was sent to another one
+        if reconnect:
+            transport.reconnect()
+            self.reconnects += 1
+        self._resend(f"a new writer holds the lease (epoch {epoch})", force=True)
+
+    def _resend(self, why: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_resend < RESEND_MIN_INTERVAL_S:
+            return
+        unconfirmed = self.outbox.unconfirmed()
+        if not unconfirmed:
+            return
+        self._last_resend = now
+        self._last_progress = now
+        already_queued = {m.seq for m in self._queue}
+        self._resending = {m.seq for m in unconfirmed if m.seq not in already_queued}
+        self._queue = deque(unconfirmed)
+        log.info("resending %d unconfirmed messages: %s", len(unconfirmed), why)
+
+    def _maintain(self, transport: ZmqTransport) -> None:
+        """When notices stop while messages wait: read the file, and act on what it says."""
+        now = time.monotonic()
+        if now - self._last_file_check < FILE_CHECK_AFTER_S:
+            return
+        if self.outbox.counts().unconfirmed_messages == 0 and self.writer_epoch != 0:
+            return
+        if now - self._last_progress < FILE_CHECK_AFTER_S and self.writer_epoch != 0:
+            return
+        self._last_file_check = now
+        try:
+            status = self.reader.get_writer_status()
+            instance = self.reader.get_instance(self.outbox.instance_id) if status else None
+        except (FileNotFoundError, sqlite3.Error):
+            status, instance = None, None
+        if instance is not None:
+            self._confirm(instance.last_seq)
+        if status is None or not status.alive:
+            self._maybe_spawn(now)
+            return
+        if status.epoch != self.writer_epoch:
+            self._on_new_writer(transport, status.epoch, reconnect=True)
+        elif self.outbox.counts().unconfirmed_messages and now - self._last_progress >= STALL_RESEND_AFTER_S:
+            self._resend("the writer has committed none of our messages for a while")
+
+    def _maybe_spawn(self, now: float) -> None:
+        if self.spawn is None or now - self._last_spawn < SPAWN_MIN_INTERVAL_S:
+            return
+        self._last_spawn = now
+        try:
+            self.spawn()
+        except OSError as exc:
+            log.error("could not spawn a writer: %s", exc)

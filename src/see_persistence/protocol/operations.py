@@ -1,0 +1,285 @@
+"""The operations a client sends and the rules of their payloads.
+
+Each operation is a name and a map of fields. `OPERATIONS` lists every operation's fields
+and their kinds; `validate_operation` checks a payload against it and returns the values
+the writer binds to its SQL. The same field checks run in the calling process (so a
+caller's mistake raises at once) and in the writer (so a peer's bad payload becomes a
+dead-letter reason).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidOperation
+from .status import Status
+from .timestamps import MAX_TIMESTAMP_US
+
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 1024
+MAX_TEXT_CHARS = 1_048_576
+MAX_JSON_CHARS = 1_048_576
+MAX_JSON_DEPTH = 64
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # the Rust core reads execution_order as i32
+MAX_PID = 2**31 - 1
+
+HELLO = "hello"
+GOODBYE = "goodbye"
+CREATE_WORKFLOW = "create_workflow"
+UPDATE_WORKFLOW_STATUS = "update_workflow_status"
+CREATE_TASK = "create_task"
+UPDATE_TASK_STATUS = "update_task_status"
+APPEND_TASK_LOG = "append_task_log"
+AUDIT_EVENT = "audit_event"
+
+
+def check_id(field: str, value: object) -> str:
+    """Return `value` if it is a usable record id (non-empty text, at most MAX_ID_CHARS)."""
+    if not isinstance(value, str):
+        raise InvalidOperation(f"{field} must be a string id, got {type(value).__name__}")
+    if not value or value.isspace():
+        raise InvalidOperation(f"{field} must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidOperation(f"{field} is {len(value)} characters long; the limit is {MAX_ID_CHARS}")
+    _check_encodable(field, value)
+    return value
+
+
+def check_name(field: str, value: object) -> str:
+    """Return `value` if it is a non-blank name of at most MAX_NAME_CHARS characters."""
+    if not isinstance(value, str):
+        raise InvalidOperation(f"{field} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidOperation(f"{field} must not be empty")
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidOperation(f"{field} is {len(value)} characters long; the limit is {MAX_NAME_CHARS}")
+    _check_encodable(field, value)
+    return value
+
+
+def check_text(field: str, value: object) -> str:
+    """Return `value` if it is text of at most MAX_TEXT_CHARS characters (empty allowed)."""
+    if not isinstance(value, str):
+        raise InvalidOperation(f"{field} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidOperation(f"{field} is {len(value)} characters long; the limit is {MAX_TEXT_CHARS}")
+    _check_encodable(field, value)
+    return value
+
+
+def check_optional_text(field: str, value: object) -> str | None:
+    """Like check_text, but None passes through."""
+    return None if value is None else check_text(field, value)
+
+
+def check_optional_id(field: str, value: object) -> str | None:
+    """Like check_id, but None passes through."""
+    return None if value is None else check_id(field, value)
+
+
+def check_int32(field: str, value: object) -> int:
+    """Return `value` if it is an integer that fits the Rust core's i32."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOperation(f"{field} must be an integer, got {type(value).__name__}")
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise InvalidOperation(f"{field}={value} is outside the 32-bit range")
+    return value
+
+
+def check_timestamp_us(field: str, value: object) -> int:
+    """Return `value` if it is microseconds since the Unix epoch within RFC 3339's range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOperation(f"{field} must be integer microseconds, got {type(value).__name__}")
+    if not 0 <= value <= MAX_TIMESTAMP_US:
+        raise InvalidOperation(f"{field}={value} is outside the representable time range")
+    return value
+
+
+def check_pid(field: str, value: object) -> int:
+    """Return `value` if it is a positive process id."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_PID:
+        raise InvalidOperation(f"{field} must be a positive process id, got {value!r}")
+    return value
+
+
+def check_create_time(field: str, value: object) -> float:
+    """Return `value` as a float if it is a finite, non-negative process create time."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOperation(f"{field} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidOperation(f"{field}={value!r} is not a valid create time")
+    return float(value)
+
+
+def check_status(field: str, value: object) -> str:
+    """Return the lowercase status text for `value` (a Status or its text)."""
+    try:
+        return Status.parse(value).value
+    except ValueError as exc:
+        raise InvalidOperation(f"{field}: {exc}") from None
+
+
+def encode_json_object(field: str, value: object) -> str:
+    """Encode a caller's mapping as JSON text; None becomes '{}'."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise InvalidOperation(f"{field} must be a dict, got {type(value).__name__}")
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidOperation(f"{field} is not JSON: {exc}") from None
+    if len(text) > MAX_JSON_CHARS:
+        raise InvalidOperation(f"{field} is {len(text)} characters of JSON; the limit is {MAX_JSON_CHARS}")
+    _check_json_depth(field, text)
+    _check_encodable(field, text)
+    return text
+
+
+def check_json_object_text(field: str, value: object) -> str:
+    """Return `value` if it is JSON text of an object within the size and depth limits."""
+    if not isinstance(value, str):
+        raise InvalidOperation(f"{field} must be JSON text, got {type(value).__name__}")
+    if len(value) > MAX_JSON_CHARS:
+        raise InvalidOperation(f"{field} is {len(value)} characters of JSON; the limit is {MAX_JSON_CHARS}")
+    _check_json_depth(field, value)
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidOperation(f"{field} is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidOperation(f"{field} must be a JSON object, got {type(parsed).__name__}")
+    return value
+
+
+def _check_json_depth(field: str, text: str) -> None:
+    # Counting brackets outside strings is cheap and stops a deeply nested value before
+    # json.loads recurses into it; a bracket inside a string can only overestimate depth.
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > MAX_JSON_DEPTH:
+        raise InvalidOperation(f"{field} nests {deepest} levels deep; the limit is {MAX_JSON_DEPTH}")
+
+
+def _check_encodable(field: str, value: str) -> None:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidOperation(f"{field} contains text that is not valid Unicode") from None
+
+
+Check = Callable[[str, object], Any]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an operation payload: its name, its check, and whether it must be present."""
+
+    name: str
+    check: Check
+    required: bool = True
+
+
+_AT = Field("at_us", check_timestamp_us)
+
+OPERATIONS: dict[str, tuple[Field, ...]] = {
+    HELLO: (
+        Field("pid", check_pid),
+        Field("process_create_time", check_create_time),
+        Field("host", check_name),
+        _AT,
+    ),
+    GOODBYE: (_AT,),
+    CREATE_WORKFLOW: (
+        Field("id", check_id),
+        Field("workflow_name", check_name),
+        Field("metadata", check_json_object_text),
+        _AT,
+    ),
+    UPDATE_WORKFLOW_STATUS: (
+        Field("id", check_id),
+        Field("status", check_status),
+        Field("error_message", check_optional_text, required=False),
+        _AT,
+    ),
+    CREATE_TASK: (
+        Field("id", check_id),
+        Field("workflow_id", check_id),
+        Field("task_name", check_name),
+        Field("execution_order", check_int32),
+        _AT,
+    ),
+    UPDATE_TASK_STATUS: (
+        Field("id", check_id),
+        Field("status", check_status),
+        Field("output", check_optional_text, required=False),
+        Field("error_message", check_optional_text, required=False),
+        _AT,
+    ),
+    APPEND_TASK_LOG: (
+        Field("id", check_id),
+        Field("line", check_text),
+        _AT,
+    ),
+    AUDIT_EVENT: (
+        Field("id", check_id),
+        Field("event_type", check_name),
+        Field("message", check_text),
+        Field("workflow_id", check_optional_id, required=False),
+        Field("task_id", check_optional_id, required=False),
+        Field("data", check_json_object_text),
+        _AT,
+    ),
+}
+
+
+def validate_operation(name: object, payload: object) -> dict[str, Any]:
+    """Check one operation and return its field values (absent optional fields are None).
+
+    Raises InvalidOperation with a one-line reason for an unknown name, a payload that is not
+    a map, a missing or unexpected field, or a field that breaks its rule.
+    """
+    if not isinstance(name, str):
+        raise InvalidOperation(f"operation name must be a string, got {type(name).__name__}")
+    fields = OPERATIONS.get(name)
+    if fields is None:
+        raise InvalidOperation(f"unknown operation {name[:64]!r}")
+    if not isinstance(payload, dict):
+        raise InvalidOperation(f"{name}: payload must be a map, got {type(payload).__name__}")
+    values: dict[str, Any] = {}
+    for field in fields:
+        if field.name in payload:
+            try:
+                values[field.name] = field.check(field.name, payload[field.name])
+            except InvalidOperation as exc:
+                raise InvalidOperation(f"{name}: {exc.reason}") from None
+        elif field.required:
+            raise InvalidOperation(f"{name}: missing field {field.name!r}")
+        else:
+            values[field.name] = None
+    if len(payload) != len(values) or not payload.keys() <= values.keys():
+        extra = sorted(str(k)[:64] for k in payload if k not in values)
+        raise InvalidOperation(f"{name}: unexpected fields {extra}")
+    return values

@@ -1,0 +1,183 @@
+"""The SQL schema, as data: the S_E_E tables exactly as the app's Rust core knows them,
+the tables this layer adds, and the additive steps that bring any older file up to date.
+
+Version 1 is the S_E_E seed schema (three tables, ten indexes, `schema_version`);
+version 2 adds `writer_lease`, `instances` and `dead_letters`. Every step only adds
+(tables, indexes, nullable columns), so a file written by a newer version still reads.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+
+SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
+
+# Column names and declared types of the S_E_E seed, in its order; tests compare them with
+# PRAGMA table_info so that the Rust core keeps reading the same file.
+SEED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "workflow_executions": (
+        ("id", "TEXT"),
+        ("workflow_name", "TEXT"),
+        ("status", "TEXT"),
+        ("created_at", "TIMESTAMP"),
+        ("started_at", "TIMESTAMP"),
+        ("completed_at", "TIMESTAMP"),
+        ("success", "BOOLEAN"),
+        ("error_message", "TEXT"),
+        ("metadata", "TEXT"),
+        ("instance_id", "TEXT"),
+        ("last_updated", "TIMESTAMP"),
+    ),
+    "task_executions": (
+        ("id", "TEXT"),
+        ("workflow_id", "TEXT"),
+        ("task_name", "TEXT"),
+        ("status", "TEXT"),
+        ("created_at", "TIMESTAMP"),
+        ("started_at", "TIMESTAMP"),
+        ("completed_at", "TIMESTAMP"),
+        ("success", "BOOLEAN"),
+        ("error_message", "TEXT"),
+        ("output", "TEXT"),
+        ("logs", "TEXT"),
+        ("retry_count", "INTEGER"),
+        ("execution_order", "INTEGER"),
+        ("instance_id", "TEXT"),
+        ("last_updated", "TIMESTAMP"),
+    ),
+    "audit_events": (
+        ("id", "TEXT"),
+        ("workflow_id", "TEXT"),
+        ("task_id", "TEXT"),
+        ("event_type", "TEXT"),
+        ("message", "TEXT"),
+        ("timestamp", "TIMESTAMP"),
+        ("data", "TEXT"),
+        ("instance_id", "TEXT"),
+    ),
+}
+
+SEED_INDEXES: dict[str, tuple[str, str]] = {
+    "idx_workflow_executions_created_at": ("workflow_executions", "created_at"),
+    "idx_workflow_executions_status": ("workflow_executions", "status"),
+    "idx_workflow_executions_instance_id": ("workflow_executions", "instance_id"),
+    "idx_workflow_executions_last_updated": ("workflow_executions", "last_updated"),
+    "idx_task_executions_workflow_id": ("task_executions", "workflow_id"),
+    "idx_task_executions_status": ("task_executions", "status"),
+    "idx_task_executions_instance_id": ("task_executions", "instance_id"),
+    "idx_audit_events_workflow_id": ("audit_events", "workflow_id"),
+    "idx_audit_events_timestamp": ("audit_events", "timestamp"),
+    "idx_audit_events_instance_id": ("audit_events", "instance_id"),
+}
+
+_SEED_STATEMENTS: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS schema_version (
+        version INTEGER PRIMARY KEY,
+        applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+    )""",
+    """CREATE TABLE IF NOT EXISTS workflow_executions (
+        id TEXT PRIMARY KEY,
+        workflow_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        started_at TIMESTAMP,
+        completed_at TIMESTAMP,
+        success BOOLEAN,
+        error_message TEXT,
+        metadata TEXT,
+        instance_id TEXT,
+        last_updated TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+    )""",
+    """CREATE TABLE IF NOT EXISTS task_executions (
+        id TEXT PRIMARY KEY,
+        workflow_id TEXT NOT NULL,
+        task_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        started_at TIMESTAMP,
+        completed_at TIMESTAMP,
+        success BOOLEAN,
+        error_message TEXT,
+        output TEXT,
+        logs TEXT,
+        retry_count INTEGER DEFAULT 0,
+        execution_order INTEGER DEFAULT 0,
+        instance_id TEXT,
+        last_updated TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        FOREIGN KEY (workflow_id) REFERENCES workflow_executions(id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit_events (
+        id TEXT PRIMARY KEY,
+        workflow_id TEXT,
+        task_id TEXT,
+        event_type TEXT NOT NULL,
+        message TEXT NOT NULL,
+        timestamp TIMESTAMP NOT NULL,
+        data TEXT,
+        instance_id TEXT
+    )""",
+    *(
+        f"CREATE INDEX IF NOT EXISTS {index} ON {table}({column})"
+        for index, (table, column) in SEED_INDEXES.items()
+    ),
+)
+
+_LAYER_STATEMENTS: tuple[str, ...] = (
+    # One row (id = 1): who may write. Taken and renewed only inside BEGIN IMMEDIATE.
+    """CREATE TABLE IF NOT EXISTS writer_lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pid INTEGER NOT NULL,
+        process_create_time REAL NOT NULL,
+        host TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        acquired_at TIMESTAMP NOT NULL,
+        heartbeat_at TIMESTAMP NOT NULL,
+        released_at TIMESTAMP
+    )""",
+    # One row per GUI instance; last_seq is the highest sequence number committed for it.
+    """CREATE TABLE IF NOT EXISTS instances (
+        id TEXT PRIMARY KEY,
+        pid INTEGER,
+        process_create_time REAL,
+        host TEXT,
+        started_at TIMESTAMP,
+        last_seen TIMESTAMP,
+        ended_at TIMESTAMP,
+        state TEXT NOT NULL DEFAULT 'live',
+        last_seq INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS idx_instances_state ON instances(state)",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at TIMESTAMP NOT NULL,
+        instance_id TEXT,
+        seq INTEGER,
+        reason TEXT NOT NULL,
+        raw BLOB
+    )""",
+)
+
+UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, _SEED_STATEMENTS),
+    (2, _LAYER_STATEMENTS),
+)
+"""(version, statements): applying every step above a file's version brings it up to date."""
+
+
+def upgrade_statements(current_version: int) -> list[str]:
+    """Return the statements that bring a file at `current_version` (0: empty) up to date.
+
+    Every statement is idempotent (IF NOT EXISTS), so a file whose version row is missing
+    but whose tables exist, as the seed's might be, upgrades safely too.
+    """
+    statements: list[str] = []
+    for version, step in UPGRADE_STEPS:
+        if version > current_version:
+            statements.extend(step)
+    return statements
+
+
+def version_row_statement() -> str:
+    """The statement that records SCHEMA_VERSION in schema_version (ISO text, not SQLite's)."""
+    return "INSERT OR REPLACE INTO schema_version (version, applied_at) VALUES (?, ?)"

@@ -1,0 +1,286 @@
+"""Read-only queries over a mode=ro connection, returned as the protocol's models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import leases, locations
+from ..database import open_read_only
+from ..protocol import timestamps
+from ..protocol.errors import ReadOnlyViolation
+from ..protocol.models import (
+    AuditEvent,
+    Instance,
+    InstanceStats,
+    TaskExecution,
+    WorkflowExecution,
+    WriterStatus,
+)
+from ..protocol.status import Status
+
+log = logging.getLogger("see_persistence.reader")
+
+_WORKFLOW_COLUMNS = (
+    "id, workflow_name, status, created_at, started_at, completed_at, success, error_message,"
+    " metadata, instance_id, last_updated"
+)
+_TASK_COLUMNS = (
+    "id, workflow_id, task_name, status, created_at, started_at, completed_at, success,"
+    " error_message, output, logs, retry_count, execution_order, instance_id, last_updated"
+)
+_AUDIT_COLUMNS = "id, workflow_id, task_id, event_type, message, timestamp, data, instance_id"
+_INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, ended_at, state, last_seq"
+
+# What a statement sent through query() may do: read, call functions, and run the pragmas
+# that only report. Everything else (writes, ATTACH, pragmas that set) is refused by SQLite
+# itself through the authorizer, before the statement runs.
+_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, 33})  # 33: RECURSIVE
+_REPORTING_PRAGMAS = frozenset(
+    {
+        "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+        "database_list", "compile_options", "user_version", "schema_version", "page_count",
+        "page_size", "freelist_count", "journal_mode", "integrity_check", "quick_check",
+        "foreign_key_check", "collation_list", "function_list", "table_list", "data_version",
+    }
+)
+
+
+def _authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and arg1 is not None and arg1.lower() in _REPORTING_PRAGMAS and arg2 is None:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def _time(text: str | None) -> Any:
+    return timestamps.parse(text) if text else None
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"_unparsed": text}  # written by someone else; show it rather than fail the read
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _json_list(text: str | None) -> list[str]:
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [text]
+    return [v if isinstance(v, str) else json.dumps(v) for v in value] if isinstance(value, list) else [text]
+
+
+def _bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+    return WorkflowExecution(
+        id=row[0], workflow_name=row[1], status=Status(row[2]), created_at=_time(row[3]),
+        started_at=_time(row[4]), completed_at=_time(row[5]), success=_bool(row[6]),
+        error_message=row[7], metadata=_json_object(row[8]), instance_id=row[9],
+        last_updated=_time(row[10]),
+    )
+
+
+def _task(row: tuple[Any, ...]) -> TaskExecution:
+    return TaskExecution(
+        id=row[0], workflow_id=row[1], task_name=row[2], status=Status(row[3]), created_at=_time(row[4]),
+        started_at=_time(row[5]), completed_at=_time(row[6]), success=_bool(row[7]),
+        error_message=row[8], output=row[9], logs=_json_list(row[10]), retry_count=row[11] or 0,
+        execution_order=row[12] or 0, instance_id=row[13], last_updated=_time(row[14]),
+    )
+
+
+def _audit(row: tuple[Any, ...]) -> AuditEvent:
+    return AuditEvent(
+        id=row[0], workflow_id=row[1], task_id=row[2], event_type=row[3], message=row[4],
+        timestamp=_time(row[5]), data=_json_object(row[6]), instance_id=row[7],
+    )
+
+
+def _instance(row: tuple[Any, ...]) -> Instance:
+    return Instance(
+        id=row[0], pid=row[1], process_create_time=row[2], host=row[3], started_at=_time(row[4]),
+        last_seen=_time(row[5]), ended_at=_time(row[6]), state=row[7], last_seq=row[8] or 0,
+    )
+
+
+class Reader:
+    """Read-only access to a see-persistence database; usable from several threads.
+
+    Each thread gets its own `mode=ro` connection in autocommit, so no read transaction is
+    left open to starve checkpoints. Opening is lazy: a file that does not exist yet raises
+    FileNotFoundError (with the path) when first queried.
+    """
+
+    def __init__(self, db_path: str | os.PathLike[str] | None = None) -> None:
+        self.db_path: Path = locations.resolve_db_path(db_path)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        pid = os.getpid()
+        if conn is None or getattr(self._local, "pid", None) != pid:
+            conn = open_read_only(self.db_path)
+            self._local.conn, self._local.pid = conn, pid
+        return conn
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._conn().execute(sql, params)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- records ---------------------------------------------------------------------------
+
+    def get_workflow(self, workflow_id: str) -> WorkflowExecution | None:
+        """The workflow with this id, or None."""
+        rows = self._fetch(f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?", (workflow_id,))
+        return _workflow(rows[0]) if rows else None
+
+    def list_workflows(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        status: Status | str | None = None,
+        instance_id: str | None = None,
+    ) -> list[WorkflowExecution]:
+        """Workflows newest first, optionally only those with `status` or from `instance_id`."""
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(Status.parse(status).value)
+        if instance_id is not None:
+            where.append("instance_id = ?")
+            params.append(instance_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._fetch(
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions{clause}"
+            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            (*params, int(limit), int(offset)),
+        )
+        return [_workflow(r) for r in rows]
+
+    def get_workflows_for_instance(self, instance_id: str) -> list[WorkflowExecution]:
+        """Every workflow one instance created, newest first."""
+        rows = self._fetch(
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE instance_id = ?"
+            " ORDER BY created_at DESC, id DESC",
+            (instance_id,),
+        )
+        return [_workflow(r) for r in rows]
+
+    def get_tasks_for_workflow(self, workflow_id: str) -> list[TaskExecution]:
+        """The tasks of a workflow, by execution_order, then created_at."""
+        rows = self._fetch(
+            f"SELECT {_TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
+            " ORDER BY execution_order, created_at, id",
+            (workflow_id,),
+        )
+        return [_task(r) for r in rows]
+
+    def get_audit_trail(self, workflow_id: str) -> list[AuditEvent]:
+        """The audit events of a workflow, by timestamp."""
+        rows = self._fetch(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id",
+            (workflow_id,),
+        )
+        return [_audit(r) for r in rows]
+
+    # -- instances and the writer ------------------------------------------------------------
+
+    def get_instances(self) -> list[Instance]:
+        """Every registered instance, live, ended or dead, most recently started first."""
+        rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY started_at DESC")
+        return [_instance(r) for r in rows]
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """The registered instance with this id, or None."""
+        rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE id = ?", (instance_id,))
+        return _instance(rows[0]) if rows else None
+
+    def get_active_instances(self) -> list[Instance]:
+        """Instances registered live whose process still runs (pid and create time checked)."""
+        rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE state = 'live' ORDER BY started_at")
+        return [_instance(r) for r in rows if leases.is_alive(r[1], r[2], r[3])]
+
+    def get_instance_stats(self) -> InstanceStats:
+        """Total workflows, live instances, and how many workflows each live instance has."""
+        total = self._fetch("SELECT COUNT(*) FROM workflow_executions")[0][0]
+        active = self.get_active_instances()
+        per_instance: dict[str, int] = {}
+        for instance in active:
+            per_instance[instance.id] = self._fetch(
+                "SELECT COUNT(*) FROM workflow_executions WHERE instance_id = ?", (instance.id,)
+            )[0][0]
+        return InstanceStats(total_workflows=total, active_instances=len(active), workflows_per_instance=per_instance)
+
+    def get_writer_status(self) -> WriterStatus | None:
+        """The writer lease and whether its holder is alive; None if no writer ever ran."""
+        try:
+            rows = self._fetch(
+                "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
+                " released_at FROM writer_lease WHERE id = 1"
+            )
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a file no writer of ours has upgraded yet
+                return None
+            raise
+        if not rows:
+            return None
+        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released = rows[0]
+        alive = released is None and leases.is_alive(pid, ctime, host)
+        return WriterStatus(
+            pid=pid, host=host, endpoint=endpoint, epoch=epoch, since=_time(acquired),
+            heartbeat=_time(heartbeat), released=_time(released), alive=alive,
+        )
+
+    def count_rows(self) -> dict[str, int]:
+        """Row counts of the layer's tables that exist in this file."""
+        names = [r[0] for r in self._fetch("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        wanted = ["workflow_executions", "task_executions", "audit_events", "instances", "dead_letters"]
+        return {n: self._fetch(f'SELECT COUNT(*) FROM "{n}"')[0][0] for n in wanted if n in names}
+
+    # -- raw SQL ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only SQL statement and return its rows; a write raises ReadOnlyViolation."""
+        conn = self._conn()
+        conn.set_authorizer(_authorize)
+        try:
+            return self._fetch(sql, params)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_AUTH", "SQLITE_READONLY") or "not authorized" in str(exc):
+                raise ReadOnlyViolation(f"Reader.query runs read-only SQL only: {exc}") from exc
+            raise
+        finally:
+            conn.set_authorizer(None)

@@ -1,0 +1,144 @@
+"""Applying one batch of raw messages inside one transaction.
+
+Per instance, a message is applied only when its sequence number is the next one: a
+duplicate (a resend of something committed) is skipped, a message after a gap is held
+back (the client resends from the gap). A message or operation that is wrong goes to
+`dead_letters` with its reason; everything else in the batch commits with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol import codec, operations, statements, timestamps
+from ..protocol.errors import InvalidOperation, RejectedMessage
+
+log = logging.getLogger("see_persistence.writer")
+
+# SQLite errors that belong to one statement's data (a constraint, a value too big), as
+# opposed to the database as a whole (disk full, I/O error), which fails the batch.
+_STATEMENT_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
+_STATEMENT_ERROR_NAMES = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT"})
+
+
+@dataclass
+class BatchResult:
+    """What one batch did, for counters and commit notices."""
+
+    messages: int = 0
+    operations_applied: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    dead_letters: int = 0
+    committed_seq: dict[str, int] = field(default_factory=dict)  # instance -> last seq now committed
+    gap_instances: set[str] = field(default_factory=set)
+
+
+class SequenceBook:
+    """The last committed sequence number of each instance, cached from `instances`."""
+
+    def __init__(self) -> None:
+        self._committed: dict[str, int] = {}
+
+    def last(self, conn: sqlite3.Connection, instance_id: str) -> int:
+        """The last committed seq for `instance_id` (0 if it never committed anything)."""
+        seq = self._committed.get(instance_id)
+        if seq is None:
+            row = conn.execute("SELECT last_seq FROM instances WHERE id = ?", (instance_id,)).fetchone()
+            seq = int(row[0]) if row else 0
+            self._committed[instance_id] = seq
+        return seq
+
+    def commit(self, committed: dict[str, int]) -> None:
+        """Record what a batch committed (only after its COMMIT succeeded)."""
+        self._committed.update(committed)
+
+    def forget(self) -> None:
+        """Drop the cache, e.g. after losing the lease: the file is the truth."""
+        self._committed.clear()
+
+
+def _statement_for(name: str, values: dict[str, Any]) -> str:
+    if name == operations.UPDATE_WORKFLOW_STATUS:
+        return statements.WORKFLOW_STATUS_UPDATES[values["status"]]
+    if name == operations.UPDATE_TASK_STATUS:
+        return statements.TASK_STATUS_UPDATES[values["status"]]
+    return statements.INSERTS[name]
+
+
+def _is_statement_error(exc: sqlite3.Error) -> bool:
+    if isinstance(exc, _STATEMENT_ERRORS):
+        return True
+    name = getattr(exc, "sqlite_errorname", "")
+    return any(name.startswith(prefix) for prefix in _STATEMENT_ERROR_NAMES)
+
+
+def apply_messages(
+    conn: sqlite3.Connection,
+    raws: list[bytes],
+    book: SequenceBook,
+    *,
+    now_us: int,
+) -> BatchResult:
+    """Apply `raws` inside the caller's open transaction and return what happened.
+
+    Raises sqlite3.Error for faults of the database as a whole; the caller rolls back and
+    keeps the batch. `book` is not changed: the caller commits `result.committed_seq` to it
+    after COMMIT.
+    """
+    now = timestamps.format_us(now_us)
+    result = BatchResult()
+    pending_seq: dict[str, int] = {}
+
+    def dead_letter(raw: bytes, reason: str, instance_id: str | None, seq: int | None) -> None:
+        conn.execute(statements.INSERT_DEAD_LETTER, (now, instance_id, seq, reason, raw))
+        result.dead_letters += 1
+        log.debug("dead letter from %s seq %s: %s", instance_id, seq, reason)
+
+    for raw in raws:
+        result.messages += 1
+        try:
+            envelope = codec.decode_message(raw)
+        except RejectedMessage as rejected:
+            dead_letter(bytes(raw), rejected.reason, rejected.instance_id, rejected.seq)
+            continue
+        instance_id, seq = envelope.instance_id, envelope.seq
+        last = pending_seq.get(instance_id)
+        if last is None:
+            last = book.last(conn, instance_id)
+        if seq <= last:
+            result.duplicates += 1
+            continue
+        if seq > last + 1:
+            result.gaps += 1
+            result.gap_instances.add(instance_id)
+            continue
+        for name, payload in envelope.operations:
+            try:
+                values = operations.validate_operation(name, payload)
+            except InvalidOperation as invalid:
+                dead_letter(codec.encode_operation(name, payload), invalid.reason, instance_id, seq)
+                continue
+            values["instance_id"] = instance_id
+            values["now"] = now
+            values["at"] = timestamps.format_us(values.pop("at_us"))
+            try:
+                changed = conn.execute(_statement_for(name, values), values).rowcount
+            except sqlite3.Error as exc:
+                if not _is_statement_error(exc):
+                    raise
+                dead_letter(codec.encode_operation(name, payload), f"{name}: {exc}", instance_id, seq)
+                continue
+            if changed == 0 and name in statements.MUST_CHANGE_A_ROW:
+                target = values.get("id", instance_id)
+                dead_letter(codec.encode_operation(name, payload), f"{name}: no record with id {target!r}", instance_id, seq)
+                continue
+            result.operations_applied += 1
+        pending_seq[instance_id] = seq
+    for instance_id, seq in pending_seq.items():
+        conn.execute(statements.RECORD_INSTANCE_SEQ, {"instance_id": instance_id, "seq": seq, "now": now})
+    result.committed_seq = pending_seq
+    return result

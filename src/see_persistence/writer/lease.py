@@ -1,0 +1,157 @@
+"""The writer lease: who may write, taken inside BEGIN IMMEDIATE, fenced by its epoch.
+
+The lease is decided before any socket is bound (a second bind on an ipc path silently
+steals it from the first writer), renewed by a heartbeat, and checked inside the same
+transaction as every batch, so a writer that lost it can never commit again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import leases
+from ..protocol import timestamps
+from ..protocol.errors import LeaseHeldError, LeaseLostError
+from .storage import immediate_transaction
+
+log = logging.getLogger("see_persistence.writer")
+
+HEARTBEAT_INTERVAL_S = 0.5
+LEASE_STALE_AFTER_S = 5.0  # a holder silent this long is presumed dead (stopped, hung)
+STANDBY_POLL_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """The writer_lease row as stored."""
+
+    pid: int
+    process_create_time: float
+    host: str
+    endpoint: str
+    epoch: int
+    acquired_at: str
+    heartbeat_at: str
+    released_at: str | None
+
+
+def read_lease(conn: sqlite3.Connection) -> LeaseRow | None:
+    """The current lease row, or None if no writer ever held one."""
+    row = conn.execute(
+        "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at, released_at"
+        " FROM writer_lease WHERE id = 1"
+    ).fetchone()
+    return LeaseRow(*row) if row else None
+
+
+def holder_is_active(lease: LeaseRow | None, now_us: int) -> bool:
+    """True if the lease is held by a live process that has heartbeated recently."""
+    if lease is None or lease.released_at is not None:
+        return False
+    if not leases.is_alive(lease.pid, lease.process_create_time, lease.host):
+        return False
+    silent_s = (now_us - _to_us(lease.heartbeat_at)) / 1e6
+    return silent_s <= LEASE_STALE_AFTER_S
+
+
+def _to_us(text: str) -> int:
+    moment = timestamps.parse(text)
+    return int(moment.timestamp() * 1_000_000)
+
+
+class WriterLease:
+    """This process's claim on the writer lease."""
+
+    def __init__(self, conn: sqlite3.Connection, me: leases.ProcessIdentity, endpoint: str):
+        self._conn = conn
+        self._me = me
+        self._endpoint = endpoint
+        self.epoch = 0
+
+    def try_acquire(self, now_us: int) -> LeaseRow | None:
+        """Take the lease if no active holder has it; return the holder's row if one does."""
+        with immediate_transaction(self._conn):
+            current = read_lease(self._conn)
+            if holder_is_active(current, now_us) and not self._is_me(current):
+                return current
+            epoch = (current.epoch if current else 0) + 1
+            now = timestamps.format_us(now_us)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO writer_lease (id, pid, process_create_time, host, endpoint,"
+                " epoch, acquired_at, heartbeat_at, released_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (self._me.pid, self._me.create_time, self._me.host, self._endpoint, epoch, now, now),
+            )
+        if current is not None and current.released_at is None:
+            log.warning(
+                "took over the lease from pid %d on %s (epoch %d, last heartbeat %s)",
+                current.pid, current.host, current.epoch, current.heartbeat_at,
+            )
+        self.epoch = epoch
+        log.info("holding the writer lease, epoch %d", epoch)
+        return None
+
+    def acquire(self, *, standby: bool, should_stop: Callable[[], bool]) -> bool:
+        """Acquire the lease; a standby waits for it. Returns False if stopped while waiting.
+
+        Raises LeaseHeldError, naming the holder, when another writer is active and this
+        one is not a standby.
+        """
+        announced = False
+        while True:
+            try:
+                holder = self.try_acquire(time.time_ns() // 1000)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:  # type: ignore[attr-defined]
+                    raise
+                holder = read_lease(self._conn)  # someone else is mid-takeover; look again
+            if holder is None:
+                return True
+            if not standby:
+                raise LeaseHeldError(
+                    f"another writer holds the lease: pid {holder.pid} on {holder.host}, "
+                    f"epoch {holder.epoch}, since {holder.acquired_at}",
+                    pid=holder.pid,
+                    host=holder.host,
+                )
+            if not announced:
+                log.info("standing by: pid %d on %s holds the lease (epoch %d)", holder.pid, holder.host, holder.epoch)
+                announced = True
+            if should_stop():
+                return False
+            time.sleep(STANDBY_POLL_INTERVAL_S)
+
+    def fence(self, now: str) -> None:
+        """Inside an open transaction: renew the heartbeat, or raise LeaseLostError."""
+        changed = self._conn.execute(
+            "UPDATE writer_lease SET heartbeat_at = ? WHERE id = 1 AND epoch = ? AND pid = ?"
+            " AND released_at IS NULL",
+            (now, self.epoch, self._me.pid),
+        ).rowcount
+        if changed != 1:
+            holder = read_lease(self._conn)
+            who = f"pid {holder.pid}, epoch {holder.epoch}" if holder else "nobody"
+            raise LeaseLostError(f"lost the writer lease (epoch {self.epoch}); it is now held by {who}")
+
+    def heartbeat(self, now_us: int) -> None:
+        """Renew the lease in a transaction of its own (when idle)."""
+        with immediate_transaction(self._conn):
+            self.fence(timestamps.format_us(now_us))
+
+    def release(self, now_us: int) -> None:
+        """Give the lease up, if still ours, so a standby need not wait for it to go stale."""
+        now = timestamps.format_us(now_us)
+        with immediate_transaction(self._conn):
+            self._conn.execute(
+                "UPDATE writer_lease SET released_at = ?, heartbeat_at = ? WHERE id = 1 AND epoch = ? AND pid = ?",
+                (now, now, self.epoch, self._me.pid),
+            )
+        log.info("released the writer lease (epoch %d)", self.epoch)
+
+    def _is_me(self, lease: LeaseRow | None) -> bool:
+        return lease is not None and lease.pid == self._me.pid and abs(
+            lease.process_create_time - self._me.create_time
+        ) <= leases.CREATE_TIME_TOLERANCE_S

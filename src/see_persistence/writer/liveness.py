@@ -1,0 +1,73 @@
+"""The instance liveness sweep: GUI instances whose process is gone are marked dead, and
+the workflows and tasks they left pending or running become failed, "abandoned: ...".
+
+Dead means the pid checked with psutil (gone, a zombie, or reused by a process with another
+create time), never a quiet spell: nothing is deleted because an instance is idle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+
+from .. import leases
+from ..idgen import new_id
+from ..protocol import timestamps
+from ..protocol.status import ACTIVE_STATUSES
+
+log = logging.getLogger("see_persistence.writer")
+
+SWEEP_INTERVAL_S = 1.0
+_ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
+_ACTIVE_SQL = ", ".join(f"'{s}'" for s in _ACTIVE)
+
+
+@dataclass(frozen=True)
+class DeadInstance:
+    """A registered instance whose process is gone."""
+
+    instance_id: str
+    pid: int
+
+
+def find_dead_instances(conn: sqlite3.Connection) -> list[DeadInstance]:
+    """Live-registered instances on this host whose process no longer runs."""
+    rows = conn.execute(
+        "SELECT id, pid, process_create_time FROM instances"
+        " WHERE state = 'live' AND pid IS NOT NULL AND host = ?",
+        (leases.host_name(),),
+    ).fetchall()
+    return [DeadInstance(iid, pid) for iid, pid, ctime in rows if not leases.is_alive(pid, ctime)]
+
+
+def abandon(conn: sqlite3.Connection, dead: DeadInstance, now_us: int) -> int:
+    """Inside an open transaction: mark `dead` and fail what it left active; return workflows failed."""
+    now = timestamps.format_us(now_us)
+    reason = f"abandoned: instance {dead.instance_id} (pid {dead.pid}) died"
+    conn.execute(
+        "UPDATE instances SET state = 'dead', ended_at = ?, last_seen = ? WHERE id = ? AND state = 'live'",
+        (now, now, dead.instance_id),
+    )
+    workflow_ids = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT id FROM workflow_executions WHERE instance_id = ? AND status IN ({_ACTIVE_SQL})",
+            (dead.instance_id,),
+        )
+    ]
+    for table in ("workflow_executions", "task_executions"):
+        conn.execute(
+            f"UPDATE {table} SET status = 'failed', success = 0, completed_at = ?, last_updated = ?,"
+            f" error_message = ? WHERE instance_id = ? AND status IN ({_ACTIVE_SQL})",
+            (now, now, reason, dead.instance_id),
+        )
+    data = json.dumps({"instance_id": dead.instance_id, "pid": dead.pid})
+    conn.executemany(
+        "INSERT INTO audit_events (id, workflow_id, task_id, event_type, message, timestamp, data, instance_id)"
+        " VALUES (?, ?, NULL, 'workflow_abandoned', ?, ?, ?, ?)",
+        [(new_id(), wid, reason, now, data, dead.instance_id) for wid in workflow_ids],
+    )
+    log.warning("%s; %d workflow(s) marked failed", reason, len(workflow_ids))
+    return len(workflow_ids)

@@ -1,0 +1,336 @@
+"""The writer actor: lease, PULL loop, batches in WAL transactions, notices, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from .. import leases, locations
+from ..protocol import codec, timestamps
+from ..protocol.errors import LeaseLostError
+from . import liveness
+from .batch import BatchResult, SequenceBook, apply_messages
+from .lease import HEARTBEAT_INTERVAL_S, WriterLease
+from .storage import immediate_transaction, open_write_connection, upgrade_schema
+
+log = logging.getLogger("see_persistence.writer")
+
+BATCH_MAX_MESSAGES = 2048
+BATCH_WINDOW_S = 0.002
+IDLE_POLL_S = 0.1  # how long the loop may sleep before it looks at its stop flag again
+RETRY_BACKOFF_MAX_S = 2.0
+SHUTDOWN_DRAIN_MAX_MESSAGES = 1_000_000
+PUB_LINGER_MS = 200
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class WriterStats:
+    """Counters of one writer's life (plain ints)."""
+
+    messages: int = 0
+    batches: int = 0
+    operations: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    dead_letters: int = 0
+    commit_failures: int = 0
+    instances_abandoned: int = 0
+
+
+class Writer:
+    """The single writer of one database. `run()` blocks until `stop()` or SIGTERM/SIGINT.
+
+    Raises LeaseHeldError from run() when another live writer holds the lease (unless
+    `standby`, which waits and takes over), and LeaseLostError when fenced off.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str] | None = None,
+        *,
+        standby: bool = False,
+        synchronous: str = "NORMAL",
+        batch_max_messages: int = BATCH_MAX_MESSAGES,
+        batch_window_s: float = BATCH_WINDOW_S,
+    ) -> None:
+        self.db_path: Path = locations.resolve_db_path(db_path)
+        self.endpoints = locations.endpoints_for(self.db_path)
+        self.standby = standby
+        self.synchronous = synchronous
+        self.batch_max_messages = batch_max_messages
+        self.batch_window_s = batch_window_s
+        self.stats = WriterStats()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._conn: sqlite3.Connection | None = None
+        self._lease: WriterLease | None = None
+        self._context: zmq.Context[Any] | None = None
+        self._pull: zmq.Socket[Any] | None = None
+        self._pub: zmq.Socket[Any] | None = None
+        self._pull_inode: int | None = None
+        self._book = SequenceBook()
+
+    # -- public control -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the writer to finish: commit what it received, release the lease, return."""
+        self._stop.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the writer holds the lease and has bound its sockets."""
+        return self._ready.wait(timeout)
+
+    @property
+    def epoch(self) -> int:
+        """The lease epoch this writer holds (0 before it holds one)."""
+        return self._lease.epoch if self._lease else 0
+
+    def run(self) -> None:
+        """Hold the lease and apply what clients send until stopped."""
+        restore = self._install_signal_handlers()
+        try:
+            if not self.initialize():
+                return
+            while not self._stop.is_set():
+                self.loop_once()
+            self._drain_on_shutdown()
+        finally:
+            self.shutdown()
+            restore()
+
+    # -- the three phases ---------------------------------------------------------------------
+
+    def initialize(self) -> bool:
+        """Open and upgrade the file, take the lease, then bind. False if stopped while standing by."""
+        self._conn = open_write_connection(self.db_path, self.synchronous)
+        upgrade_schema(self._conn, _now_us())
+        me = leases.current_process()
+        self._lease = WriterLease(self._conn, me, self.endpoints.pull)
+        if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
+            return False
+        # Only now, holding the lease, may we bind: a bind on an ipc path steals it.
+        locations.ensure_private_directory(self.endpoints.directory)
+        self._context = zmq.Context()
+        self._pull = self._context.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE_BYTES)
+        self._pull.setsockopt(zmq.RCVHWM, 10_000)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self._pull.bind(self.endpoints.pull)
+        self._pull_inode = self._socket_inode()
+        self._pub = self._context.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
+        self._pub.bind(self.endpoints.pub)
+        self._next_heartbeat = time.monotonic()
+        self._next_sweep = time.monotonic()
+        self._ready.set()
+        log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
+        return True
+
+    def loop_once(self) -> None:
+        """Wait briefly for messages, commit them as one batch, then do what is due."""
+        assert self._pull is not None
+        now = time.monotonic()
+        timeout_s = max(0.0, min(IDLE_POLL_S, self._next_heartbeat - now, self._next_sweep - now))
+        if self._pull.poll(int(timeout_s * 1000)):
+            raws = self._receive_batch()
+            if raws:
+                self._commit(raws)
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+            self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
+        if now >= self._next_sweep:
+            self._sweep()
+            self._next_sweep = now + liveness.SWEEP_INTERVAL_S
+
+    def shutdown(self) -> None:
+        """Release the lease and close sockets and the connection (safe to call twice)."""
+        if self._pull is not None:
+            self._pull.close(linger=0)
+            self._pull = None
+        if self._lease is not None and self._lease.epoch and self._conn is not None:
+            try:
+                self._lease.release(_now_us())
+            except sqlite3.Error as exc:
+                log.error("could not release the lease: %s", exc)
+            self._lease = None
+        if self._pub is not None:
+            self._pub.close(linger=PUB_LINGER_MS)
+            self._pub = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- inside the loop ------------------------------------------------------------------------
+
+    def _receive_batch(self) -> list[bytes]:
+        assert self._pull is not None
+        raws: list[bytes] = []
+        deadline: float | None = None
+        while len(raws) < self.batch_max_messages:
+            try:
+                raws.append(self._pull.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                if deadline is None:
+                    deadline = time.monotonic() + self.batch_window_s
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._pull.poll(max(1, int(remaining * 1000))):
+                    break
+        return raws
+
+    def _commit(self, raws: list[bytes]) -> None:
+        """Commit one batch; on a fault of the database keep it and retry with backoff."""
+        assert self._conn is not None and self._lease is not None
+        backoff_s = 0.05
+        failures = 0
+        while True:
+            now_us = _now_us()
+            try:
+                with immediate_transaction(self._conn):
+                    self._lease.fence(timestamps.format_us(now_us))
+                    result = apply_messages(self._conn, raws, self._book, now_us=now_us)
+                break
+            except LeaseLostError:
+                self._book.forget()
+                raise
+            except sqlite3.Error as exc:
+                failures += 1
+                self.stats.commit_failures += 1
+                if failures == 1:
+                    log.error("commit of a batch of %d messages failed, will retry: %s", len(raws), exc)
+                if self._stop.wait(backoff_s) and failures > 20:
+                    log.error("giving up on a batch of %d messages at shutdown: %s", len(raws), exc)
+                    return
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+        if failures:
+            log.info("batch committed after %d failed attempts", failures)
+        self._book.commit(result.committed_seq)
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S  # the fence renewed it
+        self._count(result)
+        self._publish(result)
+
+    def _count(self, result: BatchResult) -> None:
+        self.stats.batches += 1
+        self.stats.messages += result.messages
+        self.stats.operations += result.operations_applied
+        self.stats.duplicates += result.duplicates
+        self.stats.gaps += result.gaps
+        self.stats.dead_letters += result.dead_letters
+
+    def _publish(self, result: BatchResult) -> None:
+        assert self._pub is not None and self._conn is not None
+        epoch = self.epoch
+        for instance_id, seq in result.committed_seq.items():
+            self._send_notice(codec.encode_commit_notice(instance_id, epoch, seq))
+        for instance_id in result.gap_instances - result.committed_seq.keys():
+            seq = self._book.last(self._conn, instance_id)
+            self._send_notice(codec.encode_commit_notice(instance_id, epoch, seq, gap=True))
+
+    def _send_notice(self, frames: list[bytes]) -> None:
+        assert self._pub is not None
+        try:
+            self._pub.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # a slow subscriber misses a notice; it falls back to reading the file
+
+    def _heartbeat(self) -> None:
+        assert self._lease is not None
+        try:
+            self._lease.heartbeat(_now_us())
+        except sqlite3.Error as exc:
+            log.error("could not renew the lease heartbeat: %s", exc)
+            return
+        self._send_notice(codec.encode_heartbeat(self.epoch))
+        self._check_socket_file()
+
+    def _sweep(self) -> None:
+        assert self._conn is not None and self._lease is not None
+        try:
+            dead = liveness.find_dead_instances(self._conn)
+            if not dead:
+                return
+            now_us = _now_us()
+            with immediate_transaction(self._conn):
+                self._lease.fence(timestamps.format_us(now_us))
+                for instance in dead:
+                    liveness.abandon(self._conn, instance, now_us)
+            self.stats.instances_abandoned += len(dead)
+        except sqlite3.Error as exc:
+            log.error("instance liveness sweep failed: %s", exc)
+
+    def _drain_on_shutdown(self) -> None:
+        """Commit what already waits in the socket, so a clean stop loses nothing it received."""
+        assert self._pull is not None
+        drained = 0
+        while drained < SHUTDOWN_DRAIN_MAX_MESSAGES:
+            raws: list[bytes] = []
+            while len(raws) < self.batch_max_messages:
+                try:
+                    raws.append(self._pull.recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            if not raws:
+                break
+            self._commit(raws)
+            drained += len(raws)
+        log.info("writer stopping after %d messages (%d drained at shutdown)", self.stats.messages, drained)
+
+    # -- the socket file ----------------------------------------------------------------------
+
+    def _socket_path(self) -> str:
+        return self.endpoints.pull[len("ipc://") :]
+
+    def _socket_inode(self) -> int | None:
+        try:
+            return os.stat(self._socket_path()).st_ino
+        except OSError:
+            return None
+
+    def _check_socket_file(self) -> None:
+        """Rebind if our socket file vanished: a fenced-off writer that exits unlinks the path."""
+        assert self._pull is not None
+        inode = self._socket_inode()
+        if inode is not None and inode == self._pull_inode:
+            return
+        log.warning("socket file %s was removed or replaced; binding it again", self._socket_path())
+        try:
+            self._pull.unbind(self.endpoints.pull)
+        except zmq.ZMQError:
+            pass
+        self._pull.bind(self.endpoints.pull)
+        self._pull_inode = self._socket_inode()
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self._stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
