@@ -34,7 +34,11 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 lease held by another live writer, 4 lease
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="PATH", help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db)")
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_db(writer)
-    writer.add_argument("--standby", action="store_true", help="wait for the lease and take over when the writer dies")
-    writer.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"],
-                        help="SQLite synchronous mode: NORMAL survives process crashes, FULL power loss too")
+    writer.add_argument(
+        "--standby", action="store_true", help="wait for the lease and take over when the writer dies"
+    )
+    writer.add_argument(
+        "--synchronous",
+        default="NORMAL",
+        choices=["NORMAL", "FULL"],
+        help="SQLite synchronous mode: NORMAL survives process crashes, FULL power loss too",
+    )
     writer.add_argument("--quiet-if-held", action="store_true", help=argparse.SUPPRESS)
 
     status = sub.add_parser(
@@ -79,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  see-persistence demo --db /tmp/see-demo/workflows.db",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--db", metavar="PATH", default=None, help="the demo database (default: ./.demo/workflows.db)")
+    demo.add_argument(
+        "--db", metavar="PATH", default=None, help="the demo database (default: ./.demo/workflows.db)"
+    )
     demo.add_argument("--guis", type=int, default=3, help="how many GUI-like processes (default 3)")
     demo.add_argument("--workflows", type=int, default=4, help="workflows per GUI process (default 4)")
     return parser
@@ -132,7 +144,10 @@ def _status(args: argparse.Namespace) -> int:
         print("writer    none has ever run on this file")
     else:
         state = "alive" if writer.alive else ("released" if writer.released else "dead")
-        print(f"writer    pid {writer.pid} on {writer.host}, {state}, epoch {writer.epoch}, since {writer.since.isoformat()}")
+        print(
+            f"writer    pid {writer.pid} on {writer.host}, {state}, epoch {writer.epoch},"
+            f" since {writer.since.isoformat()}"
+        )
         print(f"          endpoint {writer.endpoint}")
     print(f"instances {len(instances)} live")
     for instance in instances:

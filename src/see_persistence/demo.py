@@ -29,7 +29,9 @@ def gui_process(db_path: Path, name: str, workflows: int) -> str:
     with Client(db_path) as client:
         for number in range(workflows):
             try:
-                with client.workflow(f"{name}-build-{number}", metadata={"gui": name, "number": number}) as run:
+                with client.workflow(
+                    f"{name}-build-{number}", metadata={"gui": name, "number": number}
+                ) as run:
                     for step in ("checkout", "compile", "test"):
                         with run.task(step) as task:
                             task.log(f"{step} started by {name}")
@@ -88,7 +90,10 @@ def run_demo(db_path: Path, *, guis: int = 3, workflows: int = 4) -> int:
                 print(f"a GUI process failed with code {proc.returncode}", file=sys.stderr)
                 return 1
             instance_ids.append(out.strip())
-        print(f"{guis} GUI processes recorded {guis * workflows} workflows in {time.monotonic() - started:.2f} s\n")
+        print(
+            f"{guis} GUI processes recorded {guis * workflows} workflows"
+            f" in {time.monotonic() - started:.2f} s\n"
+        )
         _show(reader, instance_ids)
     finally:
         writer.send_signal(signal.SIGTERM)

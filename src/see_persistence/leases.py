@@ -56,7 +56,7 @@ def is_alive(pid: int | None, create_time: float | None, host: str | None = None
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        return abs(round(process.create_time(), 3) - create_time) <= CREATE_TIME_TOLERANCE_S
+        return bool(abs(round(process.create_time(), 3) - create_time) <= CREATE_TIME_TOLERANCE_S)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.AccessDenied:

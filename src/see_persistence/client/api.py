@@ -91,10 +91,18 @@ class WorkflowRun:
             raise
         self.client.update_task_status(task_id, Status.COMPLETED)
 
-    def event(self, event_type: str, message: str, *, task_id: str | None = None,
-              data: Mapping[str, Any] | None = None) -> str:
+    def event(
+        self,
+        event_type: str,
+        message: str,
+        *,
+        task_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> str:
         """Record an audit event about this workflow; returns its id."""
-        return self.client.log_audit_event(event_type, message, workflow_id=self.id, task_id=task_id, data=data)
+        return self.client.log_audit_event(
+            event_type, message, workflow_id=self.id, task_id=task_id, data=data
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -151,19 +159,20 @@ class Client:
 
     def create_workflow(self, name: str, metadata: Mapping[str, Any] | None = None) -> str:
         """Record a new pending workflow run; returns its id at once."""
+        record_id = new_id()
         payload = {
-            "id": new_id(),
+            "id": record_id,
             "workflow_name": ops.check_name("name", name),
             "metadata": ops.encode_json_object("metadata", metadata),
             "at_us": _now_us(),
         }
         self._put(ops.CREATE_WORKFLOW, payload)
-        return payload["id"]
+        return record_id
 
     def update_workflow_status(
         self, workflow_id: str, status: Status | str, *, error_message: str | None = None
     ) -> None:
-        """Set a workflow's status (running sets started_at; completed/failed set completed_at and success)."""
+        """Set a workflow's status: running sets started_at; completed/failed set completed_at, success."""
         self._put(
             ops.UPDATE_WORKFLOW_STATUS,
             {
@@ -176,15 +185,16 @@ class Client:
 
     def create_task(self, workflow_id: str, name: str, execution_order: int = 0) -> str:
         """Record a new pending task of a workflow; returns its id at once."""
+        record_id = new_id()
         payload = {
-            "id": new_id(),
+            "id": record_id,
             "workflow_id": ops.check_id("workflow_id", workflow_id),
             "task_name": ops.check_name("name", name),
             "execution_order": ops.check_int32("execution_order", execution_order),
             "at_us": _now_us(),
         }
         self._put(ops.CREATE_TASK, payload)
-        return payload["id"]
+        return record_id
 
     def update_task_status(
         self,
@@ -210,8 +220,11 @@ class Client:
         """Append one line to a task's logs."""
         self._put(
             ops.APPEND_TASK_LOG,
-            {"id": ops.check_id("task_id", task_id), "line": ops.check_text("line", line),
-             "at_us": _now_us()},
+            {
+                "id": ops.check_id("task_id", task_id),
+                "line": ops.check_text("line", line),
+                "at_us": _now_us(),
+            },
         )
 
     def log_audit_event(
@@ -224,8 +237,9 @@ class Client:
         data: Mapping[str, Any] | None = None,
     ) -> str:
         """Record an audit event; returns its id at once."""
+        record_id = new_id()
         payload = {
-            "id": new_id(),
+            "id": record_id,
             "event_type": ops.check_name("event_type", event_type),
             "message": ops.check_text("message", message),
             "workflow_id": ops.check_optional_id("workflow_id", workflow_id),
@@ -234,7 +248,7 @@ class Client:
             "at_us": _now_us(),
         }
         self._put(ops.AUDIT_EVENT, payload)
-        return payload["id"]
+        return record_id
 
     @contextmanager
     def workflow(self, name: str, metadata: Mapping[str, Any] | None = None) -> Iterator[WorkflowRun]:

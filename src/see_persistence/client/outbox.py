@@ -139,7 +139,9 @@ class Outbox:
                 break
             packed.append(op)
             size += len(op)
-        message = OutgoingMessage(seq, codec.assemble_message(self.instance_id, seq, packed), len(packed), last_operation)
+        message = OutgoingMessage(
+            seq, codec.assemble_message(self.instance_id, seq, packed), len(packed), last_operation
+        )
         with self._lock:
             self._unconfirmed.append(message)
             self._unconfirmed_ops += message.operations

@@ -52,16 +52,18 @@ class Envelope:
 
 def encode_message(instance_id: str, seq: int, operations: list[tuple[str, dict[str, Any]]]) -> bytes:
     """Pack one message; the caller has validated the operations."""
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         [PROTOCOL_VERSION, instance_id, seq, [[name, payload] for name, payload in operations]],
         use_bin_type=True,
-    )  # type: ignore[no-any-return]
+    )
+    return packed
 
 
 def encode_operation(name: str, payload: Any) -> bytes:
     """Pack one [name, payload] operation: a Client packs each once, and a dead-letter row
     stores one that failed on its own."""
-    return msgpack.packb([name, payload], use_bin_type=True, default=repr)  # type: ignore[no-any-return]
+    packed: bytes = msgpack.packb([name, payload], use_bin_type=True, default=repr)
+    return packed
 
 
 def _array_header(length: int) -> bytes:
@@ -118,11 +120,15 @@ def decode_message(raw: bytes) -> Envelope:
     if isinstance(version, bool) or not isinstance(version, int):
         raise RejectedMessage(f"version must be an integer, got {type(version).__name__}")
     if version != PROTOCOL_VERSION:
-        raise RejectedMessage(f"unsupported protocol version {version}; this writer speaks {PROTOCOL_VERSION}")
+        raise RejectedMessage(
+            f"unsupported protocol version {version}; this writer speaks {PROTOCOL_VERSION}"
+        )
     if not isinstance(instance_id, str) or not instance_id or len(instance_id) > _MAX_INSTANCE_ID_CHARS:
         raise RejectedMessage("instance_id must be a non-empty string of at most 128 characters")
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
-        raise RejectedMessage(f"seq must be an integer from 1 to {MAX_SEQ}, got {seq!r}"[:300], instance_id=instance_id)
+        raise RejectedMessage(
+            f"seq must be an integer from 1 to {MAX_SEQ}, got {seq!r}"[:300], instance_id=instance_id
+        )
     if not isinstance(operations, list) or not operations:
         raise RejectedMessage("operations must be a non-empty array", instance_id=instance_id, seq=seq)
     if len(operations) > MAX_OPERATIONS_PER_MESSAGE:

@@ -153,6 +153,7 @@ def check_json_object_text(field: str, value: object) -> str:
         raise InvalidOperation(f"{field} is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise InvalidOperation(f"{field} must be a JSON object, got {type(parsed).__name__}")
+    _check_encodable(field, value)
     return value
 
 
@@ -279,7 +280,7 @@ def validate_operation(name: object, payload: object) -> dict[str, Any]:
             raise InvalidOperation(f"{name}: missing field {field.name!r}")
         else:
             values[field.name] = None
-    if len(payload) != len(values) or not payload.keys() <= values.keys():
+    if not payload.keys() <= values.keys():
         extra = sorted(str(k)[:64] for k in payload if k not in values)
         raise InvalidOperation(f"{name}: unexpected fields {extra}")
     return values

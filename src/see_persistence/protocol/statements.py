@@ -70,9 +70,7 @@ INSERTS: dict[str, str] = {
 
 # Statements whose target row must exist: zero rows changed means the operation named an
 # unknown record, which the writer reports as a dead letter rather than ignore.
-MUST_CHANGE_A_ROW = frozenset(
-    {APPEND_TASK_LOG, GOODBYE, UPDATE_WORKFLOW_STATUS, UPDATE_TASK_STATUS}
-)
+MUST_CHANGE_A_ROW = frozenset({APPEND_TASK_LOG, GOODBYE, UPDATE_WORKFLOW_STATUS, UPDATE_TASK_STATUS})
 
 RECORD_INSTANCE_SEQ = """INSERT INTO instances (id, last_seq, last_seen, state)
     VALUES (:instance_id, :seq, :now, 'live')

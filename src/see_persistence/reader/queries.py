@@ -41,23 +41,75 @@ _INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, 
 # What a statement sent through query() may do: read, call functions, and run the pragmas
 # that only report. Everything else (writes, ATTACH, pragmas that set) is refused by SQLite
 # itself through the authorizer, before the statement runs.
-_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, 33})  # 33: RECURSIVE
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, 33}
+)  # 33: RECURSIVE
+# Pragmas whose argument names a table or a count, and that only ever report.
+_REPORTING_PRAGMAS_WITH_ARGUMENT = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+    }
+)
+# Pragmas that report when given no argument (with one, several of them would set).
 _REPORTING_PRAGMAS = frozenset(
     {
-        "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
-        "database_list", "compile_options", "user_version", "schema_version", "page_count",
-        "page_size", "freelist_count", "journal_mode", "integrity_check", "quick_check",
-        "foreign_key_check", "collation_list", "function_list", "table_list", "data_version",
+        "database_list",
+        "compile_options",
+        "user_version",
+        "schema_version",
+        "page_count",
+        "page_size",
+        "freelist_count",
+        "journal_mode",
+        "collation_list",
+        "function_list",
+        "table_list",
+        "data_version",
+        "encoding",
+        "foreign_keys",
+        "synchronous",
     }
 )
 
 
-def _authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+def _is_read_only_action(action: int, arg1: str | None, arg2: str | None) -> bool:
     if action in _READ_ACTIONS:
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg1 is not None and arg1.lower() in _REPORTING_PRAGMAS and arg2 is None:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
+        return True
+    if action == sqlite3.SQLITE_PRAGMA and arg1 is not None:
+        pragma = arg1.lower()
+        return pragma in _REPORTING_PRAGMAS_WITH_ARGUMENT or (pragma in _REPORTING_PRAGMAS and arg2 is None)
+    return False
+
+
+class _ReadOnlyAuthorizer:
+    """An sqlite3 authorizer that denies every action but reading, and remembers what it denied."""
+
+    def __init__(self) -> None:
+        self.denied: list[int] = []
+
+    def __call__(
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+    ) -> int:
+        if _is_read_only_action(action, arg1, arg2):
+            return sqlite3.SQLITE_OK
+        self.denied.append(action)
+        return sqlite3.SQLITE_DENY
+
+
+_SQLITE_READONLY = 8  # the primary result code; sqlite3 exports it only from Python 3.11
+
+
+def _is_read_only_error(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    return code is not None and code & 0xFF == _SQLITE_READONLY
 
 
 def _time(text: str | None) -> Any:
@@ -90,33 +142,64 @@ def _bool(value: Any) -> bool | None:
 
 def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
     return WorkflowExecution(
-        id=row[0], workflow_name=row[1], status=Status(row[2]), created_at=_time(row[3]),
-        started_at=_time(row[4]), completed_at=_time(row[5]), success=_bool(row[6]),
-        error_message=row[7], metadata=_json_object(row[8]), instance_id=row[9],
+        id=row[0],
+        workflow_name=row[1],
+        status=Status(row[2]),
+        created_at=_time(row[3]),
+        started_at=_time(row[4]),
+        completed_at=_time(row[5]),
+        success=_bool(row[6]),
+        error_message=row[7],
+        metadata=_json_object(row[8]),
+        instance_id=row[9],
         last_updated=_time(row[10]),
     )
 
 
 def _task(row: tuple[Any, ...]) -> TaskExecution:
     return TaskExecution(
-        id=row[0], workflow_id=row[1], task_name=row[2], status=Status(row[3]), created_at=_time(row[4]),
-        started_at=_time(row[5]), completed_at=_time(row[6]), success=_bool(row[7]),
-        error_message=row[8], output=row[9], logs=_json_list(row[10]), retry_count=row[11] or 0,
-        execution_order=row[12] or 0, instance_id=row[13], last_updated=_time(row[14]),
+        id=row[0],
+        workflow_id=row[1],
+        task_name=row[2],
+        status=Status(row[3]),
+        created_at=_time(row[4]),
+        started_at=_time(row[5]),
+        completed_at=_time(row[6]),
+        success=_bool(row[7]),
+        error_message=row[8],
+        output=row[9],
+        logs=_json_list(row[10]),
+        retry_count=row[11] or 0,
+        execution_order=row[12] or 0,
+        instance_id=row[13],
+        last_updated=_time(row[14]),
     )
 
 
 def _audit(row: tuple[Any, ...]) -> AuditEvent:
     return AuditEvent(
-        id=row[0], workflow_id=row[1], task_id=row[2], event_type=row[3], message=row[4],
-        timestamp=_time(row[5]), data=_json_object(row[6]), instance_id=row[7],
+        id=row[0],
+        workflow_id=row[1],
+        task_id=row[2],
+        event_type=row[3],
+        message=row[4],
+        timestamp=_time(row[5]),
+        data=_json_object(row[6]),
+        instance_id=row[7],
     )
 
 
 def _instance(row: tuple[Any, ...]) -> Instance:
     return Instance(
-        id=row[0], pid=row[1], process_create_time=row[2], host=row[3], started_at=_time(row[4]),
-        last_seen=_time(row[5]), ended_at=_time(row[6]), state=row[7], last_seq=row[8] or 0,
+        id=row[0],
+        pid=row[1],
+        process_create_time=row[2],
+        host=row[3],
+        started_at=_time(row[4]),
+        last_seen=_time(row[5]),
+        ended_at=_time(row[6]),
+        state=row[7],
+        last_seq=row[8] or 0,
     )
 
 
@@ -164,7 +247,9 @@ class Reader:
 
     def get_workflow(self, workflow_id: str) -> WorkflowExecution | None:
         """The workflow with this id, or None."""
-        rows = self._fetch(f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?", (workflow_id,))
+        rows = self._fetch(
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?", (workflow_id,)
+        )
         return _workflow(rows[0]) if rows else None
 
     def list_workflows(
@@ -230,7 +315,9 @@ class Reader:
 
     def get_active_instances(self) -> list[Instance]:
         """Instances registered live whose process still runs (pid and create time checked)."""
-        rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE state = 'live' ORDER BY started_at")
+        rows = self._fetch(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE state = 'live' ORDER BY started_at"
+        )
         return [_instance(r) for r in rows if leases.is_alive(r[1], r[2], r[3])]
 
     def get_instance_stats(self) -> InstanceStats:
@@ -242,7 +329,9 @@ class Reader:
             per_instance[instance.id] = self._fetch(
                 "SELECT COUNT(*) FROM workflow_executions WHERE instance_id = ?", (instance.id,)
             )[0][0]
-        return InstanceStats(total_workflows=total, active_instances=len(active), workflows_per_instance=per_instance)
+        return InstanceStats(
+            total_workflows=total, active_instances=len(active), workflows_per_instance=per_instance
+        )
 
     def get_writer_status(self) -> WriterStatus | None:
         """The writer lease and whether its holder is alive; None if no writer ever ran."""
@@ -260,8 +349,14 @@ class Reader:
         pid, ctime, host, endpoint, epoch, acquired, heartbeat, released = rows[0]
         alive = released is None and leases.is_alive(pid, ctime, host)
         return WriterStatus(
-            pid=pid, host=host, endpoint=endpoint, epoch=epoch, since=_time(acquired),
-            heartbeat=_time(heartbeat), released=_time(released), alive=alive,
+            pid=pid,
+            host=host,
+            endpoint=endpoint,
+            epoch=epoch,
+            since=_time(acquired),
+            heartbeat=_time(heartbeat),
+            released=_time(released),
+            alive=alive,
         )
 
     def count_rows(self) -> dict[str, int]:
@@ -275,11 +370,12 @@ class Reader:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read-only SQL statement and return its rows; a write raises ReadOnlyViolation."""
         conn = self._conn()
-        conn.set_authorizer(_authorize)
+        authorizer = _ReadOnlyAuthorizer()
+        conn.set_authorizer(authorizer)
         try:
             return self._fetch(sql, params)
         except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_AUTH", "SQLITE_READONLY") or "not authorized" in str(exc):
+            if authorizer.denied or _is_read_only_error(exc):
                 raise ReadOnlyViolation(f"Reader.query runs read-only SQL only: {exc}") from exc
             raise
         finally:

@@ -134,7 +134,12 @@ def apply_messages(
                 continue
             if changed == 0 and name in statements.MUST_CHANGE_A_ROW:
                 target = values.get("id", instance_id)
-                dead_letter(codec.encode_operation(name, payload), f"{name}: no record with id {target!r}", instance_id, seq)
+                dead_letter(
+                    codec.encode_operation(name, payload),
+                    f"{name}: no record with id {target!r}",
+                    instance_id,
+                    seq,
+                )
                 continue
             result.operations_applied += 1
         pending_seq[instance_id] = seq

@@ -88,7 +88,10 @@ class WriterLease:
         if current is not None and current.released_at is None:
             log.warning(
                 "took over the lease from pid %d on %s (epoch %d, last heartbeat %s)",
-                current.pid, current.host, current.epoch, current.heartbeat_at,
+                current.pid,
+                current.host,
+                current.epoch,
+                current.heartbeat_at,
             )
         self.epoch = epoch
         log.info("holding the writer lease, epoch %d", epoch)
@@ -118,7 +121,12 @@ class WriterLease:
                     host=holder.host,
                 )
             if not announced:
-                log.info("standing by: pid %d on %s holds the lease (epoch %d)", holder.pid, holder.host, holder.epoch)
+                log.info(
+                    "standing by: pid %d on %s holds the lease (epoch %d)",
+                    holder.pid,
+                    holder.host,
+                    holder.epoch,
+                )
                 announced = True
             if should_stop():
                 return False
@@ -146,12 +154,15 @@ class WriterLease:
         now = timestamps.format_us(now_us)
         with immediate_transaction(self._conn):
             self._conn.execute(
-                "UPDATE writer_lease SET released_at = ?, heartbeat_at = ? WHERE id = 1 AND epoch = ? AND pid = ?",
+                "UPDATE writer_lease SET released_at = ?, heartbeat_at = ?"
+                " WHERE id = 1 AND epoch = ? AND pid = ?",
                 (now, now, self.epoch, self._me.pid),
             )
         log.info("released the writer lease (epoch %d)", self.epoch)
 
     def _is_me(self, lease: LeaseRow | None) -> bool:
-        return lease is not None and lease.pid == self._me.pid and abs(
-            lease.process_create_time - self._me.create_time
-        ) <= leases.CREATE_TIME_TOLERANCE_S
+        return (
+            lease is not None
+            and lease.pid == self._me.pid
+            and abs(lease.process_create_time - self._me.create_time) <= leases.CREATE_TIME_TOLERANCE_S
+        )

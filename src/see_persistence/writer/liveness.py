@@ -65,7 +65,8 @@ def abandon(conn: sqlite3.Connection, dead: DeadInstance, now_us: int) -> int:
         )
     data = json.dumps({"instance_id": dead.instance_id, "pid": dead.pid})
     conn.executemany(
-        "INSERT INTO audit_events (id, workflow_id, task_id, event_type, message, timestamp, data, instance_id)"
+        "INSERT INTO audit_events"
+        " (id, workflow_id, task_id, event_type, message, timestamp, data, instance_id)"
         " VALUES (?, ?, NULL, 'workflow_abandoned', ?, ?, ?, ?)",
         [(new_id(), wid, reason, now, data, dead.instance_id) for wid in workflow_ids],
     )

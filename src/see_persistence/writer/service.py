@@ -116,6 +116,7 @@ class Writer:
 
     def initialize(self) -> bool:
         """Open and upgrade the file, take the lease, then bind. False if stopped while standing by."""
+        locations.ensure_private_directory(self.endpoints.directory)
         self._conn = open_write_connection(self.db_path, self.synchronous)
         upgrade_schema(self._conn, _now_us())
         me = leases.current_process()
@@ -123,7 +124,6 @@ class Writer:
         if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
             return False
         # Only now, holding the lease, may we bind: a bind on an ipc path steals it.
-        locations.ensure_private_directory(self.endpoints.directory)
         self._context = zmq.Context()
         self._pull = self._context.socket(zmq.PULL)
         self._pull.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE_BYTES)

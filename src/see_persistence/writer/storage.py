@@ -32,9 +32,9 @@ def filesystem_type(path: Path) -> str | None:
         if len(fields) < 3:
             continue
         mount_point = fields[1]
-        if real == mount_point or real.startswith(mount_point.rstrip("/") + "/"):
-            if best is None or len(mount_point) > best[0]:
-                best = (len(mount_point), fields[2])
+        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+        if inside and (best is None or len(mount_point) > best[0]):
+            best = (len(mount_point), fields[2])
     return best[1] if best else None
 
 

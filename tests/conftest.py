@@ -1,0 +1,202 @@
+"""Helpers for process-level tests: real writer processes, real client processes, real files.
+
+Every process a test starts is killed at teardown; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from see_persistence import Reader
+
+HERE = Path(__file__).parent
+CLIENT_SCRIPT = HERE / "client_process.py"
+READY_TIMEOUT_S = 20.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class WriterProcess:
+    """A `see-persistence writer` subprocess and its log."""
+
+    def __init__(self, db: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None):
+        self.db = db
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "see_persistence",
+                "--log-level",
+                "DEBUG",
+                "writer",
+                "--db",
+                str(db),
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=self._log,
+            env=env,
+        )
+        self.pid = self.process.pid
+
+    def log(self) -> str:
+        """Everything the writer logged so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_holding_lease(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Wait until this process holds the lease (and so has bound its sockets)."""
+        reader = Reader(self.db)
+
+        def holding() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"writer exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                status = reader.get_writer_status()
+            except FileNotFoundError:
+                return False
+            return status is not None and status.alive and status.pid == self.pid
+
+        wait_until(holding, timeout, f"writer pid {self.pid} to hold the lease")
+        reader.close()
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the writer."""
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        """Wait for the writer to exit; return its code."""
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Kill the writer if it still runs, and close its log."""
+        if self.process.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(self.pid, sig)
+                except ProcessLookupError:
+                    pass
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+class ClientProcess:
+    """tests/client_process.py in a subprocess: records, reports JSON lines on stdout."""
+
+    def __init__(self, db: Path, *args: str, env: dict[str, str] | None = None):
+        self.process = subprocess.Popen(
+            [sys.executable, str(CLIENT_SCRIPT), "--db", str(db), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.pid = self.process.pid
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")
+
+    def read_event(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The next JSON line the client prints (it prints one per phase)."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"client pid {self.pid} printed nothing for {timeout} s") from None
+        if not line:
+            self.process.wait(timeout=10)
+            err = self.process.stderr.read() if self.process.stderr else ""
+            raise AssertionError(f"client pid {self.pid} ended without output:\n{err}")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def proceed(self) -> None:
+        """Let a client that waits on stdin go on."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def finish(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for the client to exit 0 and return its final report."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        err = self.process.stderr.read() if self.process.stderr else ""
+        assert code == 0, f"client exited {code}:\n{err}"
+        lines = []
+        while not self._lines.empty():
+            lines.append(self._lines.get())
+        last = [line for line in lines if line.strip()][-1]
+        return json.loads(last)  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        """SIGKILL the client if it still runs."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A database path in a fresh directory (the file does not exist yet)."""
+    return tmp_path / "data" / "workflows.db"
+
+
+@pytest.fixture
+def writers(tmp_path: Path) -> Iterator[Callable[..., WriterProcess]]:
+    """Start writer processes: `writers(db, "--standby")`; all are killed at teardown."""
+    started: list[WriterProcess] = []
+
+    def start(db: Path, *extra: str, env: dict[str, str] | None = None) -> WriterProcess:
+        writer = WriterProcess(db, tmp_path / f"writer-{len(started)}.log", *extra, env=env)
+        started.append(writer)
+        return writer
+
+    yield start
+    for writer in started:
+        writer.stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., ClientProcess]]:
+    """Start client processes: `clients(db, "--workflows", "5")`; all are killed at teardown."""
+    started: list[ClientProcess] = []
+
+    def start(db: Path, *args: str, env: dict[str, str] | None = None) -> ClientProcess:
+        client = ClientProcess(db, *args, env=env)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.kill()

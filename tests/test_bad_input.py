@@ -1,0 +1,131 @@
+"""Bad input never stops the writer: every bad message lands in dead_letters with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import zmq
+from conftest import wait_until
+
+from see_persistence import Reader, locations
+from see_persistence.protocol import codec
+
+
+def _push(db: Path) -> tuple[zmq.Context, zmq.Socket]:
+    context = zmq.Context()
+    sock = context.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(locations.endpoints_for(db).pull)
+    return context, sock
+
+
+def _op(name: str, **payload: object) -> list[object]:
+    return [name, {**payload, "at_us": 1_700_000_000_000_000}]
+
+
+def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commits(db, writers, clients):
+    writers(db).wait_holding_lease()
+    good = clients(db, "--label", "good", "--workflows", "20", "--wait-before-record")
+    good.read_event()
+    context, sock = _push(db)
+
+    def bad_messages(round_: int) -> dict[str, bytes]:
+        return _bad_messages(f"-{round_}")
+
+    for raw in bad_messages(1).values():
+        sock.send(raw)
+    good.proceed()
+    for raw in bad_messages(2).values():  # and again, while the good client records
+        sock.send(raw)
+    report = good.finish()
+    assert report["flushed"] is True
+    expected = bad_messages(1)
+    reader = Reader(db)
+    wait_until(lambda: reader.count_rows()["dead_letters"] >= 2 * len(expected), 20, "all dead letters")
+    rows = reader.query("SELECT reason, raw, instance_id FROM dead_letters")
+    reasons = [r[0] for r in rows]
+    for reason in expected:
+        assert sum(reason in r for r in reasons) == 2, (reason, reasons)
+    assert all(r[1] for r in rows)  # the raw bytes are kept
+    assert len(reader.get_workflows_for_instance(report["instance_id"])) == 20
+    # The sequence number of a rogue instance whose operation failed still advanced, so a
+    # resend of that message is a duplicate, not a second dead letter.
+    assert reader.get_instance("rogue-e-1").last_seq == 1
+    sock.send(expected["FOREIGN KEY constraint failed"])
+    marker = [_op("create_workflow", id="w-marker", workflow_name="marker", metadata="{}")]
+    sock.send(msgpack.packb([1, "marker-instance", 1, marker]))  # one connection is FIFO
+    wait_until(lambda: reader.get_workflow("w-marker"), 20, "the marker after the resend")
+    assert sum("FOREIGN KEY" in r[0] for r in reader.query("SELECT reason FROM dead_letters")) == 2
+    sock.close()
+    context.term()
+
+
+def _bad_messages(suffix: str) -> dict[str, bytes]:
+    wf = "0190a0a0-0000-7000-8000-00000000f00d"
+    return {
+        "not msgpack": b"\xc1\xc1\xc1",
+        "must be a msgpack array": msgpack.packb({"v": 1}),
+        "must have 4 items": msgpack.packb([1, "x", 1]),
+        "unsupported protocol version 99": msgpack.packb([99, "rogue-a" + suffix, 1, [_op("goodbye")]]),
+        "seq must be an integer": msgpack.packb([1, "rogue-b" + suffix, 0, [_op("goodbye")]]),
+        "unknown operation 'drop_tables'": msgpack.packb([1, "rogue-c" + suffix, 1, [["drop_tables", {}]]]),
+        "workflow_name must not be empty": msgpack.packb(
+            [1, "rogue-d" + suffix, 1, [_op("create_workflow", id=wf, workflow_name=" ", metadata="{}")]]
+        ),
+        "FOREIGN KEY constraint failed": msgpack.packb(
+            [
+                1,
+                "rogue-e" + suffix,
+                1,
+                [
+                    _op(
+                        "create_task",
+                        id="t-1",
+                        workflow_id="no-such-workflow",
+                        task_name="orphan",
+                        execution_order=1,
+                    )
+                ],
+            ]
+        ),
+        "no record with id 'no-such-task'": msgpack.packb(
+            [1, "rogue-f" + suffix, 1, [_op("append_task_log", id="no-such-task", line="x")]]
+        ),
+        "metadata is not valid JSON": msgpack.packb(
+            [1, "rogue-g" + suffix, 1, [_op("create_workflow", id=wf, workflow_name="n", metadata="{nope")]]
+        ),
+    }
+
+
+def test_strings_are_stored_exactly_as_sent(db, writers):
+    writers(db).wait_holding_lease()
+    context, sock = _push(db)
+    tricky = "nul\x00byte '; DROP TABLE workflow_executions; -- \u00e9\U0001f600"
+    ops = [
+        _op("create_workflow", id="w-tricky", workflow_name=tricky, metadata='{"k": "\\u0000"}'),
+        _op("create_task", id="t-tricky", workflow_id="w-tricky", task_name=tricky, execution_order=-5),
+        _op("append_task_log", id="t-tricky", line=tricky),
+    ]
+    sock.send(codec.encode_message("exact-instance", 1, [(n, p) for n, p in ops]))
+    reader = Reader(db)
+    run = wait_until(lambda: reader.get_workflow("w-tricky"), 20, "the workflow")
+    assert run.workflow_name == tricky
+    assert run.metadata == {"k": "\x00"}
+    task = reader.get_tasks_for_workflow("w-tricky")[0]
+    assert task.task_name == tricky and task.logs == [tricky] and task.execution_order == -5
+    sock.close()
+    context.term()
+
+
+def test_an_oversized_message_is_cut_off_by_the_socket_and_the_writer_goes_on(db, writers, clients):
+    writer = writers(db)
+    writer.wait_holding_lease()
+    context, sock = _push(db)
+    sock.send(b"\x00" * (codec.MAX_MESSAGE_BYTES + 1))
+    report = clients(db, "--workflows", "3").finish()
+    assert report["flushed"] is True
+    assert writer.process.poll() is None
+    assert Reader(db).count_rows()["workflow_executions"] == 3
+    sock.close()
+    context.term()

@@ -1,0 +1,68 @@
+"""Exactly one writer: a writer stopped until it was presumed dead commits nothing when it resumes."""
+
+from __future__ import annotations
+
+import signal
+
+import msgpack
+import zmq
+from conftest import wait_until
+
+from see_persistence import Reader, locations
+
+
+def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(db, writers, clients):
+    old = writers(db)
+    old.wait_holding_lease()
+    standby = writers(db, "--standby")
+    wait_until(lambda: "standing by" in standby.log(), 20, "the standby to wait")
+    waiting_client = clients(db, "--label", "early", "--workflows", "5", "--wait-before-record")
+    waiting_client.read_event()
+    context = zmq.Context()
+    rogue = context.socket(zmq.PUSH)
+    rogue.connect(locations.endpoints_for(db).pull)
+    first = msgpack.packb([1, "fenced-check", 1, [["goodbye", {"at_us": 1}]]])
+    rogue.send(first)
+    reader = Reader(db)
+    wait_until(
+        lambda: reader.get_instance("fenced-check"), 20, "the rogue connection to reach the old writer"
+    )
+
+    old.signal(signal.SIGSTOP)
+    # Sent to the stopped writer's connection: it may only read these after it resumes.
+    rogue.send(
+        msgpack.packb(
+            [
+                1,
+                "fenced-check",
+                2,
+                [
+                    [
+                        "create_workflow",
+                        {
+                            "id": "w-after-stop",
+                            "workflow_name": "must not commit",
+                            "metadata": "{}",
+                            "at_us": 2,
+                        },
+                    ]
+                ],
+            ]
+        )
+    )
+    standby.wait_holding_lease(timeout=30)
+    # A client connected to the stopped writer notices the new epoch and resends to the new one.
+    waiting_client.proceed()
+    assert waiting_client.finish(timeout=60)["flushed"] is True
+
+    old.signal(signal.SIGCONT)
+    assert old.wait_exit(timeout=20) == 4
+    assert "lost the writer lease" in old.log()
+    assert reader.get_workflow("w-after-stop") is None
+    assert reader.get_writer_status().pid == standby.pid
+    assert reader.count_rows()["workflow_executions"] == 5
+    # The exiting old writer removed the socket path; the new writer binds it again for new clients.
+    report = clients(db, "--label", "late", "--workflows", "2").finish(timeout=60)
+    assert report["flushed"] is True
+    rogue.close(linger=0)
+    context.term()
