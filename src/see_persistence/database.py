@@ -7,6 +7,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 BUSY_TIMEOUT_MS = 5000
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """True if `exc` says another connection holds a lock we need (SQLITE_BUSY / LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return str(exc).startswith("database is locked")  # Python 3.10 has no sqlite_errorcode
 
 
 def open_read_only(db_path: Path) -> sqlite3.Connection:

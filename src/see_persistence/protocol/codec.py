@@ -176,8 +176,20 @@ def decode_notice(frames: list[bytes]) -> Notice:
         values = msgpack.unpackb(body)
     except Exception as exc:
         raise RejectedMessage(f"notice is not msgpack: {exc}") from None
-    if topic == NOTICE_HEARTBEAT and isinstance(values, list) and len(values) == 1:
-        return Notice(None, int(values[0]))
-    if topic.startswith(NOTICE_COMMIT_PREFIX) and isinstance(values, list) and len(values) == 3:
-        return Notice(topic[1:].decode(), int(values[0]), int(values[1]), bool(values[2]))
+    if not isinstance(values, list):
+        raise RejectedMessage("unknown notice")
+    if not all(_is_int(v) for v in values[:2]):
+        raise RejectedMessage("a notice carries integers")
+    if topic == NOTICE_HEARTBEAT and len(values) == 1:
+        return Notice(None, values[0])
+    if topic.startswith(NOTICE_COMMIT_PREFIX) and len(topic) > 1 and len(values) == 3:
+        try:
+            instance_id = topic[1:].decode()
+        except UnicodeDecodeError:
+            raise RejectedMessage("a notice topic is not UTF-8") from None
+        return Notice(instance_id, values[0], values[1], bool(values[2]))
     raise RejectedMessage("unknown notice")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

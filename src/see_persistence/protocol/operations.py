@@ -110,7 +110,11 @@ def check_create_time(field: str, value: object) -> float:
     """Return `value` as a float if it is a finite, non-negative process create time."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidOperation(f"{field} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:
+        finite = False
+    if not finite or value < 0:
         raise InvalidOperation(f"{field}={value!r} is not a valid create time")
     return float(value)
 
@@ -148,13 +152,18 @@ def check_json_object_text(field: str, value: object) -> str:
         raise InvalidOperation(f"{field} is {len(value)} characters of JSON; the limit is {MAX_JSON_CHARS}")
     _check_json_depth(field, value)
     try:
-        parsed = json.loads(value)
+        parsed = json.loads(value, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidOperation(f"{field} is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise InvalidOperation(f"{field} must be a JSON object, got {type(parsed).__name__}")
     _check_encodable(field, value)
     return value
+
+
+def _reject_constant(name: str) -> None:
+    # NaN and Infinity are not JSON (RFC 8259); the Rust core's serde_json refuses them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _check_json_depth(field: str, text: str) -> None:

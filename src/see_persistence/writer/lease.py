@@ -8,12 +8,15 @@ transaction as every batch, so a writer that lost it can never commit again.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import leases
+from ..database import is_busy
 from ..protocol import timestamps
 from ..protocol.errors import LeaseHeldError, LeaseLostError
 from .storage import immediate_transaction
@@ -23,6 +26,7 @@ log = logging.getLogger("see_persistence.writer")
 HEARTBEAT_INTERVAL_S = 0.5
 LEASE_STALE_AFTER_S = 5.0  # a holder silent this long is presumed dead (stopped, hung)
 STANDBY_POLL_INTERVAL_S = 0.1
+LOCKED_OUT_KILL_AFTER_S = 5.0  # on top of the busy timeout each attempt already waited
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,14 @@ class WriterLease:
         self.epoch = 0
 
     def try_acquire(self, now_us: int) -> LeaseRow | None:
-        """Take the lease if no active holder has it; return the holder's row if one does."""
+        """Take the lease if no active holder has it; return the holder's row if one does.
+
+        Looks without a lock first, so a waiting standby never takes the write lock from the
+        active writer; only a lease that looks free is taken, inside BEGIN IMMEDIATE.
+        """
+        current = read_lease(self._conn)
+        if holder_is_active(current, now_us) and not self._is_me(current):
+            return current
         with immediate_transaction(self._conn):
             current = read_lease(self._conn)
             if holder_is_active(current, now_us) and not self._is_me(current):
@@ -104,13 +115,23 @@ class WriterLease:
         one is not a standby.
         """
         announced = False
+        locked_out_since: float | None = None
         while True:
             try:
                 holder = self.try_acquire(time.time_ns() // 1000)
+                locked_out_since = None
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:  # type: ignore[attr-defined]
+                if not is_busy(exc):
                     raise
-                holder = read_lease(self._conn)  # someone else is mid-takeover; look again
+                # The lease looks free, yet someone holds the write lock: a takeover under
+                # way, or a presumed-dead writer frozen inside a transaction (SIGSTOP).
+                locked_out_since = locked_out_since or time.monotonic()
+                if time.monotonic() - locked_out_since >= LOCKED_OUT_KILL_AFTER_S:
+                    self._kill_frozen_holder()
+                    locked_out_since = None
+                holder = read_lease(self._conn)
+                if holder is None:
+                    continue
             if holder is None:
                 return True
             if not standby:
@@ -131,6 +152,25 @@ class WriterLease:
             if should_stop():
                 return False
             time.sleep(STANDBY_POLL_INTERVAL_S)
+
+    def _kill_frozen_holder(self) -> None:
+        """SIGKILL a stale holder that keeps the write lock: it is presumed dead, yet blocks everyone."""
+        holder = read_lease(self._conn)
+        if holder is None or holder.host != self._me.host or self._is_me(holder):
+            return
+        if holder_is_active(holder, time.time_ns() // 1000):
+            return  # it woke up and heartbeats again: not frozen
+        if not leases.is_alive(holder.pid, holder.process_create_time, holder.host):
+            return
+        log.error(
+            "writer pid %d (epoch %d) is presumed dead but holds the database's write lock; killing it",
+            holder.pid,
+            holder.epoch,
+        )
+        try:
+            os.kill(holder.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def fence(self, now: str) -> None:
         """Inside an open transaction: renew the heartbeat, or raise LeaseLostError."""
