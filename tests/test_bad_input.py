@@ -129,3 +129,19 @@ def test_an_oversized_message_is_cut_off_by_the_socket_and_the_writer_goes_on(db
     assert Reader(db).count_rows()["workflow_executions"] == 3
     sock.close()
     context.term()
+
+
+def test_the_dead_letter_table_keeps_the_newest_rows_and_counts_the_dropped(db, writers):
+    writers(db, "--dead-letters-kept", "10").wait_holding_lease()
+    context, sock = _push(db)
+    for n in range(25):
+        sock.send(b"garbage-%d" % n)
+    marker = [_op("create_workflow", id="w-marker", workflow_name="marker", metadata="{}")]
+    sock.send(msgpack.packb([1, "marker-instance", 1, marker]))
+    reader = Reader(db)
+    wait_until(lambda: reader.get_workflow("w-marker"), 20, "the marker after the garbage")
+    kept = [bytes(r[0]) for r in reader.query("SELECT raw FROM dead_letters ORDER BY id")]
+    assert kept == [b"garbage-%d" % n for n in range(15, 25)]
+    assert reader.query("SELECT value FROM counters WHERE name = 'dead_letters_dropped'") == [(15,)]
+    sock.close()
+    context.term()

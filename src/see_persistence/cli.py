@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import locations
+from .protocol import statements
 from .protocol.errors import LeaseHeldError, LeaseLostError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LEASE_HELD, EXIT_LEASE_LOST = 0, 1, 2, 3, 4
@@ -69,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["NORMAL", "FULL"],
         help="SQLite synchronous mode: NORMAL survives process crashes, FULL power loss too",
     )
+    writer.add_argument(
+        "--dead-letters-kept",
+        type=int,
+        default=statements.DEAD_LETTERS_KEPT,
+        metavar="N",
+        help="keep the newest N dead letters; older ones are dropped and counted"
+        f" (default {statements.DEAD_LETTERS_KEPT})",
+    )
     writer.add_argument("--quiet-if-held", action="store_true", help=argparse.SUPPRESS)
 
     status = sub.add_parser(
@@ -108,7 +117,9 @@ def _configure_logging(level: str) -> None:
 def _run_writer(args: argparse.Namespace) -> int:
     from .writer import Writer
 
-    writer = Writer(args.db, standby=args.standby, synchronous=args.synchronous)
+    writer = Writer(
+        args.db, standby=args.standby, synchronous=args.synchronous, dead_letters_kept=args.dead_letters_kept
+    )
     try:
         writer.run()
     except LeaseHeldError as exc:

@@ -2,13 +2,13 @@
 the tables this layer adds, and the additive steps that bring any older file up to date.
 
 Version 1 is the S_E_E seed schema (three tables, ten indexes, `schema_version`);
-version 2 adds `writer_lease`, `instances` and `dead_letters`. Every step only adds
+version 2 adds `writer_lease`, `instances` and `dead_letters`; version 3 adds `counters`. Every step only adds
 (tables, indexes, nullable columns), so a file written by a newer version still reads.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 
@@ -158,9 +158,18 @@ _LAYER_STATEMENTS: tuple[str, ...] = (
     )""",
 )
 
+_COUNTER_STATEMENTS: tuple[str, ...] = (
+    # Totals the writer keeps across its lives, e.g. dead letters dropped by the cap.
+    """CREATE TABLE IF NOT EXISTS counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
 UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, _SEED_STATEMENTS),
     (2, _LAYER_STATEMENTS),
+    (3, _COUNTER_STATEMENTS),
 )
 """(version, statements): applying every step above a file's version brings it up to date."""
 

@@ -78,3 +78,14 @@ RECORD_INSTANCE_SEQ = """INSERT INTO instances (id, last_seq, last_seen, state)
 
 INSERT_DEAD_LETTER = """INSERT INTO dead_letters (received_at, instance_id, seq, reason, raw)
     VALUES (?, ?, ?, ?, ?)"""
+
+DEAD_LETTERS_KEPT = 100_000
+"""The dead-letter table keeps this many rows; older ones are dropped and counted."""
+
+DEAD_LETTERS_DROPPED_COUNTER = "dead_letters_dropped"
+
+# Rows only ever leave from the oldest end, so the ids kept are one contiguous range.
+TRIM_DEAD_LETTERS = "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"
+
+ADD_TO_COUNTER = """INSERT INTO counters (name, value) VALUES (?, ?)
+    ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"""

@@ -33,6 +33,7 @@ class BatchResult:
     duplicates: int = 0
     gaps: int = 0
     dead_letters: int = 0
+    dead_letters_dropped: int = 0
     committed_seq: dict[str, int] = field(default_factory=dict)  # instance -> last seq now committed
     gap_instances: set[str] = field(default_factory=set)
 
@@ -61,6 +62,15 @@ class SequenceBook:
         self._committed.clear()
 
 
+def trim_dead_letters(conn: sqlite3.Connection, keep: int) -> int:
+    """Drop the oldest dead letters beyond `keep`, count them in `counters`; return how many."""
+    dropped = conn.execute(statements.TRIM_DEAD_LETTERS, (keep,)).rowcount
+    if dropped > 0:
+        conn.execute(statements.ADD_TO_COUNTER, (statements.DEAD_LETTERS_DROPPED_COUNTER, dropped))
+        log.warning("dead-letter table full: dropped the %d oldest rows", dropped)
+    return max(dropped, 0)
+
+
 def _statement_for(name: str, values: dict[str, Any]) -> str:
     if name == operations.UPDATE_WORKFLOW_STATUS:
         return statements.WORKFLOW_STATUS_UPDATES[values["status"]]
@@ -82,6 +92,7 @@ def apply_messages(
     book: SequenceBook,
     *,
     now_us: int,
+    dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
 ) -> BatchResult:
     """Apply `raws` inside the caller's open transaction and return what happened.
 
@@ -145,5 +156,7 @@ def apply_messages(
         pending_seq[instance_id] = seq
     for instance_id, seq in pending_seq.items():
         conn.execute(statements.RECORD_INSTANCE_SEQ, {"instance_id": instance_id, "seq": seq, "now": now})
+    if result.dead_letters:
+        result.dead_letters_dropped = trim_dead_letters(conn, dead_letters_kept)
     result.committed_seq = pending_seq
     return result

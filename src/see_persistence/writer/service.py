@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 
 from .. import leases, locations
-from ..protocol import codec, timestamps
+from ..protocol import codec, statements, timestamps
 from ..protocol.errors import LeaseLostError
 from . import liveness
 from .batch import BatchResult, SequenceBook, apply_messages
@@ -47,6 +47,7 @@ class WriterStats:
     duplicates: int = 0
     gaps: int = 0
     dead_letters: int = 0
+    dead_letters_dropped: int = 0
     commit_failures: int = 0
     instances_abandoned: int = 0
 
@@ -66,6 +67,7 @@ class Writer:
         synchronous: str = "NORMAL",
         batch_max_messages: int = BATCH_MAX_MESSAGES,
         batch_window_s: float = BATCH_WINDOW_S,
+        dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
         self.endpoints = locations.endpoints_for(self.db_path)
@@ -73,6 +75,9 @@ class Writer:
         self.synchronous = synchronous
         self.batch_max_messages = batch_max_messages
         self.batch_window_s = batch_window_s
+        if dead_letters_kept < 1:
+            raise ValueError("dead_letters_kept must be at least 1")
+        self.dead_letters_kept = dead_letters_kept
         self.stats = WriterStats()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -205,7 +210,9 @@ class Writer:
             try:
                 with immediate_transaction(self._conn):
                     self._lease.fence(timestamps.format_us(now_us))
-                    result = apply_messages(self._conn, raws, self._book, now_us=now_us)
+                    result = apply_messages(
+                        self._conn, raws, self._book, now_us=now_us, dead_letters_kept=self.dead_letters_kept
+                    )
                 break
             except LeaseLostError:
                 self._book.forget()
@@ -233,6 +240,7 @@ class Writer:
         self.stats.duplicates += result.duplicates
         self.stats.gaps += result.gaps
         self.stats.dead_letters += result.dead_letters
+        self.stats.dead_letters_dropped += result.dead_letters_dropped
 
     def _publish(self, result: BatchResult) -> None:
         assert self._pub is not None and self._conn is not None
