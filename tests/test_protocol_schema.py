@@ -47,7 +47,7 @@ SEED_INDEX_NAMES = (
     "idx_audit_events_timestamp",
     "idx_audit_events_instance_id",
 )
-LAYER_TABLES = ("writer_lease", "instances", "dead_letters")
+LAYER_TABLES = ("writer_lease", "instances", "dead_letters", "counters")
 ALL_SEED_TABLES = ("schema_version", *SEED_TABLES)
 
 Columns = list[tuple[str, str, int, str | None, int]]
@@ -193,6 +193,7 @@ LAYER_COLUMNS: dict[str, set[str]] = {
         "acquired_at",
         "heartbeat_at",
     },
+    "counters": {"name", "value"},
     "instances": {
         "id",
         "pid",
@@ -293,3 +294,13 @@ def test_version_row_statement_records_one_row(ours: sqlite3.Connection) -> None
     assert ours.execute("SELECT version, applied_at FROM schema_version").fetchall() == [
         (SCHEMA_VERSION, "2024-01-02T00:00:00.000000+00:00")
     ]
+
+
+def test_upgrade_from_two_adds_only_the_counters_table() -> None:
+    full = tables(upgraded_db(0))
+    conn = upgraded_db(0)
+    conn.execute("DROP TABLE counters")
+    for statement in upgrade_statements(2):
+        conn.execute(statement)
+    assert tables(conn) == full
+    assert upgrade_statements(2) and all("counters" in s for s in upgrade_statements(2))

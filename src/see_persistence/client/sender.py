@@ -210,10 +210,17 @@ class Sender:
         if status is None or not status.alive:
             self._maybe_spawn(now)
             return
-        if status.epoch != self.writer_epoch:
+        if self.writer_epoch == 0:
+            self.writer_epoch = status.epoch  # first word of any writer: nothing to resend yet
+        elif status.epoch != self.writer_epoch:
             self._on_new_writer(transport, status.epoch, reconnect=True)
-        elif self.outbox.counts().unconfirmed_messages and now - self._last_progress >= STALL_RESEND_AFTER_S:
-            self._resend("the writer has committed none of our messages for a while")
+            return
+        if self.outbox.counts().unconfirmed_messages and now - self._last_progress >= STALL_RESEND_AFTER_S:
+            # No commit of ours for long, under a live writer: our connection may lead to a
+            # writer that is gone or frozen. A fresh connection and a resend cost little.
+            transport.reconnect()
+            self.reconnects += 1
+            self._resend("the writer has committed none of our messages for a while", force=True)
 
     def _maybe_spawn(self, now: float) -> None:
         if self.spawn is None or now - self._last_spawn < SPAWN_MIN_INTERVAL_S:

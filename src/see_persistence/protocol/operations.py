@@ -39,6 +39,8 @@ AUDIT_EVENT = "audit_event"
 
 def check_id(field: str, value: object) -> str:
     """Return `value` if it is a usable record id (non-empty text, at most MAX_ID_CHARS)."""
+    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isascii() and not value.isspace():
+        return value  # the writer checks every field of every operation: keep the usual case short
     if not isinstance(value, str):
         raise InvalidOperation(f"{field} must be a string id, got {type(value).__name__}")
     if not value or value.isspace():
@@ -51,6 +53,8 @@ def check_id(field: str, value: object) -> str:
 
 def check_name(field: str, value: object) -> str:
     """Return `value` if it is a non-blank name of at most MAX_NAME_CHARS characters."""
+    if type(value) is str and 0 < len(value) <= MAX_NAME_CHARS and value.isascii() and not value.isspace():
+        return value
     if not isinstance(value, str):
         raise InvalidOperation(f"{field} must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -63,6 +67,8 @@ def check_name(field: str, value: object) -> str:
 
 def check_text(field: str, value: object) -> str:
     """Return `value` if it is text of at most MAX_TEXT_CHARS characters (empty allowed)."""
+    if type(value) is str and len(value) <= MAX_TEXT_CHARS and value.isascii():
+        return value
     if not isinstance(value, str):
         raise InvalidOperation(f"{field} must be a string, got {type(value).__name__}")
     if len(value) > MAX_TEXT_CHARS:
@@ -92,6 +98,8 @@ def check_int32(field: str, value: object) -> int:
 
 def check_timestamp_us(field: str, value: object) -> int:
     """Return `value` if it is microseconds since the Unix epoch within RFC 3339's range."""
+    if type(value) is int and 0 <= value <= MAX_TIMESTAMP_US:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidOperation(f"{field} must be integer microseconds, got {type(value).__name__}")
     if not 0 <= value <= MAX_TIMESTAMP_US:
@@ -152,7 +160,7 @@ def check_json_object_text(field: str, value: object) -> str:
         raise InvalidOperation(f"{field} is {len(value)} characters of JSON; the limit is {MAX_JSON_CHARS}")
     _check_json_depth(field, value)
     try:
-        parsed = json.loads(value, parse_constant=_reject_constant)
+        parsed = {} if value == "{}" else _JSON_DECODER.decode(value)
     except (ValueError, RecursionError) as exc:
         raise InvalidOperation(f"{field} is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
@@ -164,6 +172,9 @@ def check_json_object_text(field: str, value: object) -> str:
 def _reject_constant(name: str) -> None:
     # NaN and Infinity are not JSON (RFC 8259); the Rust core's serde_json refuses them.
     raise ValueError(f"{name} is not a JSON number")
+
+
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder, not one per call
 
 
 def _check_json_depth(field: str, text: str) -> None:
@@ -265,6 +276,12 @@ OPERATIONS: dict[str, tuple[Field, ...]] = {
 }
 
 
+# The same table as plain tuples: the writer validates every operation it receives.
+_SPECS: dict[str, tuple[tuple[str, Check, bool], ...]] = {
+    name: tuple((f.name, f.check, f.required) for f in fields) for name, fields in OPERATIONS.items()
+}
+
+
 def validate_operation(name: object, payload: object) -> dict[str, Any]:
     """Check one operation and return its field values (absent optional fields are None).
 
@@ -273,23 +290,29 @@ def validate_operation(name: object, payload: object) -> dict[str, Any]:
     """
     if not isinstance(name, str):
         raise InvalidOperation(f"operation name must be a string, got {type(name).__name__}")
-    fields = OPERATIONS.get(name)
+    fields = _SPECS.get(name)
     if fields is None:
         raise InvalidOperation(f"unknown operation {name[:64]!r}")
     if not isinstance(payload, dict):
         raise InvalidOperation(f"{name}: payload must be a map, got {type(payload).__name__}")
     values: dict[str, Any] = {}
-    for field in fields:
-        if field.name in payload:
-            try:
-                values[field.name] = field.check(field.name, payload[field.name])
-            except InvalidOperation as exc:
-                raise InvalidOperation(f"{name}: {exc.reason}") from None
-        elif field.required:
-            raise InvalidOperation(f"{name}: missing field {field.name!r}")
-        else:
-            values[field.name] = None
-    if not payload.keys() <= values.keys():
+    present = 0
+    try:
+        for field_name, check, required in fields:
+            value = payload.get(field_name, _MISSING)
+            if value is _MISSING:
+                if required:
+                    raise InvalidOperation(f"missing field {field_name!r}")
+                values[field_name] = None
+            else:
+                values[field_name] = check(field_name, value)
+                present += 1
+    except InvalidOperation as exc:
+        raise InvalidOperation(f"{name}: {exc.reason}") from None
+    if present != len(payload):
         extra = sorted(str(k)[:64] for k in payload if k not in values)
         raise InvalidOperation(f"{name}: unexpected fields {extra}")
     return values
+
+
+_MISSING = object()

@@ -8,6 +8,12 @@ and `at` (RFC 3339 text of when the caller made the call).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
 from .operations import (
     APPEND_TASK_LOG,
     AUDIT_EVENT,
@@ -89,3 +95,48 @@ TRIM_DEAD_LETTERS = "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM d
 
 ADD_TO_COUNTER = """INSERT INTO counters (name, value) VALUES (?, ?)
     ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One operation's SQL with positional placeholders, and how to bind its values."""
+
+    sql: str
+    names: tuple[str, ...]
+    must_change_a_row: bool
+    bind: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+
+
+_NAMED = re.compile(r":([a-z_]+)")
+
+
+def _positional(sql: str, must_change_a_row: bool) -> Statement:
+    # Positional binding from a tuple is cheaper than looking each name up in a dict, and the
+    # writer binds every operation it applies.
+    names = tuple(_NAMED.findall(sql))
+    getter = itemgetter(*names)
+    bind: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+        getter if len(names) > 1 else (lambda values: (getter(values),))
+    )
+    return Statement(_NAMED.sub("?", sql), names, must_change_a_row, bind)
+
+
+def _compile() -> dict[tuple[str, str | None], Statement]:
+    compiled: dict[tuple[str, str | None], Statement] = {}
+    for name, sql in INSERTS.items():
+        compiled[(name, None)] = _positional(sql, name in MUST_CHANGE_A_ROW)
+    for status, sql in WORKFLOW_STATUS_UPDATES.items():
+        compiled[(UPDATE_WORKFLOW_STATUS, status)] = _positional(sql, True)
+    for status, sql in TASK_STATUS_UPDATES.items():
+        compiled[(UPDATE_TASK_STATUS, status)] = _positional(sql, True)
+    return compiled
+
+
+COMPILED: dict[tuple[str, str | None], Statement] = _compile()
+
+
+def statement_for(name: str, values: Mapping[str, Any]) -> Statement:
+    """The compiled statement that applies operation `name` with validated `values`."""
+    if name in (UPDATE_WORKFLOW_STATUS, UPDATE_TASK_STATUS):
+        return COMPILED[(name, values["status"])]
+    return COMPILED[(name, None)]

@@ -10,7 +10,16 @@ MAX_TIMESTAMP_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z, the last R
 
 def format_us(unix_us: int) -> str:
     """Format integer microseconds since the Unix epoch as RFC 3339 text in UTC."""
-    return (_EPOCH + timedelta(microseconds=unix_us)).isoformat(timespec="microseconds")
+    global _last_second_prefix
+    seconds, micros = divmod(unix_us, 1_000_000)
+    cached_second, prefix = _last_second_prefix  # one tuple: threads never see half an update
+    if seconds != cached_second:  # most timestamps in a batch share their second
+        prefix = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second_prefix = (seconds, prefix)
+    return f"{prefix}{micros:06d}+00:00"
+
+
+_last_second_prefix: tuple[int, str] = (-1, "")
 
 
 def parse(text: str) -> datetime:

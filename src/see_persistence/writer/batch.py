@@ -71,19 +71,86 @@ def trim_dead_letters(conn: sqlite3.Connection, keep: int) -> int:
     return max(dropped, 0)
 
 
-def _statement_for(name: str, values: dict[str, Any]) -> str:
-    if name == operations.UPDATE_WORKFLOW_STATUS:
-        return statements.WORKFLOW_STATUS_UPDATES[values["status"]]
-    if name == operations.UPDATE_TASK_STATUS:
-        return statements.TASK_STATUS_UPDATES[values["status"]]
-    return statements.INSERTS[name]
-
-
 def _is_statement_error(exc: sqlite3.Error) -> bool:
     if isinstance(exc, _STATEMENT_ERRORS):
         return True
     name = getattr(exc, "sqlite_errorname", "")
     return any(name.startswith(prefix) for prefix in _STATEMENT_ERROR_NAMES)
+
+
+@dataclass
+class _Pending:
+    """One validated operation waiting to run, and where it came from (for a dead letter)."""
+
+    name: str
+    payload: Any
+    params: tuple[Any, ...]
+    target: str
+    instance_id: str
+    seq: int
+
+
+class _Applier:
+    """Runs operations in order, each run of the same statement as one executemany."""
+
+    def __init__(self, conn: sqlite3.Connection, result: BatchResult, now: str) -> None:
+        self.conn = conn
+        self.result = result
+        self.now = now
+        self.run_statement: statements.Statement | None = None
+        self.run: list[_Pending] = []
+
+    def dead_letter(self, raw: bytes, reason: str, instance_id: str | None, seq: int | None) -> None:
+        self.conn.execute(statements.INSERT_DEAD_LETTER, (self.now, instance_id, seq, reason, raw))
+        self.result.dead_letters += 1
+        log.debug("dead letter from %s seq %s: %s", instance_id, seq, reason)
+
+    def add(self, statement: statements.Statement, op: _Pending) -> None:
+        if statement is not self.run_statement:
+            self.flush()
+            self.run_statement = statement
+        self.run.append(op)
+
+    def flush(self) -> None:
+        statement, run = self.run_statement, self.run
+        self.run_statement, self.run = None, []
+        if statement is None or not run:
+            return
+        if len(run) > 1:
+            # All at once inside a savepoint; if any one fails, undo the run and go one by one
+            # so that only the failing operations become dead letters.
+            self.conn.execute("SAVEPOINT run")
+            try:
+                changed = self.conn.executemany(statement.sql, [op.params for op in run]).rowcount
+                ok = not statement.must_change_a_row or changed == len(run)
+            except sqlite3.Error as exc:
+                if not _is_statement_error(exc):
+                    raise
+                ok = False
+            if ok:
+                self.conn.execute("RELEASE run")
+                self.result.operations_applied += len(run)
+                return
+            self.conn.execute("ROLLBACK TO run")
+            self.conn.execute("RELEASE run")
+        for op in run:
+            self._one(statement, op)
+
+    def _one(self, statement: statements.Statement, op: _Pending) -> None:
+        try:
+            changed = self.conn.execute(statement.sql, op.params).rowcount
+        except sqlite3.Error as exc:
+            if not _is_statement_error(exc):
+                raise
+            self.dead_letter(
+                codec.encode_operation(op.name, op.payload), f"{op.name}: {exc}", op.instance_id, op.seq
+            )
+            return
+        if changed == 0 and statement.must_change_a_row:
+            reason = f"{op.name}: no record with id {op.target!r}"
+            self.dead_letter(codec.encode_operation(op.name, op.payload), reason, op.instance_id, op.seq)
+            return
+        self.result.operations_applied += 1
 
 
 def apply_messages(
@@ -102,19 +169,14 @@ def apply_messages(
     """
     now = timestamps.format_us(now_us)
     result = BatchResult()
+    applier = _Applier(conn, result, now)
     pending_seq: dict[str, int] = {}
-
-    def dead_letter(raw: bytes, reason: str, instance_id: str | None, seq: int | None) -> None:
-        conn.execute(statements.INSERT_DEAD_LETTER, (now, instance_id, seq, reason, raw))
-        result.dead_letters += 1
-        log.debug("dead letter from %s seq %s: %s", instance_id, seq, reason)
-
     for raw in raws:
         result.messages += 1
         try:
             envelope = codec.decode_message(raw)
         except RejectedMessage as rejected:
-            dead_letter(bytes(raw), rejected.reason, rejected.instance_id, rejected.seq)
+            applier.dead_letter(bytes(raw), rejected.reason, rejected.instance_id, rejected.seq)
             continue
         instance_id, seq = envelope.instance_id, envelope.seq
         last = pending_seq.get(instance_id)
@@ -131,29 +193,16 @@ def apply_messages(
             try:
                 values = operations.validate_operation(name, payload)
             except InvalidOperation as invalid:
-                dead_letter(codec.encode_operation(name, payload), invalid.reason, instance_id, seq)
+                applier.dead_letter(codec.encode_operation(name, payload), invalid.reason, instance_id, seq)
                 continue
             values["instance_id"] = instance_id
             values["now"] = now
-            values["at"] = timestamps.format_us(values.pop("at_us"))
-            try:
-                changed = conn.execute(_statement_for(name, values), values).rowcount
-            except sqlite3.Error as exc:
-                if not _is_statement_error(exc):
-                    raise
-                dead_letter(codec.encode_operation(name, payload), f"{name}: {exc}", instance_id, seq)
-                continue
-            if changed == 0 and name in statements.MUST_CHANGE_A_ROW:
-                target = values.get("id", instance_id)
-                dead_letter(
-                    codec.encode_operation(name, payload),
-                    f"{name}: no record with id {target!r}",
-                    instance_id,
-                    seq,
-                )
-                continue
-            result.operations_applied += 1
+            values["at"] = timestamps.format_us(values["at_us"])
+            statement = statements.statement_for(name, values)
+            target = values.get("id", instance_id)
+            applier.add(statement, _Pending(name, payload, statement.bind(values), target, instance_id, seq))
         pending_seq[instance_id] = seq
+    applier.flush()
     for instance_id, seq in pending_seq.items():
         conn.execute(statements.RECORD_INSTANCE_SEQ, {"instance_id": instance_id, "seq": seq, "now": now})
     if result.dead_letters:

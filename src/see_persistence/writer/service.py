@@ -26,6 +26,7 @@ from .storage import immediate_transaction, open_write_connection, upgrade_schem
 log = logging.getLogger("see_persistence.writer")
 
 BATCH_MAX_MESSAGES = 2048
+BATCH_MAX_BYTES = 1024 * 1024  # a message may carry hundreds of operations: bound the work too
 BATCH_WINDOW_S = 0.002
 IDLE_POLL_S = 0.1  # how long the loop may sleep before it looks at its stop flag again
 RETRY_BACKOFF_MAX_S = 2.0
@@ -188,10 +189,13 @@ class Writer:
     def _receive_batch(self) -> list[bytes]:
         assert self._pull is not None
         raws: list[bytes] = []
+        size = 0
         deadline: float | None = None
-        while len(raws) < self.batch_max_messages:
+        while len(raws) < self.batch_max_messages and size < BATCH_MAX_BYTES:
             try:
-                raws.append(self._pull.recv(zmq.NOBLOCK))
+                raw = self._pull.recv(zmq.NOBLOCK)
+                raws.append(raw)
+                size += len(raw)
             except zmq.Again:
                 if deadline is None:
                     deadline = time.monotonic() + self.batch_window_s
