@@ -54,7 +54,7 @@ class Outbox:
         self.block_when_full = block_when_full
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._pending: deque[bytes] = deque()  # packed operations not yet in a message
         self._unconfirmed: deque[OutgoingMessage] = deque()
         self._unconfirmed_ops = 0
         self._next_seq = 1
@@ -68,13 +68,16 @@ class Outbox:
 
     def put(self, name: str, payload: dict[str, Any]) -> bool:
         """Hold one operation; False (and counted) if the outbox is full and may not wait."""
+        # Packed here, in one short C call, rather than in bulk by the sending thread: a
+        # thread running Python for long holds the GIL, and every caller then waits for it.
+        packed = codec.encode_operation(name, payload)
         with self._lock:
             while len(self._pending) + self._unconfirmed_ops >= self.limit:
                 if not self.block_when_full or self._closed:
                     self._dropped += 1
                     return False
                 self._changed.wait(0.1)
-            self._pending.append((name, payload))
+            self._pending.append(packed)
             self._accepted += 1
             return True
 
@@ -120,31 +123,26 @@ class Outbox:
         return bool(self._pending)
 
     def take(self) -> OutgoingMessage | None:
-        """Pack waiting operations into the next numbered message (kept until confirmed)."""
-        with self._lock:
-            if not self._pending:
-                return None
-            batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_OPERATIONS_PER_SEND))]
-            seq = self._next_seq
-            self._next_seq += 1
-            last_operation = self._accepted - len(self._pending)
+        """Put waiting operations into the next numbered message (kept until confirmed)."""
         packed: list[bytes] = []
         size = 0
-        for index, (name, payload) in enumerate(batch):
-            op = codec.encode_operation(name, payload)
-            if packed and size + len(op) > MAX_BYTES_PER_SEND:
-                with self._lock:  # give the rest back, first in line, for the next message
-                    self._pending.extendleft(reversed(batch[index:]))
-                last_operation -= len(batch) - index
-                break
-            packed.append(op)
-            size += len(op)
-        message = OutgoingMessage(
-            seq, codec.assemble_message(self.instance_id, seq, packed), len(packed), last_operation
-        )
+        with self._lock:
+            pending = self._pending
+            while pending and len(packed) < MAX_OPERATIONS_PER_SEND:
+                if packed and size + len(pending[0]) > MAX_BYTES_PER_SEND:
+                    break
+                packed.append(pending.popleft())
+                size += len(packed[-1])
+            if not packed:
+                return None
+            seq = self._next_seq
+            self._next_seq += 1
+            last_operation = self._accepted - len(pending)
+            self._unconfirmed_ops += len(packed)  # still held: counted until confirmed
+        raw = codec.assemble_message(self.instance_id, seq, packed)
+        message = OutgoingMessage(seq, raw, len(packed), last_operation)
         with self._lock:
             self._unconfirmed.append(message)
-            self._unconfirmed_ops += message.operations
         return message
 
     def confirm(self, committed_seq: int) -> int:

@@ -147,6 +147,9 @@ class Sender:
                 return
             self._queue.popleft()
             self.messages_sent += 1
+            # Let a waiting caller have the GIL now rather than after the 5 ms switch interval:
+            # this thread must never be the reason a write call takes milliseconds.
+            time.sleep(0)
             if message.seq in self._resending:
                 self._resending.discard(message.seq)
                 self.resent_operations += message.operations
