@@ -251,3 +251,39 @@ def test_status_on_a_missing_file_is_one_line_and_nonzero(tmp_path):
     )
     assert result.returncode == 1
     assert "nope.db" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_client_that_may_spawn_replaces_a_writer_that_died(db, clients):
+    import psutil
+
+    client = clients(db, "--spawn-writer", "--workflows", "30", "--wait-before-record")
+    client.read_event()
+    reader = Reader(db)
+    first = wait_until(lambda: _alive_writer(reader), 30, "the spawned writer")
+    psutil.Process(first.pid).kill()
+    wait_until(lambda: not psutil.pid_exists(first.pid) or _is_zombie(first.pid), 10, "the kill")
+    client.proceed()
+    report = client.finish(timeout=90)
+    assert report["flushed"] is True
+    second = reader.get_writer_status()
+    assert second.alive and second.pid != first.pid and second.epoch > first.epoch
+    assert _counts(db)["workflow_executions"] == 30
+    psutil.Process(second.pid).terminate()
+    psutil.Process(second.pid).wait(timeout=20)
+
+
+def _alive_writer(reader: Reader):
+    try:
+        status = reader.get_writer_status()
+    except FileNotFoundError:
+        return None
+    return status if status is not None and status.alive else None
+
+
+def _is_zombie(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
