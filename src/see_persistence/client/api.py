@@ -14,17 +14,18 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from .. import leases, locations
 from ..idgen import new_id
 from ..protocol import operations as ops
-from ..protocol.errors import ClientClosed
-from ..protocol.status import Status
+from ..protocol.errors import CallerError, ClientClosed
+from ..protocol.status import FINISHED_STATUSES, Status
 from ..reader import Reader
 from .outbox import Outbox
 from .sender import Sender
@@ -249,6 +250,34 @@ class Client:
         }
         self._put(ops.AUDIT_EVENT, payload)
         return record_id
+
+    def prune(
+        self,
+        older_than: timedelta | float,
+        statuses: Iterable[Status | str] = FINISHED_STATUSES,
+    ) -> str:
+        """Ask the writer to delete finished workflows created more than `older_than` ago.
+
+        `older_than` is a timedelta or seconds. Tasks and audit events go with their
+        workflow; a pending or running workflow is never deleted. The writer applies it in
+        order with everything this client sent before, and records what it deleted in an
+        audit event whose id this returns (`Reader.get_audit_event(id).data` after a flush).
+        """
+        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
+        if not seconds >= 0:
+            raise CallerError(f"older_than must be a non-negative age, got {older_than!r}")
+        report_id = new_id()
+        now_us = _now_us()
+        self._put(
+            ops.PRUNE,
+            {
+                "id": report_id,
+                "older_than_us": max(0, now_us - int(seconds * 1_000_000)),
+                "statuses": ops.check_prunable_statuses("statuses", list(statuses)),
+                "at_us": now_us,
+            },
+        )
+        return report_id
 
     @contextmanager
     def workflow(self, name: str, metadata: Mapping[str, Any] | None = None) -> Iterator[WorkflowRun]:

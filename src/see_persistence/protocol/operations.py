@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidOperation
-from .status import Status
+from .status import FINISHED_STATUSES, Status
 from .timestamps import MAX_TIMESTAMP_US
 
 MAX_ID_CHARS = 128
@@ -35,6 +35,7 @@ CREATE_TASK = "create_task"
 UPDATE_TASK_STATUS = "update_task_status"
 APPEND_TASK_LOG = "append_task_log"
 AUDIT_EVENT = "audit_event"
+PRUNE = "prune"
 
 
 def check_id(field: str, value: object) -> str:
@@ -133,6 +134,23 @@ def check_status(field: str, value: object) -> str:
         return Status.parse(value).value
     except ValueError as exc:
         raise InvalidOperation(f"{field}: {exc}") from None
+
+
+def check_prunable_statuses(field: str, value: object) -> list[str]:
+    """Return the finished statuses to prune, lowercase; pending and running are refused."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise InvalidOperation(f"{field} must be a non-empty list of statuses")
+    allowed = ", ".join(s.value for s in FINISHED_STATUSES)
+    statuses = []
+    for item in value:
+        try:
+            status = Status.parse(item)
+        except ValueError as exc:
+            raise InvalidOperation(f"{field}: {exc}") from None
+        if status not in FINISHED_STATUSES:
+            raise InvalidOperation(f"{field}: a {status.value} workflow is never pruned; use {allowed}")
+        statuses.append(status.value)
+    return sorted(set(statuses))
 
 
 def encode_json_object(field: str, value: object) -> str:
@@ -271,6 +289,14 @@ OPERATIONS: dict[str, tuple[Field, ...]] = {
         Field("workflow_id", check_optional_id, required=False),
         Field("task_id", check_optional_id, required=False),
         Field("data", check_json_object_text),
+        _AT,
+    ),
+    # Retention, carried out by the writer in order with everything else. `id` names the
+    # audit event in which the writer reports what it deleted.
+    PRUNE: (
+        Field("id", check_id),
+        Field("older_than_us", check_timestamp_us),
+        Field("statuses", check_prunable_statuses),
         _AT,
     ),
 }

@@ -140,3 +140,23 @@ def statement_for(name: str, values: Mapping[str, Any]) -> Statement:
     if name in (UPDATE_WORKFLOW_STATUS, UPDATE_TASK_STATUS):
         return COMPILED[(name, values["status"])]
     return COMPILED[(name, None)]
+
+
+def prune_statements(status_count: int) -> tuple[str, ...]:
+    """The statements of one prune, in order, for `status_count` statuses.
+
+    Parameters: the cutoff (RFC 3339 text) then the statuses, for each of the three deletes.
+    Tasks and audit events go with their workflow; the workflow rows go last.
+    """
+    placeholders = ", ".join("?" * status_count)
+    doomed = f"SELECT id FROM workflow_executions WHERE created_at < ? AND status IN ({placeholders})"
+    return (
+        f"DELETE FROM audit_events WHERE workflow_id IN ({doomed})",
+        f"DELETE FROM task_executions WHERE workflow_id IN ({doomed})",
+        f"DELETE FROM workflow_executions WHERE id IN ({doomed})",
+    )
+
+
+PRUNE_REPORT = """INSERT INTO audit_events
+    (id, workflow_id, task_id, event_type, message, timestamp, data, instance_id)
+    VALUES (?, NULL, NULL, 'prune', ?, ?, ?, ?)"""

@@ -56,3 +56,6 @@ STATUS_EFFECTS: dict[Status, StatusEffect] = {
 
 ACTIVE_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.RUNNING)
 """Statuses of records that an instance's death leaves abandoned."""
+
+FINISHED_STATUSES: tuple[Status, ...] = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+"""Statuses of workflows that retention may delete; an active workflow is never pruned."""

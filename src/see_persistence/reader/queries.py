@@ -293,6 +293,11 @@ class Reader:
         )
         return [_task(r) for r in rows]
 
+    def get_audit_event(self, event_id: str) -> AuditEvent | None:
+        """The audit event with this id, or None."""
+        rows = self._fetch(f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE id = ?", (event_id,))
+        return _audit(rows[0]) if rows else None
+
     def get_audit_trail(self, workflow_id: str) -> list[AuditEvent]:
         """The audit events of a workflow, by timestamp."""
         rows = self._fetch(

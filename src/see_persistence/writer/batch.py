@@ -15,6 +15,7 @@ from typing import Any
 
 from ..protocol import codec, operations, statements, timestamps
 from ..protocol.errors import InvalidOperation, RejectedMessage
+from .retention import apply_prune
 
 log = logging.getLogger("see_persistence.writer")
 
@@ -136,6 +137,18 @@ class _Applier:
         for op in run:
             self._one(statement, op)
 
+    def prune(self, name: str, payload: Any, values: dict[str, Any], instance_id: str, seq: int) -> None:
+        """Apply a prune after everything before it, in order."""
+        self.flush()
+        try:
+            apply_prune(self.conn, values)
+        except sqlite3.Error as exc:
+            if not _is_statement_error(exc):
+                raise
+            self.dead_letter(codec.encode_operation(name, payload), f"{name}: {exc}", instance_id, seq)
+            return
+        self.result.operations_applied += 1
+
     def _one(self, statement: statements.Statement, op: _Pending) -> None:
         try:
             changed = self.conn.execute(statement.sql, op.params).rowcount
@@ -198,6 +211,9 @@ def apply_messages(
             values["instance_id"] = instance_id
             values["now"] = now
             values["at"] = timestamps.format_us(values["at_us"])
+            if name == operations.PRUNE:
+                applier.prune(name, payload, values, instance_id, seq)
+                continue
             statement = statements.statement_for(name, values)
             target = values.get("id", instance_id)
             applier.add(statement, _Pending(name, payload, statement.bind(values), target, instance_id, seq))
