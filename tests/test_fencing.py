@@ -66,3 +66,43 @@ def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(db, writ
     assert report["flushed"] is True
     rogue.close(linger=0)
     context.term()
+
+
+def test_a_writer_frozen_inside_a_transaction_is_killed_so_a_standby_can_take_over(db, writers, clients):
+    import sqlite3
+
+    import psutil
+
+    old = writers(db)
+    old.wait_holding_lease()
+    standby = writers(db, "--standby")
+    wait_until(lambda: "standing by" in standby.log(), 20, "the standby to wait")
+    flood = [
+        clients(db, "--label", f"f{n}", "--workflows", "4000", "--tasks", "3", "--logs", "3")
+        for n in range(2)
+    ]
+    for client in flood:
+        client.read_event()
+    probe = sqlite3.connect(db, timeout=0, isolation_level=None)
+
+    def frozen_holding_the_lock() -> bool:
+        old.signal(signal.SIGSTOP)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return True  # stopped with the write lock held: what this test needs
+        probe.execute("ROLLBACK")
+        old.signal(signal.SIGCONT)
+        return False
+
+    wait_until(frozen_holding_the_lock, 60, "the writer to be stopped inside a transaction")
+    probe.close()
+    standby.wait_holding_lease(timeout=30)
+    assert old.wait_exit(timeout=10) == -signal.SIGKILL
+    assert "holds the database's write lock; killing it" in standby.log()
+    reports = [client.finish(timeout=120) for client in flood]
+    assert all(report["flushed"] for report in reports)
+    counts = Reader(db).count_rows()
+    assert counts["workflow_executions"] == 8000 and counts["task_executions"] == 24000
+    assert Reader(db).query("PRAGMA integrity_check") == [("ok",)]
+    assert not psutil.pid_exists(old.pid) or psutil.Process(old.pid).status() == psutil.STATUS_ZOMBIE

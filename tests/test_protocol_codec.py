@@ -75,6 +75,12 @@ VALID_PAYLOADS: dict[str, dict[str, Any]] = {
         "data": '{"n":1}',
         "at_us": AT_US,
     },
+    "prune": {
+        "id": "prune-report-1",
+        "older_than_us": AT_US - 30 * 86_400_000_000,
+        "statuses": ["completed", "failed"],
+        "at_us": AT_US,
+    },
 }
 ALL_OPERATIONS: list[tuple[str, dict[str, Any]]] = list(VALID_PAYLOADS.items())
 

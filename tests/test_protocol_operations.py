@@ -62,6 +62,12 @@ VALID: dict[str, dict[str, Any]] = {
         "data": '{"n":1}',
         "at_us": AT_US,
     },
+    "prune": {
+        "id": "prune-1",
+        "older_than_us": AT_US - 86_400_000_000,
+        "statuses": ["cancelled", "completed"],
+        "at_us": AT_US,
+    },
 }
 
 REQUIRED: list[tuple[str, str]] = [
@@ -510,3 +516,24 @@ def test_invalid_operation_is_a_value_error() -> None:
     assert isinstance(error, CallerError)
     assert isinstance(error, SeePersistenceError)
     assert error.reason == "goodbye: missing field 'at_us'"
+
+
+@pytest.mark.parametrize(
+    ("statuses", "reason"),
+    [
+        ([], "non-empty list"),
+        ("completed", "non-empty list"),
+        (["running"], "a running workflow is never pruned"),
+        (["completed", "pending"], "a pending workflow is never pruned"),
+        (["done"], "unknown status 'done'"),
+        ([7], "unknown status 7"),
+    ],
+)
+def test_prune_statuses_must_be_finished_ones(statuses: object, reason: str) -> None:
+    with pytest.raises(InvalidOperation, match=reason):
+        validate_operation("prune", with_field("prune", "statuses", statuses))
+
+
+def test_prune_statuses_are_normalised() -> None:
+    values = validate_operation("prune", with_field("prune", "statuses", ["FAILED", "completed", "failed"]))
+    assert values["statuses"] == ["completed", "failed"]

@@ -22,7 +22,7 @@ from .protocol import (
     WriterStatus,
 )
 from .reader import Reader
-from .writer import Writer, WriterStats
+from .writer import Writer
 
 __version__ = "0.1.0"
 
@@ -46,7 +46,6 @@ __all__ = [
     "WorkflowExecution",
     "WorkflowRun",
     "Writer",
-    "WriterStats",
     "WriterStatus",
     "__version__",
 ]

@@ -364,6 +364,15 @@ class Reader:
             alive=alive,
         )
 
+    def get_counters(self) -> dict[str, int]:
+        """The `counters` table as a dict (the writer's published counters are `writer.*`)."""
+        try:
+            return dict(self._fetch("SELECT name, value FROM counters ORDER BY name"))
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a file from before schema version 3
+                return {}
+            raise
+
     def count_rows(self) -> dict[str, int]:
         """Row counts of the layer's tables that exist in this file."""
         names = [r[0] for r in self._fetch("SELECT name FROM sqlite_master WHERE type = 'table'")]

@@ -1,6 +1,6 @@
 """The writer actor: lease election and takeover, the PULL loop, batching, dead letters,
 the instance liveness sweep and clean shutdown."""
 
-from .service import Writer, WriterStats
+from .service import Writer
 
-__all__ = ["Writer", "WriterStats"]
+__all__ = ["Writer"]

@@ -12,11 +12,14 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psutil
+
 from .. import leases
-from ..database import is_busy
+from ..database import BUSY_TIMEOUT_MS, is_busy
 from ..protocol import timestamps
 from ..protocol.errors import LeaseHeldError, LeaseLostError
 from .storage import immediate_transaction
@@ -26,7 +29,10 @@ log = logging.getLogger("see_persistence.writer")
 HEARTBEAT_INTERVAL_S = 0.5
 LEASE_STALE_AFTER_S = 5.0  # a holder silent this long is presumed dead (stopped, hung)
 STANDBY_POLL_INTERVAL_S = 0.1
-LOCKED_OUT_KILL_AFTER_S = 5.0  # on top of the busy timeout each attempt already waited
+# A holder presumed dead (silent for LEASE_STALE_AFTER_S) that still keeps the write lock
+# this long is frozen inside a transaction; a healthy writer is never both silent and locking.
+LOCKED_OUT_KILL_AFTER_S = 1.0
+TAKEOVER_BUSY_TIMEOUT_MS = 200  # a takeover attempt waits briefly for the lock, then looks again
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ class WriterLease:
         current = read_lease(self._conn)
         if holder_is_active(current, now_us) and not self._is_me(current):
             return current
-        with immediate_transaction(self._conn):
+        with self._busy_timeout(TAKEOVER_BUSY_TIMEOUT_MS), immediate_transaction(self._conn):
             current = read_lease(self._conn)
             if holder_is_active(current, now_us) and not self._is_me(current):
                 return current
@@ -126,7 +132,10 @@ class WriterLease:
                 # The lease looks free, yet someone holds the write lock: a takeover under
                 # way, or a presumed-dead writer frozen inside a transaction (SIGSTOP).
                 locked_out_since = locked_out_since or time.monotonic()
-                if time.monotonic() - locked_out_since >= LOCKED_OUT_KILL_AFTER_S:
+                if (
+                    time.monotonic() - locked_out_since >= LOCKED_OUT_KILL_AFTER_S
+                    or self._holder_is_stopped()
+                ):
                     self._kill_frozen_holder()
                     locked_out_since = None
                 holder = read_lease(self._conn)
@@ -152,6 +161,23 @@ class WriterLease:
             if should_stop():
                 return False
             time.sleep(STANDBY_POLL_INTERVAL_S)
+
+    @contextmanager
+    def _busy_timeout(self, milliseconds: int) -> Iterator[None]:
+        self._conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+        try:
+            yield
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+    def _holder_is_stopped(self) -> bool:
+        holder = read_lease(self._conn)
+        if holder is None or holder.host != self._me.host:
+            return False
+        try:
+            return bool(psutil.Process(holder.pid).status() == psutil.STATUS_STOPPED)
+        except psutil.Error:
+            return False
 
     def _kill_frozen_holder(self) -> None:
         """SIGKILL a stale holder that keeps the write lock: it is presumed dead, yet blocks everyone."""

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -21,6 +20,7 @@ from ..protocol.errors import LeaseLostError
 from . import liveness
 from .batch import BatchResult, SequenceBook, apply_messages
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
+from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .storage import immediate_transaction, open_write_connection, upgrade_schema
 
 log = logging.getLogger("see_persistence.writer")
@@ -36,21 +36,6 @@ PUB_LINGER_MS = 200
 
 def _now_us() -> int:
     return time.time_ns() // 1000
-
-
-@dataclass
-class WriterStats:
-    """Counters of one writer's life (plain ints)."""
-
-    messages: int = 0
-    batches: int = 0
-    operations: int = 0
-    duplicates: int = 0
-    gaps: int = 0
-    dead_letters: int = 0
-    dead_letters_dropped: int = 0
-    commit_failures: int = 0
-    instances_abandoned: int = 0
 
 
 class Writer:
@@ -79,7 +64,6 @@ class Writer:
         if dead_letters_kept < 1:
             raise ValueError("dead_letters_kept must be at least 1")
         self.dead_letters_kept = dead_letters_kept
-        self.stats = WriterStats()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._conn: sqlite3.Connection | None = None
@@ -89,6 +73,7 @@ class Writer:
         self._pub: zmq.Socket[Any] | None = None
         self._pull_inode: int | None = None
         self._book = SequenceBook()
+        self._metrics: WriterMetrics | None = None
 
     # -- public control -------------------------------------------------------------------
 
@@ -99,6 +84,11 @@ class Writer:
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the writer holds the lease and has bound its sockets."""
         return self._ready.wait(timeout)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Totals of this writer's life so far: messages, operations, duplicates, dead letters, ..."""
+        return dict(self._metrics.totals) if self._metrics else {}
 
     @property
     def epoch(self) -> int:
@@ -142,6 +132,8 @@ class Writer:
         self._pub.bind(self.endpoints.pub)
         self._next_heartbeat = time.monotonic()
         self._next_sweep = time.monotonic()
+        self._next_publish = time.monotonic()
+        self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
         self._ready.set()
         log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
         return True
@@ -162,6 +154,9 @@ class Writer:
         if now >= self._next_sweep:
             self._sweep()
             self._next_sweep = now + liveness.SWEEP_INTERVAL_S
+        if now >= self._next_publish:
+            self._publish_metrics()
+            self._next_publish = now + PUBLISH_INTERVAL_S
 
     def shutdown(self) -> None:
         """Release the lease and close sockets and the connection (safe to call twice)."""
@@ -211,6 +206,7 @@ class Writer:
         failures = 0
         while True:
             now_us = _now_us()
+            started_ns = time.monotonic_ns()
             try:
                 with immediate_transaction(self._conn):
                     self._lease.fence(timestamps.format_us(now_us))
@@ -223,7 +219,8 @@ class Writer:
                 raise
             except sqlite3.Error as exc:
                 failures += 1
-                self.stats.commit_failures += 1
+                if self._metrics is not None:
+                    self._metrics.count("commit_failures")
                 if failures == 1:
                     log.error("commit of a batch of %d messages failed, will retry: %s", len(raws), exc)
                 if self._stop.wait(backoff_s) and failures > 20:
@@ -233,18 +230,10 @@ class Writer:
         if failures:
             log.info("batch committed after %d failed attempts", failures)
         self._book.commit(result.committed_seq)
+        if self._metrics is not None:
+            self._metrics.record_batch(result, (time.monotonic_ns() - started_ns) // 1000)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S  # the fence renewed it
-        self._count(result)
         self._publish(result)
-
-    def _count(self, result: BatchResult) -> None:
-        self.stats.batches += 1
-        self.stats.messages += result.messages
-        self.stats.operations += result.operations_applied
-        self.stats.duplicates += result.duplicates
-        self.stats.gaps += result.gaps
-        self.stats.dead_letters += result.dead_letters
-        self.stats.dead_letters_dropped += result.dead_letters_dropped
 
     def _publish(self, result: BatchResult) -> None:
         assert self._pub is not None and self._conn is not None
@@ -283,9 +272,22 @@ class Writer:
                 self._lease.fence(timestamps.format_us(now_us))
                 for instance in dead:
                     liveness.abandon(self._conn, instance, now_us)
-            self.stats.instances_abandoned += len(dead)
+            if self._metrics is not None:
+                self._metrics.count("instances_abandoned", len(dead))
         except sqlite3.Error as exc:
             log.error("instance liveness sweep failed: %s", exc)
+
+    def _publish_metrics(self) -> None:
+        assert self._conn is not None and self._lease is not None and self._metrics is not None
+        now_us = _now_us()
+        try:
+            with immediate_transaction(self._conn):
+                self._lease.fence(timestamps.format_us(now_us))
+                self._metrics.publish(self._conn, now_us)
+        except LeaseLostError:
+            raise
+        except sqlite3.Error as exc:
+            log.error("could not publish the writer's counters: %s", exc)
 
     def _drain_on_shutdown(self) -> None:
         """Commit what already waits in the socket, so a clean stop loses nothing it received."""
@@ -302,7 +304,11 @@ class Writer:
                 break
             self._commit(raws)
             drained += len(raws)
-        log.info("writer stopping after %d messages (%d drained at shutdown)", self.stats.messages, drained)
+        log.info(
+            "writer stopping after %d messages (%d drained at shutdown)",
+            self.counters.get("messages", 0),
+            drained,
+        )
 
     # -- the socket file ----------------------------------------------------------------------
 

@@ -1,0 +1,79 @@
+"""The writer's counters, published about once a second in the `counters` table.
+
+Totals cover this writer's life (they restart with each lease epoch); rates and means cover
+the interval since the last publication. A Reader and `see-persistence status` read them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from .batch import BatchResult
+
+PUBLISH_INTERVAL_S = 1.0
+PREFIX = "writer."
+
+SET_COUNTER = """INSERT INTO counters (name, value) VALUES (?, ?)
+    ON CONFLICT(name) DO UPDATE SET value = excluded.value"""
+
+
+@dataclass
+class WriterMetrics:
+    """Counters of one writer, and what happened since they were last published."""
+
+    pid: int
+    epoch: int
+    started_us: int
+    totals: dict[str, int] = field(default_factory=dict)
+    _interval_started: float = field(default_factory=time.monotonic)
+    _interval_operations: int = 0
+    _interval_batches: int = 0
+    _interval_commit_us: int = 0
+    _interval_commit_us_max: int = 0
+
+    def record_batch(self, result: BatchResult, commit_us: int) -> None:
+        """Count one committed batch and how long its transaction took."""
+        for name, value in (
+            ("messages", result.messages),
+            ("operations", result.operations_applied),
+            ("batches", 1),
+            ("duplicates", result.duplicates),
+            ("gaps", result.gaps),
+            ("dead_letters", result.dead_letters),
+            ("dead_letters_dropped", result.dead_letters_dropped),
+        ):
+            self.totals[name] = self.totals.get(name, 0) + value
+        self._interval_operations += result.operations_applied
+        self._interval_batches += 1
+        self._interval_commit_us += commit_us
+        self._interval_commit_us_max = max(self._interval_commit_us_max, commit_us)
+
+    def count(self, name: str, value: int = 1) -> None:
+        """Add to one total (commit failures, abandoned instances, ...)."""
+        self.totals[name] = self.totals.get(name, 0) + value
+
+    def rows(self, now_us: int) -> list[tuple[str, int]]:
+        """The (name, value) rows to publish now; starts a new interval."""
+        elapsed = max(time.monotonic() - self._interval_started, 1e-6)
+        batches = self._interval_batches
+        rows = [
+            ("pid", self.pid),
+            ("epoch", self.epoch),
+            ("started_at_us", self.started_us),
+            ("published_at_us", now_us),
+            ("operations_per_s", round(self._interval_operations / elapsed)),
+            ("batch_operations_mean", self._interval_operations // batches if batches else 0),
+            ("commit_us_mean", self._interval_commit_us // batches if batches else 0),
+            ("commit_us_max", self._interval_commit_us_max),
+            *((f"{name}_total", value) for name, value in sorted(self.totals.items())),
+        ]
+        self._interval_started = time.monotonic()
+        self._interval_operations = self._interval_batches = 0
+        self._interval_commit_us = self._interval_commit_us_max = 0
+        return [(PREFIX + name, value) for name, value in rows]
+
+    def publish(self, conn: sqlite3.Connection, now_us: int) -> None:
+        """Write the rows inside the caller's open transaction."""
+        conn.executemany(SET_COUNTER, self.rows(now_us))
