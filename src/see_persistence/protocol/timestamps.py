@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -23,10 +24,33 @@ _last_second_prefix: tuple[int, str] = (-1, "")
 
 
 def parse(text: str) -> datetime:
-    """Parse RFC 3339 text (as stored in the database) into an aware datetime."""
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:  # SQLite's CURRENT_TIMESTAMP default writes naive UTC text
+    """Parse RFC 3339 text (as stored in the database) into an aware datetime.
+
+    Accepts what the Rust core writes too: chrono's to_rfc3339 gives up to nine fractional
+    digits, and SQLite's CURRENT_TIMESTAMP default gives naive UTC text with a space.
+    """
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = datetime.fromisoformat(_normalise(text))  # Python 3.10 reads only 3 or 6 digits
+    if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value
+
+
+_RFC3339 = re.compile(
+    r"^(?P<main>[^.Zz+]*?(?:[Tt ]\d\d:\d\d:\d\d)?)(?:\.(?P<fraction>\d+))?(?P<zone>[Zz]|[+-]\d\d:?\d\d)?$"
+)
+
+
+def _normalise(text: str) -> str:
+    match = _RFC3339.match(text.strip())
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    zone = match["zone"] or ""
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    elif zone and ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    return f"{match['main']}.{fraction}{zone}"

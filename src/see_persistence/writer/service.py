@@ -21,6 +21,7 @@ from . import liveness
 from .batch import BatchResult, SequenceBook, apply_messages
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
+from .notify import SystemdNotifier
 from .storage import immediate_transaction, open_write_connection, upgrade_schema
 
 log = logging.getLogger("see_persistence.writer")
@@ -74,6 +75,7 @@ class Writer:
         self._pull_inode: int | None = None
         self._book = SequenceBook()
         self._metrics: WriterMetrics | None = None
+        self._notifier = SystemdNotifier()
 
     # -- public control -------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Writer:
                 return
             while not self._stop.is_set():
                 self.loop_once()
+            self._notifier.stopping()
             self._drain_on_shutdown()
         finally:
             self.shutdown()
@@ -136,6 +139,7 @@ class Writer:
         self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
         self._ready.set()
         log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
+        self._notifier.ready(f"serving {self.db_path} as epoch {self._lease.epoch}")
         return True
 
     def loop_once(self) -> None:
@@ -157,6 +161,7 @@ class Writer:
         if now >= self._next_publish:
             self._publish_metrics()
             self._next_publish = now + PUBLISH_INTERVAL_S
+        self._notifier.watchdog()
 
     def shutdown(self) -> None:
         """Release the lease and close sockets and the connection (safe to call twice)."""
@@ -223,6 +228,7 @@ class Writer:
                     self._metrics.count("commit_failures")
                 if failures == 1:
                     log.error("commit of a batch of %d messages failed, will retry: %s", len(raws), exc)
+                self._notifier.watchdog()  # alive and retrying: a restart would not help
                 if self._stop.wait(backoff_s) and failures > 20:
                     log.error("giving up on a batch of %d messages at shutdown: %s", len(raws), exc)
                     return
@@ -345,7 +351,12 @@ class Writer:
             log.info("received %s, stopping", signal.Signals(signum).name)
             self._stop.set()
 
+        def on_hangup(signum: int, frame: FrameType | None) -> None:
+            # A supervisor's "reload", or a closed terminal: nothing to reload, keep serving.
+            log.info("received SIGHUP: the writer has no configuration to reload and keeps running")
+
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
 
         def restore() -> None:
             for sig, handler in previous.items():
