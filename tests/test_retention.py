@@ -68,7 +68,9 @@ def test_prune_deletes_old_finished_workflows_with_their_tasks_and_events(db, wr
         for kept in ("cancelled", "running", "pending"):
             assert f"old-{kept}-{n}" in remaining
             assert len(reader.get_tasks_for_workflow(f"old-{kept}-{n}")) == 1
-    assert reader.query("SELECT COUNT(*) FROM task_executions WHERE workflow_id LIKE 'old-completed-%'") == [(0,)]
+    assert reader.query("SELECT COUNT(*) FROM task_executions WHERE workflow_id LIKE 'old-completed-%'") == [
+        (0,)
+    ]
     assert reader.get_workflow("old-running-0").status == Status.RUNNING
     sock.close()
     context.term()

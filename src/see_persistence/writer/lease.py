@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import psutil
-
 from .. import leases
 from ..database import BUSY_TIMEOUT_MS, is_busy
 from ..protocol import timestamps
@@ -29,9 +27,12 @@ log = logging.getLogger("see_persistence.writer")
 HEARTBEAT_INTERVAL_S = 0.5
 LEASE_STALE_AFTER_S = 5.0  # a holder silent this long is presumed dead (stopped, hung)
 STANDBY_POLL_INTERVAL_S = 0.1
-# A holder presumed dead (silent for LEASE_STALE_AFTER_S) that still keeps the write lock
-# this long is frozen inside a transaction; a healthy writer is never both silent and locking.
-LOCKED_OUT_KILL_AFTER_S = 1.0
+# A writer that finds one of its own transactions lasted this long (it was stopped, or starved,
+# inside it) rolls it back and gives the lease up: by then others may presume it dead.
+SELF_FENCE_AFTER_S = LEASE_STALE_AFTER_S * 0.8
+# A holder presumed dead that still keeps the write lock this long was frozen inside a
+# transaction and never resumed (a resumed one fences itself off at once): kill it.
+LOCKED_OUT_KILL_AFTER_S = 10.0
 TAKEOVER_BUSY_TIMEOUT_MS = 200  # a takeover attempt waits briefly for the lock, then looks again
 
 
@@ -132,10 +133,7 @@ class WriterLease:
                 # The lease looks free, yet someone holds the write lock: a takeover under
                 # way, or a presumed-dead writer frozen inside a transaction (SIGSTOP).
                 locked_out_since = locked_out_since or time.monotonic()
-                if (
-                    time.monotonic() - locked_out_since >= LOCKED_OUT_KILL_AFTER_S
-                    or self._holder_is_stopped()
-                ):
+                if time.monotonic() - locked_out_since >= LOCKED_OUT_KILL_AFTER_S:
                     self._kill_frozen_holder()
                     locked_out_since = None
                 holder = read_lease(self._conn)
@@ -170,15 +168,6 @@ class WriterLease:
         finally:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
-    def _holder_is_stopped(self) -> bool:
-        holder = read_lease(self._conn)
-        if holder is None or holder.host != self._me.host:
-            return False
-        try:
-            return bool(psutil.Process(holder.pid).status() == psutil.STATUS_STOPPED)
-        except psutil.Error:
-            return False
-
     def _kill_frozen_holder(self) -> None:
         """SIGKILL a stale holder that keeps the write lock: it is presumed dead, yet blocks everyone."""
         holder = read_lease(self._conn)
@@ -210,10 +199,29 @@ class WriterLease:
             who = f"pid {holder.pid}, epoch {holder.epoch}" if holder else "nobody"
             raise LeaseLostError(f"lost the writer lease (epoch {self.epoch}); it is now held by {who}")
 
-    def heartbeat(self, now_us: int) -> None:
-        """Renew the lease in a transaction of its own (when idle)."""
+    @contextmanager
+    def transaction(self, now_us: int) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE, fence (renewing the heartbeat), the body, then COMMIT.
+
+        Raises LeaseLostError, rolling back, if the lease is no longer ours, or if the body
+        took longer than SELF_FENCE_AFTER_S: a writer stopped inside its transaction must
+        commit nothing when it resumes, since others may by then presume it dead.
+        """
         with immediate_transaction(self._conn):
             self.fence(timestamps.format_us(now_us))
+            fenced_at = time.monotonic()
+            yield self._conn
+            silent_s = time.monotonic() - fenced_at
+            if silent_s > SELF_FENCE_AFTER_S:
+                raise LeaseLostError(
+                    f"a transaction of this writer (epoch {self.epoch}) lasted {silent_s:.1f} s, so it may"
+                    " be presumed dead: rolling back and giving the lease up"
+                )
+
+    def heartbeat(self, now_us: int) -> None:
+        """Renew the lease in a transaction of its own (when idle)."""
+        with self.transaction(now_us):
+            pass
 
     def release(self, now_us: int) -> None:
         """Give the lease up, if still ours, so a standby need not wait for it to go stale."""

@@ -15,14 +15,14 @@ from typing import Any
 import zmq
 
 from .. import leases, locations
-from ..protocol import codec, statements, timestamps
+from ..protocol import codec, statements
 from ..protocol.errors import LeaseLostError
 from . import liveness
 from .batch import BatchResult, SequenceBook, apply_messages
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
-from .storage import immediate_transaction, open_write_connection, upgrade_schema
+from .storage import open_write_connection, upgrade_schema
 
 log = logging.getLogger("see_persistence.writer")
 
@@ -37,6 +37,13 @@ PUB_LINGER_MS = 200
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 class Writer:
@@ -73,6 +80,7 @@ class Writer:
         self._pull: zmq.Socket[Any] | None = None
         self._pub: zmq.Socket[Any] | None = None
         self._pull_inode: int | None = None
+        self._pub_inode: int | None = None
         self._book = SequenceBook()
         self._metrics: WriterMetrics | None = None
         self._notifier = SystemdNotifier()
@@ -133,6 +141,7 @@ class Writer:
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
         self._pub.bind(self.endpoints.pub)
+        self._pub_inode = _inode(self.endpoints.pub[len("ipc://") :])
         self._next_heartbeat = time.monotonic()
         self._next_sweep = time.monotonic()
         self._next_publish = time.monotonic()
@@ -166,6 +175,7 @@ class Writer:
     def shutdown(self) -> None:
         """Release the lease and close sockets and the connection (safe to call twice)."""
         if self._pull is not None:
+            self._remove_socket_file_if_ours()
             self._pull.close(linger=0)
             self._pull = None
         if self._lease is not None and self._lease.epoch and self._conn is not None:
@@ -213,8 +223,7 @@ class Writer:
             now_us = _now_us()
             started_ns = time.monotonic_ns()
             try:
-                with immediate_transaction(self._conn):
-                    self._lease.fence(timestamps.format_us(now_us))
+                with self._lease.transaction(now_us):
                     result = apply_messages(
                         self._conn, raws, self._book, now_us=now_us, dead_letters_kept=self.dead_letters_kept
                     )
@@ -274,8 +283,7 @@ class Writer:
             if not dead:
                 return
             now_us = _now_us()
-            with immediate_transaction(self._conn):
-                self._lease.fence(timestamps.format_us(now_us))
+            with self._lease.transaction(now_us):
                 for instance in dead:
                     liveness.abandon(self._conn, instance, now_us)
             if self._metrics is not None:
@@ -287,8 +295,7 @@ class Writer:
         assert self._conn is not None and self._lease is not None and self._metrics is not None
         now_us = _now_us()
         try:
-            with immediate_transaction(self._conn):
-                self._lease.fence(timestamps.format_us(now_us))
+            with self._lease.transaction(now_us):
                 self._metrics.publish(self._conn, now_us)
         except LeaseLostError:
             raise
@@ -322,13 +329,25 @@ class Writer:
         return self.endpoints.pull[len("ipc://") :]
 
     def _socket_inode(self) -> int | None:
-        try:
-            return os.stat(self._socket_path()).st_ino
-        except OSError:
-            return None
+        return _inode(self._socket_path())
+
+    def _remove_socket_file_if_ours(self) -> None:
+        # libzmq leaves the ipc file behind on close; remove it only if it is still the one we
+        # bound (same inode), never a file a newer writer bound at the same path.
+        if self._pull_inode is not None and self._socket_inode() == self._pull_inode:
+            try:
+                os.unlink(self._socket_path())
+            except OSError:
+                pass
+        pub_path = self.endpoints.pub[len("ipc://") :]
+        if self._pub_inode is not None and _inode(pub_path) == self._pub_inode:
+            try:
+                os.unlink(pub_path)
+            except OSError:
+                pass
 
     def _check_socket_file(self) -> None:
-        """Rebind if our socket file vanished: a fenced-off writer that exits unlinks the path."""
+        """Rebind if our socket file vanished or was replaced (someone removed the path)."""
         assert self._pull is not None
         inode = self._socket_inode()
         if inode is not None and inode == self._pull_inode:

@@ -97,7 +97,14 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def upgrade_schema(conn: sqlite3.Connection, now_us: int) -> int:
-    """Bring the file up to SCHEMA_VERSION in one transaction; return the version found."""
+    """Bring the file up to SCHEMA_VERSION in one transaction; return the version found.
+
+    Looks first without a lock: a standby starting beside a busy writer must not compete
+    for the write lock (and fail with "database is locked") when there is nothing to do.
+    """
+    found = schema_version(conn)
+    if found >= schema.SCHEMA_VERSION:
+        return found
     with immediate_transaction(conn):
         found = schema_version(conn)
         if found >= schema.SCHEMA_VERSION:
