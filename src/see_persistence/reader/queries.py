@@ -89,7 +89,7 @@ def _is_read_only_action(action: int, arg1: str | None, arg2: str | None) -> boo
     return False
 
 
-class _ReadOnlyAuthorizer:
+class ReadOnlyAuthorizer:
     """An sqlite3 authorizer that denies every action but reading, and remembers what it denied."""
 
     def __init__(self) -> None:
@@ -107,7 +107,8 @@ class _ReadOnlyAuthorizer:
 _SQLITE_READONLY = 8  # the primary result code; sqlite3 exports it only from Python 3.11
 
 
-def _is_read_only_error(exc: sqlite3.DatabaseError) -> bool:
+def is_read_only_error(exc: sqlite3.DatabaseError) -> bool:
+    """True if SQLite refused `exc`'s statement because the connection is read-only."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
     return code is not None and code & 0xFF == _SQLITE_READONLY
 
@@ -384,12 +385,12 @@ class Reader:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read-only SQL statement and return its rows; a write raises ReadOnlyViolation."""
         conn = self._conn()
-        authorizer = _ReadOnlyAuthorizer()
+        authorizer = ReadOnlyAuthorizer()
         conn.set_authorizer(authorizer)
         try:
             return self._fetch(sql, params)
         except sqlite3.DatabaseError as exc:
-            if authorizer.denied or _is_read_only_error(exc):
+            if authorizer.denied or is_read_only_error(exc):
                 raise ReadOnlyViolation(f"Reader.query runs read-only SQL only: {exc}") from exc
             raise
         finally:

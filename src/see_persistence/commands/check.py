@@ -1,0 +1,175 @@
+"""`see-persistence check`: integrity, foreign keys, schema version and lease sanity, ok or FAIL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..protocol import schema
+from ..reader import Reader
+from .base import EXIT_ERROR, EXIT_OK, Command, CommandError
+from .common import LAYER_TABLES, describe_sqlite_error, not_ours, schema_version, table_names
+
+_SQLITE_NOTADB = 26
+MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One check's verdict: passed or not, what it found, and whether that deserves a warning."""
+
+    name: str
+    ok: bool
+    message: str
+    warning: bool = False
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the check command's arguments."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object per check")
+
+
+def _integrity(reader: Reader) -> Outcome:
+    problems = [str(r[0]) for r in reader.query(f"PRAGMA integrity_check({MAX_PROBLEMS})")]
+    if problems == ["ok"]:
+        return Outcome("integrity", True, "PRAGMA integrity_check: ok")
+    more = "+" if len(problems) >= MAX_PROBLEMS else ""
+    return Outcome("integrity", False, f"{len(problems)}{more} problems; first: {problems[0]}")
+
+
+def _foreign_keys(reader: Reader) -> Outcome:
+    rows = reader.query("PRAGMA foreign_key_check")
+    if not rows:
+        return Outcome("foreign_keys", True, "PRAGMA foreign_key_check: no orphan rows")
+    tables: dict[str, int] = {}
+    for row in rows:
+        tables[str(row[0])] = tables.get(str(row[0]), 0) + 1
+    found = ", ".join(f"{count} in {table}" for table, count in sorted(tables.items()))
+    return Outcome("foreign_keys", False, f"{len(rows)} rows point at missing parents: {found}")
+
+
+def _schema(reader: Reader) -> Outcome:
+    tables = table_names(reader)
+    version = schema_version(reader, tables)
+    code = schema.SCHEMA_VERSION
+    if version is None:
+        return Outcome("schema", False, "no version recorded in schema_version")
+    expected = [*schema.SEED_TABLES, "schema_version"]
+    if version >= 2:
+        expected += LAYER_TABLES[:3]
+    if version >= 3:
+        expected.append("counters")
+    missing = [name for name in expected if name not in tables]
+    if missing:
+        return Outcome("schema", False, f"version {version} but tables missing: {', '.join(missing)}")
+    if version < code:
+        return Outcome(
+            "schema",
+            False,
+            f"version {version}, older than this code's {code}: a writer upgrades it when it starts",
+        )
+    if version > code:
+        return Outcome(
+            "schema", True, f"version {version}, newer than this code's {code} (changes are additive)"
+        )
+    return Outcome("schema", True, f"version {version}, the one this code knows")
+
+
+def _lease(reader: Reader) -> Outcome:
+    from ..writer.lease import LEASE_STALE_AFTER_S
+
+    writer = reader.get_writer_status()
+    if writer is None:
+        return Outcome("lease", True, "no writer has held the lease yet")
+    if writer.released is not None:
+        return Outcome("lease", True, f"released by pid {writer.pid} at {writer.released.isoformat()}")
+    if writer.alive:
+        age = (datetime.now(timezone.utc) - writer.heartbeat).total_seconds()
+        if age > LEASE_STALE_AFTER_S:
+            return Outcome(
+                "lease",
+                True,
+                f"warning: held by pid {writer.pid}, alive, but its heartbeat is {age:.0f} s old (frozen?)",
+                warning=True,
+            )
+        return Outcome(
+            "lease", True, f"held by live writer pid {writer.pid} on {writer.host}, epoch {writer.epoch}"
+        )
+    return Outcome(
+        "lease",
+        True,
+        f"warning: holder pid {writer.pid} died without releasing it; the next writer takes over",
+        warning=True,
+    )
+
+
+CHECKS: tuple[tuple[str, Callable[[Reader], Outcome]], ...] = (
+    ("integrity", _integrity),
+    ("foreign_keys", _foreign_keys),
+    ("schema", _schema),
+    ("lease", _lease),
+)
+
+
+def _open(db: Path) -> Reader:
+    """A Reader on `db`; a missing, non-SQLite or foreign file is a one-line error.
+
+    A file whose schema cannot even be read because it is damaged is not refused here: the
+    checks say FAIL for it.
+    """
+    if not db.exists():
+        raise CommandError(f"no see-persistence database at {db}")
+    if db.is_dir():
+        raise CommandError(f"{db} is a directory, not a database file")
+    reader = Reader(db)
+    try:
+        tables = table_names(reader)
+    except sqlite3.DatabaseError as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if (code is not None and code & 0xFF == _SQLITE_NOTADB) or "not a database" in str(exc):
+            reader.close()
+            raise CommandError(
+                f"{db} is not a see-persistence database: {describe_sqlite_error(exc)}"
+            ) from None
+        return reader
+    missing = [name for name in schema.SEED_TABLES if name not in tables]
+    if missing:
+        reader.close()
+        raise not_ours(db, missing)
+    return reader
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every check; exit 0 only when all pass."""
+    reader = _open(Path(args.db))
+    outcomes = []
+    for name, check in CHECKS:
+        try:
+            outcome = check(reader)
+        except sqlite3.Error as exc:  # a damaged file fails the check that tripped on it
+            outcome = Outcome(name, False, f"could not check: {describe_sqlite_error(exc)}")
+        outcomes.append(outcome)
+        if args.json:
+            print(json.dumps(asdict(outcome)), flush=True)
+        else:
+            print(f"{'ok' if outcome.ok else 'FAIL':<4}  {name:<12}  {outcome.message}", flush=True)
+    reader.close()
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_ERROR
+
+
+COMMAND = Command(
+    name="check",
+    help="check integrity, foreign keys, the schema version and the lease",
+    description="Run PRAGMA integrity_check and foreign_key_check, check that schema_version is present "
+    "and not older than this code's, and that the writer lease is sane (none, held by a live writer, "
+    "or released; a dead holder that did not release is a warning). One line per check with ok or "
+    "FAIL; exit code 0 only when every check passes, 1 otherwise.",
+    examples=("see-persistence check", "see-persistence check --db /srv/backups/workflows.db --json"),
+    configure=configure,
+    run=run,
+)

@@ -1,0 +1,106 @@
+"""Opening a database the commands can trust to be ours, and small facts about its files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from ..protocol import schema
+from ..reader import Reader
+from .base import CommandError
+
+LAYER_TABLES = ("writer_lease", "instances", "dead_letters", "counters")
+
+
+def describe_sqlite_error(exc: sqlite3.Error) -> str:
+    """One line for an SQLite error, without the exception class."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def open_database(db: Path) -> Reader:
+    """A Reader on `db` once the file is known to exist and to hold the S_E_E tables.
+
+    Raises CommandError (one line) for a missing file, a file that is not SQLite, or an
+    SQLite file without the seed's three tables, before any command reads it.
+    """
+    if not db.exists():
+        raise CommandError(f"no see-persistence database at {db}")
+    if db.is_dir():
+        raise CommandError(f"{db} is a directory, not a database file")
+    reader = Reader(db)
+    try:
+        names = table_names(reader)
+    except sqlite3.DatabaseError as exc:
+        reader.close()
+        raise CommandError(f"{db} is not a see-persistence database: {describe_sqlite_error(exc)}") from None
+    missing = [name for name in schema.SEED_TABLES if name not in names]
+    if missing:
+        reader.close()
+        raise not_ours(db, missing)
+    return reader
+
+
+def not_ours(db: Path, missing: list[str]) -> CommandError:
+    """The error for an SQLite file that lacks some of the S_E_E tables."""
+    plural = "s" if len(missing) > 1 else ""
+    return CommandError(
+        f"{db} is not a see-persistence database (missing table{plural} {', '.join(missing)})"
+    )
+
+
+def table_names(reader: Reader) -> set[str]:
+    """The names of the tables in the file."""
+    return {row[0] for row in reader.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def schema_version(reader: Reader, tables: set[str] | None = None) -> int | None:
+    """The highest version recorded in schema_version; None without the table or a row."""
+    if tables is None:
+        tables = table_names(reader)
+    if "schema_version" not in tables:
+        return None
+    value = reader.query("SELECT MAX(version) FROM schema_version")[0][0]
+    return int(value) if value is not None else None
+
+
+def sidecar(db: Path, suffix: str) -> Path:
+    """The -wal or -shm file next to `db`."""
+    return db.with_name(db.name + suffix)
+
+
+def file_size(path: Path) -> int | None:
+    """The size of `path` in bytes, or None if it does not exist."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def human_bytes(size: int | None) -> str:
+    """A size for people: 0 B, 12.3 KiB, 4.0 MiB."""
+    if size is None:
+        return "none"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # not reached
+
+
+def human_duration(seconds: float) -> str:
+    """A duration for people: 0.4 s, 42 s, 3 min 20 s, 2 h 05 min, 3 d 4 h."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"

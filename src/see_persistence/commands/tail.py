@@ -1,0 +1,150 @@
+"""`see-persistence tail`: the last audit events, then (--follow) new ones as they commit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from typing import Any
+
+from ..protocol import timestamps
+from ..reader import Reader
+from .base import Command, UsageError
+from .common import open_database
+from .output import cell_text
+from .signals import stop_on_signals
+
+log = logging.getLogger("see_persistence.cli.tail")
+
+POLL_INTERVAL_S = 0.2
+FETCH_ROWS = 500  # rows per query while catching up, so memory stays bounded
+
+# rowid, not timestamp, orders the events: it grows in commit order, so an event committed
+# late with an early client timestamp is still seen by --follow.
+_COLUMNS = "rowid, id, timestamp, event_type, workflow_id, task_id, message, data, instance_id"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the tail command's arguments."""
+    parser.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new events until interrupted"
+    )
+    parser.add_argument("--workflow", metavar="ID", help="only the events of this workflow")
+    parser.add_argument("--type", metavar="T", dest="event_type", help="only events of this type")
+    parser.add_argument("--json", action="store_true", help="one JSON object per event")
+    parser.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="show the last N (default 10)"
+    )
+
+
+def _filters(args: argparse.Namespace) -> tuple[str, list[Any]]:
+    where, params = [], []
+    if args.workflow:
+        where.append("workflow_id = ?")
+        params.append(args.workflow)
+    if args.event_type:
+        where.append("event_type = ?")
+        params.append(args.event_type)
+    return "".join(f" AND {clause}" for clause in where), params
+
+
+def _format(row: tuple[Any, ...], as_json: bool) -> str:
+    _, event_id, stamp, event_type, workflow_id, task_id, message, data, instance_id = row
+    if as_json:
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError:
+            parsed = data  # someone else's text; show it as it is
+        return json.dumps(
+            {
+                "id": event_id,
+                "timestamp": stamp,
+                "event_type": event_type,
+                "workflow_id": workflow_id,
+                "task_id": task_id,
+                "message": message,
+                "data": parsed,
+                "instance_id": instance_id,
+            },
+            ensure_ascii=False,
+        )
+    try:
+        shown = timestamps.parse(stamp).isoformat(timespec="microseconds") if stamp else "-"
+    except ValueError:
+        shown = cell_text(stamp)
+    return f"{shown}  {cell_text(event_type)}  {workflow_id or '-'}  {cell_text(message)}"
+
+
+def _last(reader: Reader, count: int, where: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], int]:
+    """The last `count` matching events oldest first, and the highest rowid seen so far."""
+    top = reader.query("SELECT COALESCE(MAX(rowid), 0) FROM audit_events")[0][0]
+    if count <= 0:
+        return [], int(top)
+    rows = reader.query(
+        f"SELECT {_COLUMNS} FROM audit_events WHERE rowid <= ?{where} ORDER BY rowid DESC LIMIT ?",
+        (top, *params, count),
+    )
+    rows.reverse()
+    return rows, int(top)
+
+
+def _emit(rows: list[tuple[Any, ...]], as_json: bool) -> None:
+    for row in rows:
+        sys.stdout.write(_format(row, as_json) + "\n")
+    sys.stdout.flush()  # a pipe reader sees each batch as it comes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the last N audit events, then follow new ones if asked."""
+    if args.lines < 0:
+        raise UsageError("-n must be 0 or more")
+    reader = open_database(args.db)
+    where, params = _filters(args)
+    # The handlers go in before the first line is printed: whoever watches for that line may
+    # interrupt at once, and an interrupt must end the command with 0, not a traceback.
+    with stop_on_signals() as stop:
+        rows, last_rowid = _last(reader, args.lines, where, params)
+        _emit(rows, args.json)
+        if not args.follow:
+            return 0
+        while not stop.wait(POLL_INTERVAL_S):
+            last_rowid = _catch_up(reader, last_rowid, where, params, args.json, stop)
+    log.debug("tail stopped by a signal")
+    reader.close()
+    return 0
+
+
+def _catch_up(
+    reader: Reader, last_rowid: int, where: str, params: list[Any], as_json: bool, stop: threading.Event
+) -> int:
+    """Print every matching event committed after `last_rowid`, in bounded chunks; the new high mark."""
+    while not stop.is_set():
+        top = int(reader.query("SELECT COALESCE(MAX(rowid), 0) FROM audit_events")[0][0])
+        if top <= last_rowid:
+            break
+        upper = min(top, last_rowid + FETCH_ROWS)
+        chunk = reader.query(
+            f"SELECT {_COLUMNS} FROM audit_events WHERE rowid > ? AND rowid <= ?{where} ORDER BY rowid",
+            (last_rowid, upper, *params),
+        )
+        _emit(chunk, as_json)
+        last_rowid = upper
+    return last_rowid
+
+
+COMMAND = Command(
+    name="tail",
+    help="print the latest audit events; --follow prints new ones as they are committed",
+    description="Print audit events one a line (timestamp, type, workflow id, message), oldest first: "
+    "the last N, then with --follow every new one as the writer commits it, until SIGINT or SIGTERM "
+    "(exit code 0). Events are in commit order.",
+    examples=(
+        "see-persistence tail -n 20",
+        "see-persistence tail --follow --type workflow_completed",
+        "see-persistence tail --follow --workflow 0190f3c2-... --json",
+    ),
+    configure=configure,
+    run=run,
+)

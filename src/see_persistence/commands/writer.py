@@ -1,0 +1,69 @@
+"""`see-persistence writer`: the writer in the foreground, for supervisors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..protocol import statements
+from ..protocol.errors import LeaseHeldError, LeaseLostError
+from .base import EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_OK, Command
+
+log = logging.getLogger("see_persistence.cli")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the writer command's arguments."""
+    parser.add_argument(
+        "--standby", action="store_true", help="wait for the lease and take over when the writer dies"
+    )
+    parser.add_argument(
+        "--synchronous",
+        default="NORMAL",
+        choices=["NORMAL", "FULL"],
+        help="SQLite synchronous mode: NORMAL survives process crashes, FULL power loss too",
+    )
+    parser.add_argument(
+        "--dead-letters-kept",
+        type=int,
+        default=statements.DEAD_LETTERS_KEPT,
+        metavar="N",
+        help="keep the newest N dead letters; older ones are dropped and counted"
+        f" (default {statements.DEAD_LETTERS_KEPT})",
+    )
+    parser.add_argument("--quiet-if-held", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the writer until SIGTERM or SIGINT."""
+    from ..writer import Writer
+
+    writer = Writer(
+        args.db, standby=args.standby, synchronous=args.synchronous, dead_letters_kept=args.dead_letters_kept
+    )
+    try:
+        writer.run()
+    except LeaseHeldError as exc:
+        if args.quiet_if_held:
+            log.info("%s; exiting", exc)
+        else:
+            print(f"see-persistence writer: {exc}", file=sys.stderr)
+        return EXIT_LEASE_HELD
+    except LeaseLostError as exc:
+        log.error("%s; this writer stops without committing anything more", exc)
+        return EXIT_LEASE_LOST
+    return EXIT_OK
+
+
+COMMAND = Command(
+    name="writer",
+    help="run the writer in the foreground",
+    description="Hold the writer lease and commit what clients send, until SIGTERM or SIGINT.",
+    examples=(
+        "see-persistence writer --db ~/.s_e_e/workflows.db",
+        "see-persistence writer --db ~/.s_e_e/workflows.db --standby",
+    ),
+    configure=configure,
+    run=run,
+)
