@@ -38,6 +38,30 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.02)
 
 
+def old_workflow_ops(wid: str, status: str, at_us: int) -> list[tuple[str, dict]]:
+    """The operations of a workflow recorded long ago, with one task and one audit event."""
+    return [
+        ("create_workflow", {"id": wid, "workflow_name": wid, "metadata": "{}", "at_us": at_us}),
+        ("update_workflow_status", {"id": wid, "status": status, "error_message": None, "at_us": at_us}),
+        (
+            "create_task",
+            {"id": f"{wid}-t", "workflow_id": wid, "task_name": "t", "execution_order": 1, "at_us": at_us},
+        ),
+        (
+            "audit_event",
+            {
+                "id": f"{wid}-e",
+                "event_type": "x",
+                "message": "m",
+                "workflow_id": wid,
+                "task_id": None,
+                "data": "{}",
+                "at_us": at_us,
+            },
+        ),
+    ]
+
+
 class WriterProcess:
     """A `see-persistence writer` subprocess and its log."""
 

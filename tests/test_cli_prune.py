@@ -9,7 +9,7 @@ import time
 import pytest
 import zmq
 from cli_support import assert_one_line_error, cli, counts, make_unwritten_db
-from conftest import wait_until
+from conftest import old_workflow_ops, wait_until
 
 from see_persistence import Reader, locations
 from see_persistence.protocol import codec
@@ -18,36 +18,14 @@ DAY_US = 86_400 * 1_000_000
 OLD_STATUSES = ("completed", "completed", "failed", "cancelled", "running", "pending")
 
 
-def _old_workflow(wid: str, status: str, at_us: int) -> list[tuple[str, dict]]:
-    """The operations of a workflow recorded long ago, with one task and one audit event."""
-    return [
-        ("create_workflow", {"id": wid, "workflow_name": wid, "metadata": "{}", "at_us": at_us}),
-        ("update_workflow_status", {"id": wid, "status": status, "error_message": None, "at_us": at_us}),
-        (
-            "create_task",
-            {"id": f"{wid}-t", "workflow_id": wid, "task_name": "t", "execution_order": 1, "at_us": at_us},
-        ),
-        (
-            "audit_event",
-            {
-                "id": f"{wid}-e",
-                "event_type": "x",
-                "message": "m",
-                "workflow_id": wid,
-                "task_id": None,
-                "data": "{}",
-                "at_us": at_us,
-            },
-        ),
-    ]
-
-
 def _record_old_workflows(db) -> list[str]:
     """Send workflows stamped 40 days ago straight to the writer's socket; their ids."""
     old_us = time.time_ns() // 1000 - 40 * DAY_US
     ids = [f"old-{n}-{status}" for n, status in enumerate(OLD_STATUSES)]
     ops = [
-        op for wid, status in zip(ids, OLD_STATUSES, strict=True) for op in _old_workflow(wid, status, old_us)
+        op
+        for wid, status in zip(ids, OLD_STATUSES, strict=True)
+        for op in old_workflow_ops(wid, status, old_us)
     ]
     context = zmq.Context()
     try:

@@ -7,36 +7,12 @@ from datetime import timedelta
 
 import pytest
 import zmq
-from conftest import wait_until
+from conftest import old_workflow_ops, wait_until
 
 from see_persistence import CallerError, Client, Reader, Status, locations
 from see_persistence.protocol import codec
 
 DAY_US = 86_400 * 1_000_000
-
-
-def _old_workflow(n: int, status: str, at_us: int) -> list[tuple[str, dict]]:
-    wid = f"old-{status}-{n}"
-    return [
-        ("create_workflow", {"id": wid, "workflow_name": wid, "metadata": "{}", "at_us": at_us}),
-        ("update_workflow_status", {"id": wid, "status": status, "error_message": None, "at_us": at_us}),
-        (
-            "create_task",
-            {"id": f"{wid}-t", "workflow_id": wid, "task_name": "t", "execution_order": 1, "at_us": at_us},
-        ),
-        (
-            "audit_event",
-            {
-                "id": f"{wid}-e",
-                "event_type": "x",
-                "message": "m",
-                "workflow_id": wid,
-                "task_id": None,
-                "data": "{}",
-                "at_us": at_us,
-            },
-        ),
-    ]
 
 
 def test_prune_deletes_old_finished_workflows_with_their_tasks_and_events(db, writers):
@@ -45,7 +21,7 @@ def test_prune_deletes_old_finished_workflows_with_their_tasks_and_events(db, wr
     ops = []
     for n in range(3):
         for status in ("completed", "failed", "cancelled", "running", "pending"):
-            ops += _old_workflow(n, status, old_us)
+            ops += old_workflow_ops(f"old-{status}-{n}", status, old_us)
     context = zmq.Context()
     sock = context.socket(zmq.PUSH)
     sock.connect(locations.endpoints_for(db).pull)
