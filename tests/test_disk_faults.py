@@ -1,7 +1,9 @@
 """Faults of the disk: a commit that fails is kept and retried; clients buffer; nothing is lost.
 
-Simulated with a small tmpfs filled to the last byte (the tests run as root in CI, so a
-file made read-only would not stop the writer; a full filesystem does).
+Simulated with a small tmpfs filled to the last byte. Not simulated: a file made read-only
+(the tests run as root, whom permissions do not stop) and a filesystem remounted read-only
+(the kernel refuses while the writer holds files open for writing); both end in the same
+retry path as a full disk, an error from SQLite on commit.
 """
 
 from __future__ import annotations
@@ -88,3 +90,4 @@ def test_a_full_disk_holds_commits_back_until_space_returns_and_nothing_is_lost(
     assert "batch committed after" in writer.log()
     integrity = Reader(db).query("PRAGMA integrity_check")
     assert integrity == [("ok",)]
+
