@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DB     ?= $(CURDIR)/.demo/workflows.db
 
-.PHONY: demo test lint chaos clean
+.PHONY: demo test lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard tools)
 	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) tools/bench.py
 
 chaos: $(STAMP)
 	$(PY) tools/chaos.py --clients 4 --seconds 30 --kill-every 2

@@ -1,0 +1,112 @@
+"""Smoke test of tools/bench.py --quick: it runs, exits 0 and writes every section and row.
+
+A smoke test only: no figure is asserted (the benchmark reports, it never asserts, and timings on
+a shared machine prove nothing).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "tools" / "bench.py"
+QUICK_PROCS = ("1", "4")
+RUN_TIMEOUT_S = 100.0
+
+WORKLOAD_HEADERS = (
+    "## Writes: audit events only",
+    "## Writes: workflow mix (38 operations, 16 rows per workflow)",
+)
+SECTION_HEADERS = (
+    "### Committed rows/s",
+    "### Write call latency, flooding",
+    "### Write call latency, each GUI at a steady half of the peak rate",
+    "### Write call latency, writer absent (flooding)",
+    "### Send → visible, at half the peak rate",
+    "### CPU and memory",
+)
+REPORT_HEADERS = (
+    "# Benchmarks",
+    "## Machine",
+    "## Versions",
+    "## Command",
+    "## Method",
+    "## Reads",
+    "### Queries",
+    "### Rows materialized as models",
+    "## Targets",
+)
+READ_QUERIES = (
+    "get_workflow(id)",
+    "list_workflows(limit=50)",
+    "list_workflows(limit=50, status='failed')",
+    "list_workflows(limit=50, instance_id=...)",
+    "get_tasks_for_workflow(id)",
+    "get_audit_trail(id)",
+)
+
+
+def _section(text: str, header: str) -> str:
+    """The text from `header` up to the next header of the same or a higher level."""
+    level = len(header) - len(header.lstrip("#"))
+    start = text.index(header)
+    pattern = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE)
+    match = pattern.search(text, start + len(header))
+    return text[start : match.start() if match else len(text)]
+
+
+def _table_rows(section: str) -> list[list[str]]:
+    """The body rows of every markdown table in `section`, as cells."""
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--output", str(output), "--log-level", "WARNING"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, f"bench.py exited {proc.returncode}\n{proc.stderr[-6000:]}"
+    report = output.read_text(encoding="utf-8")
+    assert "# Benchmarks" in proc.stdout and "## Targets" in proc.stdout  # printed as well as written
+
+    for header in REPORT_HEADERS:
+        assert header in report, f"missing {header!r}"
+    assert "bench.py --quick" in _section(report, "## Command")
+    for name in ("Python", "SQLite", "pyzmq / libzmq", "msgpack", "pydantic"):
+        assert f"- {name}: " in _section(report, "## Versions")
+
+    for workload in WORKLOAD_HEADERS:
+        body = _section(report, workload)
+        for header in SECTION_HEADERS:
+            assert header in body, f"{workload}: missing {header!r}"
+        assert "### Disk: bytes per" in body
+        throughput = _table_rows(_section(body, "### Committed rows/s"))
+        assert [row[0] for row in throughput[1:]] == list(QUICK_PROCS)
+        for row in throughput[1:]:
+            assert all(cell != "n/a" for cell in row), f"{workload}: a figure is missing in {row}"
+        latency = _table_rows(_section(body, "### Write call latency, flooding"))
+        systems = {(row[0], row[1]) for row in latency[1:]}
+        for p in QUICK_PROCS:
+            assert (p, "naive, same ids") in systems
+            assert (p, "see-persistence") in systems
+
+    queries = _table_rows(_section(report, "### Queries"))
+    assert [row[0] for row in queries[1:]] == list(READ_QUERIES)
+    targets = _table_rows(_section(report, "## Targets"))
+    assert len(targets) > 20
+    assert all(row[-1] in ("met", "**not met**", "not measured") for row in targets[1:])
