@@ -96,3 +96,43 @@ def test_one_reader_serves_several_threads(populated):
     for t in threads:
         t.join(timeout=60)
     assert errors == [] and results == [4] * 200
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        "2026-12-01T07:37:36.123456+00:00",
+        "2026-12-01T07:37:36.123456789+00:00",  # chrono's to_rfc3339
+        "2026-12-01T07:37:36Z",
+        "2026-12-01 07:37:36",  # SQLite's CURRENT_TIMESTAMP default: naive, UTC
+    ],
+)
+@pytest.mark.parametrize("success", [None, 0, 1])
+@pytest.mark.parametrize("metadata", [None, "{}", '{"a": [1, 2]}', "[1]", "{not json"])
+def test_the_fast_row_path_gives_what_the_slow_one_does(created_at, success, metadata):
+    from see_persistence.reader import queries
+
+    row = ("w-1", "name", "running", created_at, None, created_at, success, None, metadata, "i-1", created_at)
+    fast, slow = queries._workflow(row), queries._slow_workflow(row)
+    assert fast == slow
+    assert fast.created_at.tzinfo is not None
+    task_row = (
+        "t-1",
+        "w-1",
+        "t",
+        "failed",
+        created_at,
+        None,
+        None,
+        success,
+        "e",
+        None,
+        '["x", 3]',
+        None,
+        2,
+        None,
+        None,
+    )
+    assert queries._task(task_row) == queries._slow_task(task_row)
+    audit_row = ("e-1", "w-1", None, "type", "message", created_at, metadata, None)
+    assert queries._audit(audit_row) == queries._slow_audit(audit_row)

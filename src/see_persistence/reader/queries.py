@@ -8,8 +8,11 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from .. import leases, locations
 from ..database import open_read_only
@@ -113,25 +116,28 @@ def is_read_only_error(exc: sqlite3.DatabaseError) -> bool:
     return code is not None and code & 0xFF == _SQLITE_READONLY
 
 
+_JSON = json.JSONDecoder()
+
+
 def _time(text: str | None) -> Any:
     return timestamps.parse(text) if text else None
 
 
 def _json_object(text: str | None) -> dict[str, Any]:
-    if not text:
+    if not text or text == "{}":
         return {}
     try:
-        value = json.loads(text)
+        value = _JSON.decode(text)
     except ValueError:
         return {"_unparsed": text}  # written by someone else; show it rather than fail the read
     return value if isinstance(value, dict) else {"_value": value}
 
 
 def _json_list(text: str | None) -> list[str]:
-    if not text:
+    if not text or text == "[]":
         return []
     try:
-        value = json.loads(text)
+        value = _JSON.decode(text)
     except ValueError:
         return [text]
     return [v if isinstance(v, str) else json.dumps(v) for v in value] if isinstance(value, list) else [text]
@@ -141,7 +147,7 @@ def _bool(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+def _slow_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
     return WorkflowExecution(
         id=row[0],
         workflow_name=row[1],
@@ -157,7 +163,7 @@ def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
     )
 
 
-def _task(row: tuple[Any, ...]) -> TaskExecution:
+def _slow_task(row: tuple[Any, ...]) -> TaskExecution:
     return TaskExecution(
         id=row[0],
         workflow_id=row[1],
@@ -177,7 +183,7 @@ def _task(row: tuple[Any, ...]) -> TaskExecution:
     )
 
 
-def _audit(row: tuple[Any, ...]) -> AuditEvent:
+def _slow_audit(row: tuple[Any, ...]) -> AuditEvent:
     return AuditEvent(
         id=row[0],
         workflow_id=row[1],
@@ -188,6 +194,57 @@ def _audit(row: tuple[Any, ...]) -> AuditEvent:
         data=_json_object(row[6]),
         instance_id=row[7],
     )
+
+
+# The fast path hands the row to pydantic's compiled validator, which parses the RFC 3339
+# text, the status and the 0/1 success itself; Python only decodes the JSON columns. A row
+# it cannot take as it is (naive or odd timestamps from another writer) goes the slow way.
+_WORKFLOW_FIELDS = tuple(name.strip() for name in _WORKFLOW_COLUMNS.split(","))
+_TASK_FIELDS = tuple(name.strip() for name in _TASK_COLUMNS.split(","))
+_AUDIT_FIELDS = tuple(name.strip() for name in _AUDIT_COLUMNS.split(","))
+_validate_workflow = WorkflowExecution.__pydantic_validator__.validate_python
+_validate_task = TaskExecution.__pydantic_validator__.validate_python
+_validate_audit = AuditEvent.__pydantic_validator__.validate_python
+
+
+def _all_aware(*moments: datetime | None) -> bool:
+    return all(m is None or m.tzinfo is not None for m in moments)
+
+
+def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+    fields = dict(zip(_WORKFLOW_FIELDS, row, strict=True))
+    fields["metadata"] = _json_object(row[8])
+    try:
+        model: WorkflowExecution = _validate_workflow(fields)
+    except ValidationError:
+        return _slow_workflow(row)
+    if _all_aware(model.created_at, model.started_at, model.completed_at, model.last_updated):
+        return model
+    return _slow_workflow(row)
+
+
+def _task(row: tuple[Any, ...]) -> TaskExecution:
+    fields = dict(zip(_TASK_FIELDS, row, strict=True))
+    fields["logs"] = _json_list(row[10])
+    fields["retry_count"] = row[11] or 0
+    fields["execution_order"] = row[12] or 0
+    try:
+        model: TaskExecution = _validate_task(fields)
+    except ValidationError:
+        return _slow_task(row)
+    if _all_aware(model.created_at, model.started_at, model.completed_at, model.last_updated):
+        return model
+    return _slow_task(row)
+
+
+def _audit(row: tuple[Any, ...]) -> AuditEvent:
+    fields = dict(zip(_AUDIT_FIELDS, row, strict=True))
+    fields["data"] = _json_object(row[6])
+    try:
+        model: AuditEvent = _validate_audit(fields)
+    except ValidationError:
+        return _slow_audit(row)
+    return model if model.timestamp.tzinfo is not None else _slow_audit(row)
 
 
 def _instance(row: tuple[Any, ...]) -> Instance:
