@@ -12,10 +12,9 @@ from pathlib import Path
 
 from ..protocol import schema
 from ..reader import Reader
-from .base import EXIT_ERROR, EXIT_OK, Command, CommandError
-from .common import LAYER_TABLES, describe_sqlite_error, not_ours, schema_version, table_names
+from .base import EXIT_ERROR, EXIT_OK, Command
+from .common import LAYER_TABLES, describe_sqlite_error, open_database, schema_version, table_names
 
-_SQLITE_NOTADB = 26
 MAX_PROBLEMS = 20
 
 
@@ -116,37 +115,9 @@ CHECKS: tuple[tuple[str, Callable[[Reader], Outcome]], ...] = (
 )
 
 
-def _open(db: Path) -> Reader:
-    """A Reader on `db`; a missing, non-SQLite or foreign file is a one-line error.
-
-    A file whose schema cannot even be read because it is damaged is not refused here: the
-    checks say FAIL for it.
-    """
-    if not db.exists():
-        raise CommandError(f"no see-persistence database at {db}")
-    if db.is_dir():
-        raise CommandError(f"{db} is a directory, not a database file")
-    reader = Reader(db)
-    try:
-        tables = table_names(reader)
-    except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if (code is not None and code & 0xFF == _SQLITE_NOTADB) or "not a database" in str(exc):
-            reader.close()
-            raise CommandError(
-                f"{db} is not a see-persistence database: {describe_sqlite_error(exc)}"
-            ) from None
-        return reader
-    missing = [name for name in schema.SEED_TABLES if name not in tables]
-    if missing:
-        reader.close()
-        raise not_ours(db, missing)
-    return reader
-
-
 def run(args: argparse.Namespace) -> int:
     """Run every check; exit 0 only when all pass."""
-    reader = _open(Path(args.db))
+    reader = open_database(Path(args.db), accept_damaged=True)  # check reports the damage
     outcomes = []
     for name, check in CHECKS:
         try:

@@ -18,11 +18,14 @@ def describe_sqlite_error(exc: sqlite3.Error) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def open_database(db: Path) -> Reader:
+def open_database(db: Path, *, accept_damaged: bool = False) -> Reader:
     """A Reader on `db` once the file is known to exist and to hold the S_E_E tables.
 
     Raises CommandError (one line) for a missing file, a file that is not SQLite, or an
-    SQLite file without the seed's three tables, before any command reads it.
+    SQLite file without the seed's three tables, before any command reads it. With
+    `accept_damaged`, an SQLite file whose schema cannot be read is returned as it is
+    (for `check`, which reports the damage), and only a file that is not SQLite at all is
+    refused.
     """
     if not db.exists():
         raise CommandError(f"no see-persistence database at {db}")
@@ -32,6 +35,8 @@ def open_database(db: Path) -> Reader:
     try:
         names = table_names(reader)
     except sqlite3.DatabaseError as exc:
+        if accept_damaged and not _is_not_a_database(exc):
+            return reader
         reader.close()
         raise CommandError(f"{db} is not a see-persistence database: {describe_sqlite_error(exc)}") from None
     missing = [name for name in schema.SEED_TABLES if name not in names]
@@ -39,6 +44,16 @@ def open_database(db: Path) -> Reader:
         reader.close()
         raise not_ours(db, missing)
     return reader
+
+
+_SQLITE_NOTADB = 26
+
+
+def _is_not_a_database(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_NOTADB)
+    return "not a database" in str(exc)  # Python 3.10 has no sqlite_errorcode
 
 
 def not_ours(db: Path, missing: list[str]) -> CommandError:
