@@ -90,4 +90,3 @@ def test_a_full_disk_holds_commits_back_until_space_returns_and_nothing_is_lost(
     assert "batch committed after" in writer.log()
     integrity = Reader(db).query("PRAGMA integrity_check")
     assert integrity == [("ok",)]
-
