@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -105,6 +106,19 @@ class ReadOnlyAuthorizer:
             return sqlite3.SQLITE_OK
         self.denied.append(action)
         return sqlite3.SQLITE_DENY
+
+
+def _allow_everything(*args: object) -> int:
+    return sqlite3.SQLITE_OK
+
+
+def _clear_authorizer(conn: sqlite3.Connection) -> None:
+    # Python 3.10 cannot clear an authorizer (None is taken as a callback that fails, which
+    # denies every later statement); an authorizer that allows everything does the same.
+    if sys.version_info >= (3, 11):
+        conn.set_authorizer(None)
+    else:
+        conn.set_authorizer(_allow_everything)
 
 
 _SQLITE_READONLY = 8  # the primary result code; sqlite3 exports it only from Python 3.11
@@ -451,4 +465,4 @@ class Reader:
                 raise ReadOnlyViolation(f"Reader.query runs read-only SQL only: {exc}") from exc
             raise
         finally:
-            conn.set_authorizer(None)
+            _clear_authorizer(conn)
