@@ -160,7 +160,7 @@ def encode_json_object(field: str, value: object) -> str:
     if not isinstance(value, Mapping):
         raise InvalidOperation(f"{field} must be a dict, got {type(value).__name__}")
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _JSON_ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidOperation(f"{field} is not JSON: {exc}") from None
     if len(text) > MAX_JSON_CHARS:
@@ -193,6 +193,8 @@ def _reject_constant(name: str) -> None:
 
 
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder, not one per call
+# json.dumps with options builds a new encoder on every call; a caller pays for each one.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _check_json_depth(field: str, text: str) -> None:
