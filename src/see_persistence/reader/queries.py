@@ -8,8 +8,7 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,44 +220,44 @@ _validate_task = TaskExecution.__pydantic_validator__.validate_python
 _validate_audit = AuditEvent.__pydantic_validator__.validate_python
 
 
-def _all_aware(*moments: datetime | None) -> bool:
-    return all(m is None or m.tzinfo is not None for m in moments)
+_TIMES = ("created_at", "started_at", "completed_at", "last_updated")
+
+
+def _via_validator(
+    validate: Callable[[dict[str, Any]], Any],
+    names: tuple[str, ...],
+    row: tuple[Any, ...],
+    decoded: dict[str, Any],
+    times: tuple[str, ...],
+    slow: Callable[[tuple[Any, ...]], Any],
+) -> Any:
+    """The model for `row` from the compiled validator, or from `slow` if the row is odd."""
+    fields = dict(zip(names, row, strict=True))
+    fields.update(decoded)
+    try:
+        model = validate(fields)
+    except ValidationError:
+        return slow(row)
+    for name in times:
+        moment = getattr(model, name)
+        if moment is not None and moment.tzinfo is None:
+            return slow(row)  # a naive timestamp: the slow path reads it as UTC
+    return model
 
 
 def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
-    fields = dict(zip(_WORKFLOW_FIELDS, row, strict=True))
-    fields["metadata"] = _json_object(row[8])
-    try:
-        model: WorkflowExecution = _validate_workflow(fields)
-    except ValidationError:
-        return _slow_workflow(row)
-    if _all_aware(model.created_at, model.started_at, model.completed_at, model.last_updated):
-        return model
-    return _slow_workflow(row)
+    decoded = {"metadata": _json_object(row[8])}
+    return _via_validator(_validate_workflow, _WORKFLOW_FIELDS, row, decoded, _TIMES, _slow_workflow)  # type: ignore[no-any-return]
 
 
 def _task(row: tuple[Any, ...]) -> TaskExecution:
-    fields = dict(zip(_TASK_FIELDS, row, strict=True))
-    fields["logs"] = _json_list(row[10])
-    fields["retry_count"] = row[11] or 0
-    fields["execution_order"] = row[12] or 0
-    try:
-        model: TaskExecution = _validate_task(fields)
-    except ValidationError:
-        return _slow_task(row)
-    if _all_aware(model.created_at, model.started_at, model.completed_at, model.last_updated):
-        return model
-    return _slow_task(row)
+    decoded = {"logs": _json_list(row[10]), "retry_count": row[11] or 0, "execution_order": row[12] or 0}
+    return _via_validator(_validate_task, _TASK_FIELDS, row, decoded, _TIMES, _slow_task)  # type: ignore[no-any-return]
 
 
 def _audit(row: tuple[Any, ...]) -> AuditEvent:
-    fields = dict(zip(_AUDIT_FIELDS, row, strict=True))
-    fields["data"] = _json_object(row[6])
-    try:
-        model: AuditEvent = _validate_audit(fields)
-    except ValidationError:
-        return _slow_audit(row)
-    return model if model.timestamp.tzinfo is not None else _slow_audit(row)
+    decoded = {"data": _json_object(row[6])}
+    return _via_validator(_validate_audit, _AUDIT_FIELDS, row, decoded, ("timestamp",), _slow_audit)  # type: ignore[no-any-return]
 
 
 def _instance(row: tuple[Any, ...]) -> Instance:
