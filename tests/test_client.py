@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -112,3 +114,23 @@ def test_flush_returns_true_only_once_a_reader_sees_everything(db, writers):
     assert Reader(db).get_workflow(wid) is not None
     wait_until(lambda: client.stats.writer_epoch == 1, 10, "the client to hear the writer's epoch")
     client.close()
+
+
+def test_a_client_never_closed_still_delivers_large_messages_at_exit(db, writers):
+    # The interpreter's exit closes a forgotten Client. Messages of more than 64 KiB used to
+    # go out by zero-copy, which pyzmq refuses during shutdown: the sender died, the rows were lost.
+    writers(db).wait_holding_lease()
+    script = (
+        "import sys\n"
+        "from see_persistence import Client\n"
+        "client = Client(sys.argv[1])\n"
+        "for n in range(4000):\n"
+        "    client.log_audit_event('exit', f'{n:05d}' + 'x' * 400)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    rows = Reader(db).query("SELECT COUNT(*) FROM audit_events WHERE event_type = 'exit'")
+    assert rows == [(4000,)]

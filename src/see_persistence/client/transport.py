@@ -42,7 +42,10 @@ class ZmqTransport:
     def send(self, raw: bytes) -> bool:
         """Queue one message; False if ZeroMQ's queue is full (the caller keeps it)."""
         try:
-            self.push.send(raw, zmq.NOBLOCK, copy=len(raw) < 65536)
+            # Always copied: zero-copy hands the buffer to pyzmq's garbage-collector thread,
+            # which refuses to start during interpreter shutdown, when a forgotten Client
+            # sends its last messages. Copying even 4 MiB costs far less than losing them.
+            self.push.send(raw, zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return False
         return True
