@@ -127,9 +127,7 @@ def test_a_client_never_closed_still_delivers_large_messages_at_exit(db, writers
         "for n in range(4000):\n"
         "    client.log_audit_event('exit', f'{n:05d}' + 'x' * 400)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     rows = Reader(db).query("SELECT COUNT(*) FROM audit_events WHERE event_type = 'exit'")

@@ -6,41 +6,76 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 
-from .protocol.ids import format_uuid7
+# The text after the version digit for each 12-bit counter value, with its dash: one lookup
+# instead of a format call on every id (the caller pays for each one).
+_COUNTER_TEXT = tuple(f"{n:03x}-" for n in range(4096))
+_LOW_48_BITS = (1 << 48) - 1
+
+
+def _millisecond_prefix(unix_ms: int) -> str:
+    h = f"{unix_ms & ((1 << 48) - 1):012x}"
+    return f"{h[:8]}-{h[8:]}-7"
 
 
 class Uuid7Generator:
-    """Generates UUIDv7 text that strictly increases within a process (thread-safe)."""
+    """Generates UUIDv7 text that strictly increases within a process (thread-safe).
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_ms = 0
-        self._counter = 0
+    The layout is RFC 9562's: 48 bits of Unix milliseconds, the version, a 12-bit counter
+    that starts at a random value below 1024 each millisecond, the variant, 62 random bits
+    (the same layout as `protocol.ids.format_uuid7`, built faster). `clock_ns` is for tests.
+    """
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._random = random.Random(os.urandom(16))
+        self.new_id: Callable[[], str] = self._build(clock_ns)
         # Not secret, only unique: a seeded PRNG is ten times cheaper than os.urandom per id,
         # and reseeding after fork keeps parent and child from repeating each other.
-        self._random = random.Random(os.urandom(16))
-        os.register_at_fork(after_in_child=self._reseed)
+        os.register_at_fork(after_in_child=self._after_fork)
 
-    def _reseed(self) -> None:
+    def _after_fork(self) -> None:
         self._random.seed(os.urandom(16))
-        self._last_ms = 0
+        self._reset_lock()
 
-    def new_id(self) -> str:
-        """Return a new id: 48 bits of milliseconds, a 12-bit counter, 62 random bits."""
-        now_ms = time.time_ns() // 1_000_000
-        with self._lock:
-            rand = self._random.getrandbits(62)
-            if now_ms > self._last_ms:
-                self._last_ms = now_ms
-                self._counter = rand & 0x3FF  # a random start leaves room to count up
-            else:
-                self._counter += 1
-                if self._counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
-                    self._last_ms += 1
-                    self._counter = 0
-            ms, counter = self._last_ms, self._counter
-        return format_uuid7(ms, counter, rand)
+    def _build(self, clock_ns: Callable[[], int]) -> Callable[[], str]:
+        # A closure over locals: attribute lookups on self would cost a third of the call.
+        lock = threading.Lock()
+        acquire, release = lock.acquire, lock.release  # `with lock` costs a third more here
+        getrandbits = self._random.getrandbits
+        last_ms = 0
+        counter = 0
+        prefix = ""
+
+        def reset_lock() -> None:
+            nonlocal acquire, release
+            lock = threading.Lock()  # a thread of the parent may have held it at the fork
+            acquire, release = lock.acquire, lock.release
+
+        def new_id() -> str:
+            """Return a new id, greater than every id this generator returned before."""
+            nonlocal last_ms, counter, prefix
+            now_ms = clock_ns() // 1_000_000
+            acquire()
+            try:
+                rand = getrandbits(62)
+                if now_ms > last_ms:
+                    last_ms = now_ms
+                    counter = rand & 0x3FF  # a random start leaves room to count up
+                    prefix = _millisecond_prefix(now_ms)
+                else:
+                    counter += 1
+                    if counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
+                        last_ms += 1
+                        counter = 0
+                        prefix = _millisecond_prefix(last_ms)
+                head = prefix + _COUNTER_TEXT[counter]
+            finally:
+                release()
+            return f"{head}{0x8000 | rand >> 48:04x}-{rand & _LOW_48_BITS:012x}"
+
+        self._reset_lock = reset_lock
+        return new_id
 
 
 _GENERATOR = Uuid7Generator()

@@ -1,7 +1,7 @@
 """The Client's bounded outbox: what callers handed over and the writer has not yet committed.
 
-No sockets and no clocks: callers `put` operations; the sending thread `take`s them packed
-into numbered messages, keeps every message until a commit notice `confirm`s its sequence
+No sockets and no clocks: callers `put` operations (packed at once); the sending thread
+`take`s them as numbered messages, keeps every message until a commit notice `confirm`s its sequence
 number, and can hand all unconfirmed messages back for a resend. The bound counts every
 operation held, sent or not; past it `put` drops and counts, or waits if asked to.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,26 @@ from ..protocol import codec
 
 MAX_OPERATIONS_PER_SEND = 512
 MAX_BYTES_PER_SEND = 4 * 1024 * 1024
+MAX_OPERATIONS_PER_TAKE = 8 * MAX_OPERATIONS_PER_SEND  # bounds the sender's work per turn
+
+
+def _chunks(packed: list[bytes]) -> Iterator[list[bytes]]:
+    """Cut packed operations into messages of at most MAX_OPERATIONS_PER_SEND and (but for a
+    single operation larger than that) MAX_BYTES_PER_SEND."""
+    for start in range(0, len(packed), MAX_OPERATIONS_PER_SEND):
+        chunk = packed[start : start + MAX_OPERATIONS_PER_SEND]
+        if sum(map(len, chunk)) <= MAX_BYTES_PER_SEND:  # the usual case, counted in C
+            yield chunk
+            continue
+        current: list[bytes] = []
+        size = 0
+        for item in chunk:
+            if current and size + len(item) > MAX_BYTES_PER_SEND:
+                yield current
+                current, size = [], 0
+            current.append(item)
+            size += len(item)
+        yield current
 
 
 @dataclass(frozen=True)
@@ -54,8 +75,10 @@ class Outbox:
         self.block_when_full = block_when_full
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._pending: deque[bytes] = deque()  # packed operations not yet in a message
+        self._pack = codec.operation_packer()  # used under the lock: one packer, reused
+        self._pending: list[bytes] = []  # packed operations not yet in a message
         self._unconfirmed: deque[OutgoingMessage] = deque()
+        self._held = 0  # operations pending or unconfirmed: what the limit bounds
         self._unconfirmed_ops = 0
         self._next_seq = 1
         self._accepted = 0
@@ -68,16 +91,16 @@ class Outbox:
 
     def put(self, name: str, payload: dict[str, Any]) -> bool:
         """Hold one operation; False (and counted) if the outbox is full and may not wait."""
-        # Packed here, in one short C call, rather than in bulk by the sending thread: a
-        # thread running Python for long holds the GIL, and every caller then waits for it.
-        packed = codec.encode_operation(name, payload)
         with self._lock:
-            while len(self._pending) + self._unconfirmed_ops >= self.limit:
+            while self._held >= self.limit:
                 if not self.block_when_full or self._closed:
                     self._dropped += 1
                     return False
                 self._changed.wait(0.1)
-            self._pending.append(packed)
+            # Packed here, in one short C call, rather than in bulk by the sending thread: a
+            # thread running Python for long holds the GIL, and every caller then waits for it.
+            self._pending.append(self._pack([name, payload]))
+            self._held += 1
             self._accepted += 1
             return True
 
@@ -110,7 +133,7 @@ class Outbox:
                 accepted=self._accepted,
                 dropped=self._dropped,
                 confirmed=self._confirmed_ops,
-                buffered=len(self._pending) + self._unconfirmed_ops,
+                buffered=self._held,
                 unconfirmed_messages=len(self._unconfirmed),
                 next_seq=self._next_seq,
                 confirmed_seq=self._confirmed_seq,
@@ -122,28 +145,33 @@ class Outbox:
         """True if operations wait to be packed into a message."""
         return bool(self._pending)
 
-    def take(self) -> OutgoingMessage | None:
-        """Put waiting operations into the next numbered message (kept until confirmed)."""
-        packed: list[bytes] = []
-        size = 0
+    def take(self) -> list[OutgoingMessage]:
+        """Put waiting operations into numbered messages (kept until confirmed), oldest first.
+
+        The lock is held only to cut the pending list: every caller's put waits for it.
+        """
         with self._lock:
             pending = self._pending
-            while pending and len(packed) < MAX_OPERATIONS_PER_SEND:
-                if packed and size + len(pending[0]) > MAX_BYTES_PER_SEND:
-                    break
-                packed.append(pending.popleft())
-                size += len(packed[-1])
-            if not packed:
-                return None
-            seq = self._next_seq
-            self._next_seq += 1
-            last_operation = self._accepted - len(pending)
-            self._unconfirmed_ops += len(packed)  # still held: counted until confirmed
-        raw = codec.assemble_message(self.instance_id, seq, packed)
-        message = OutgoingMessage(seq, raw, len(packed), last_operation)
+            if not pending:
+                return []
+            if len(pending) <= MAX_OPERATIONS_PER_TAKE:
+                taken, self._pending = pending, []
+            else:
+                taken = pending[:MAX_OPERATIONS_PER_TAKE]
+                del pending[:MAX_OPERATIONS_PER_TAKE]
+            first_seq = self._next_seq
+            before = self._accepted - len(self._pending) - len(taken)
+            self._unconfirmed_ops += len(taken)  # still held: counted until confirmed
+        messages: list[OutgoingMessage] = []
+        for chunk in _chunks(taken):
+            before += len(chunk)
+            seq = first_seq + len(messages)
+            raw = codec.assemble_message(self.instance_id, seq, chunk)
+            messages.append(OutgoingMessage(seq, raw, len(chunk), before))
         with self._lock:
-            self._unconfirmed.append(message)
-        return message
+            self._next_seq = first_seq + len(messages)
+            self._unconfirmed.extend(messages)
+        return messages
 
     def confirm(self, committed_seq: int) -> int:
         """Forget every message up to `committed_seq`; return how many operations that confirmed."""
@@ -154,6 +182,7 @@ class Outbox:
             while self._unconfirmed and self._unconfirmed[0].seq <= committed_seq:
                 message = self._unconfirmed.popleft()
                 self._unconfirmed_ops -= message.operations
+                self._held -= message.operations
                 self._confirmed_ops = message.last_operation
                 confirmed += message.operations
             self._confirmed_seq = committed_seq

@@ -138,10 +138,9 @@ class Sender:
     def _send_all(self, transport: ZmqTransport) -> None:
         while True:
             if not self._queue:
-                message = self.outbox.take()
-                if message is None:
+                self._queue.extend(self.outbox.take())
+                if not self._queue:
                     return
-                self._queue.append(message)
             message = self._queue[0]
             if not transport.send(message.raw):
                 return

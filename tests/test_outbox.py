@@ -1,0 +1,66 @@
+"""The Client's outbox as plain function calls: numbering, cutting into messages, confirming, the bound."""
+
+from __future__ import annotations
+
+from see_persistence.client import outbox as outbox_module
+from see_persistence.client.outbox import MAX_OPERATIONS_PER_SEND, MAX_OPERATIONS_PER_TAKE, Outbox
+from see_persistence.protocol import codec
+
+
+def _fill(box: Outbox, count: int, text: str = "x") -> None:
+    for n in range(count):
+        assert box.put("audit_event", {"n": n, "text": text})
+
+
+def test_take_cuts_pending_operations_into_numbered_messages_in_order():
+    box = Outbox("inst", limit=100_000)
+    _fill(box, 2 * MAX_OPERATIONS_PER_SEND + 7)
+    messages = box.take()
+    assert [m.seq for m in messages] == [1, 2, 3]
+    assert [m.operations for m in messages] == [MAX_OPERATIONS_PER_SEND, MAX_OPERATIONS_PER_SEND, 7]
+    assert [m.last_operation for m in messages] == [512, 1024, 1031]
+    numbers = []
+    for message in messages:
+        envelope = codec.decode_message(message.raw)
+        assert (envelope.instance_id, envelope.seq) == ("inst", message.seq)
+        numbers.extend(payload["n"] for _, payload in envelope.operations)
+    assert numbers == list(range(2 * MAX_OPERATIONS_PER_SEND + 7))
+    assert box.take() == []
+    assert box.counts().buffered == 1031  # taken is not confirmed: still held
+
+
+def test_one_take_is_bounded_and_the_rest_waits_for_the_next():
+    box = Outbox("inst", limit=100_000)
+    _fill(box, MAX_OPERATIONS_PER_TAKE + 100)
+    first = box.take()
+    assert sum(m.operations for m in first) == MAX_OPERATIONS_PER_TAKE
+    assert box.has_pending()
+    second = box.take()
+    assert [m.operations for m in second] == [100]
+    assert second[0].seq == first[-1].seq + 1
+    assert second[0].last_operation == MAX_OPERATIONS_PER_TAKE + 100
+
+
+def test_messages_stay_under_the_byte_limit(monkeypatch):
+    monkeypatch.setattr(outbox_module, "MAX_BYTES_PER_SEND", 1000)
+    box = Outbox("inst", limit=1000)
+    _fill(box, 10, text="y" * 300)  # about 320 bytes each: three to a message
+    messages = box.take()
+    assert [m.operations for m in messages] == [3, 3, 3, 1]
+    assert all(len(m.raw) < 1100 for m in messages)
+    assert [m.last_operation for m in messages] == [3, 6, 9, 10]
+
+
+def test_confirm_frees_room_and_the_bound_counts_what_is_sent_but_unconfirmed():
+    box = Outbox("inst", limit=10)
+    _fill(box, 10)
+    assert not box.put("audit_event", {"n": 99})  # full: dropped and counted
+    messages = box.take()
+    assert not box.put("audit_event", {"n": 99})  # sent is still held until confirmed
+    assert box.counts().dropped == 2
+    assert box.confirm(messages[-1].seq) == 10
+    assert box.counts().buffered == 0
+    assert box.wait_confirmed(10, timeout=0)
+    assert box.put("audit_event", {"n": 100})
+    assert box.unconfirmed() == []
+    assert box.take()[0].seq == messages[-1].seq + 1
