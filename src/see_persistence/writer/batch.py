@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..protocol import codec, operations, statements, timestamps
+from ..protocol import binding, codec, operations, statements, timestamps
 from ..protocol.errors import InvalidOperation, RejectedMessage
 from .retention import apply_prune
 
@@ -79,14 +79,12 @@ def _is_statement_error(exc: sqlite3.Error) -> bool:
     return any(name.startswith(prefix) for prefix in _STATEMENT_ERROR_NAMES)
 
 
-@dataclass
-class _Pending:
-    """One validated operation waiting to run, and where it came from (for a dead letter)."""
+class _Pending(NamedTuple):
+    """One checked operation waiting to run, and where it came from (for a dead letter)."""
 
+    params: tuple[Any, ...]
     name: str
     payload: Any
-    params: tuple[Any, ...]
-    target: str
     instance_id: str
     seq: int
 
@@ -160,7 +158,8 @@ class _Applier:
             )
             return
         if changed == 0 and statement.must_change_a_row:
-            reason = f"{op.name}: no record with id {op.target!r}"
+            target = op.payload.get("id", op.instance_id) if isinstance(op.payload, dict) else op.instance_id
+            reason = f"{op.name}: no record with id {target!r}"
             self.dead_letter(codec.encode_operation(op.name, op.payload), reason, op.instance_id, op.seq)
             return
         self.result.operations_applied += 1
@@ -184,6 +183,7 @@ def apply_messages(
     result = BatchResult()
     applier = _Applier(conn, result, now)
     pending_seq: dict[str, int] = {}
+    fast_binds = binding.FAST_BINDS
     for raw in raws:
         result.messages += 1
         try:
@@ -203,6 +203,12 @@ def apply_messages(
             result.gap_instances.add(instance_id)
             continue
         for name, payload in envelope.operations:
+            fast = fast_binds.get(name) if type(name) is str else None  # a list is no key
+            bound = fast(payload, instance_id, now) if fast is not None else None
+            if bound is not None:
+                statement, params = bound
+                applier.add(statement, _Pending(params, name, payload, instance_id, seq))
+                continue
             try:
                 values = operations.validate_operation(name, payload)
             except InvalidOperation as invalid:
@@ -215,8 +221,7 @@ def apply_messages(
                 applier.prune(name, payload, values, instance_id, seq)
                 continue
             statement = statements.statement_for(name, values)
-            target = values.get("id", instance_id)
-            applier.add(statement, _Pending(name, payload, statement.bind(values), target, instance_id, seq))
+            applier.add(statement, _Pending(statement.bind(values), name, payload, instance_id, seq))
         pending_seq[instance_id] = seq
     applier.flush()
     for instance_id, seq in pending_seq.items():
