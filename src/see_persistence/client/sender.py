@@ -28,7 +28,8 @@ from .transport import ZmqTransport
 log = logging.getLogger("see_persistence.client")
 
 IDLE_WAIT_S = 0.25
-RETRY_SEND_S = 0.005  # when ZeroMQ's own queue is full
+GATHER_S = 0.002  # after a send: look again this soon, unasked
+RETRY_SEND_S = 0.005  # while ZeroMQ's own queue is full
 FILE_CHECK_AFTER_S = 1.0  # no commit notice for this long while messages wait: read the file
 STALL_RESEND_AFTER_S = 5.0  # a live writer committing none of ours for this long: resend
 RESEND_MIN_INTERVAL_S = 0.5
@@ -105,46 +106,69 @@ class Sender:
             self.reader.close()
 
     def _loop(self, transport: ZmqTransport) -> None:
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        poller.register(transport.sub, zmq.POLLIN)
+        poller = self._poller(transport)
+        gathering = False  # just sent: more may follow soon, so look again unasked
+        look_now = False
+        sleep_s = GATHER_S
         while True:
             stopping = self._stop.is_set()
             if stopping and (time.monotonic() >= self._stop_deadline or self._all_confirmed()):
                 return
-            blocked = bool(self._queue) or self.outbox.has_pending()
-            timeout_s = RETRY_SEND_S if blocked else (0.05 if stopping else IDLE_WAIT_S)
-            ready = dict(poller.poll(int(timeout_s * 1000)))
-            if self._wake_r in ready:
-                self._wake_pending = False
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
-            if transport.sub in ready:
+            if gathering:
+                # Callers do not wake this thread now (the flag tells them so): what they put
+                # in the next moment goes out in one message, at the cost of one timer wakeup
+                # instead of a pipe write, a wakeup and a message (and a notice) per operation.
+                time.sleep(sleep_s)
                 self._on_notices(transport)
-            self._send_all(transport)
+            else:
+                timeout_s = 0.0 if look_now else (0.05 if stopping else IDLE_WAIT_S)
+                ready = dict(poller.poll(int(timeout_s * 1000)))
+                if self._wake_r in ready:
+                    self._drain_wake_pipe()
+                if transport.sub in ready:
+                    self._on_notices(transport)
+            sent = self._send_all(transport)
             self._maintain(transport)
             if transport.sub not in dict(poller.sockets):  # replaced by a reconnect
-                poller = zmq.Poller()
-                poller.register(self._wake_r, zmq.POLLIN)
-                poller.register(transport.sub, zmq.POLLIN)
+                poller = self._poller(transport)
+            # Gather while sending succeeds, and while ZeroMQ's queue is full (retry soon);
+            # otherwise sleep until a caller writes to the pipe or a notice arrives.
+            gathering = sent > 0 or bool(self._queue)
+            sleep_s = GATHER_S if sent else RETRY_SEND_S
+            self._wake_pending = gathering
+            # A caller that saw the flag still set did not wake us: look before sleeping.
+            look_now = not gathering and self.outbox.has_pending()
+
+    def _poller(self, transport: ZmqTransport) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(transport.sub, zmq.POLLIN)
+        return poller
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def _all_confirmed(self) -> bool:
         counts = self.outbox.counts()
         return counts.buffered == 0
 
-    def _send_all(self, transport: ZmqTransport) -> None:
+    def _send_all(self, transport: ZmqTransport) -> int:
+        """Hand every waiting message to ZeroMQ until its queue is full; return how many."""
+        sent = 0
         while True:
             if not self._queue:
                 self._queue.extend(self.outbox.take())
                 if not self._queue:
-                    return
+                    return sent
             message = self._queue[0]
             if not transport.send(message.raw):
-                return
+                return sent
             self._queue.popleft()
+            sent += 1
             self.messages_sent += 1
             # Let a waiting caller have the GIL now rather than after the 5 ms switch interval:
             # this thread must never be the reason a write call takes milliseconds.

@@ -19,6 +19,7 @@ from ..protocol import codec, statements
 from ..protocol.errors import LeaseLostError
 from . import liveness
 from .batch import BatchResult, SequenceBook, apply_messages
+from .checkpointer import Checkpointer
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
@@ -78,6 +79,7 @@ class Writer:
         self._lease: WriterLease | None = None
         self._context: zmq.Context[Any] | None = None
         self._pull: zmq.Socket[Any] | None = None
+        self._checkpointer: Checkpointer | None = None
         self._pub: zmq.Socket[Any] | None = None
         self._pull_inode: int | None = None
         self._pub_inode: int | None = None
@@ -130,6 +132,9 @@ class Writer:
         self._lease = WriterLease(self._conn, me, self.endpoints.pull)
         if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
             return False
+        # Checkpoints move to a thread of their own: inside a commit they stall it.
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer = Checkpointer(self.db_path, self.synchronous)
         # Only now, holding the lease, may we bind: a bind on an ipc path steals it.
         self._context = zmq.Context()
         self._pull = self._context.socket(zmq.PULL)
@@ -190,6 +195,9 @@ class Writer:
         if self._context is not None:
             self._context.term()
             self._context = None
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -200,18 +208,19 @@ class Writer:
         assert self._pull is not None
         raws: list[bytes] = []
         size = 0
-        deadline: float | None = None
+        waited = False
         while len(raws) < self.batch_max_messages and size < BATCH_MAX_BYTES:
             try:
                 raw = self._pull.recv(zmq.NOBLOCK)
                 raws.append(raw)
                 size += len(raw)
             except zmq.Again:
-                if deadline is None:
-                    deadline = time.monotonic() + self.batch_window_s
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._pull.poll(max(1, int(remaining * 1000))):
+                if waited:
                     break
+                # Once per batch, give a trickle of messages the window to gather in one
+                # transaction: one sleep, not a wakeup for every message that arrives in it.
+                time.sleep(self.batch_window_s)
+                waited = True
         return raws
 
     def _commit(self, raws: list[bytes]) -> None:
@@ -245,6 +254,8 @@ class Writer:
         if failures:
             log.info("batch committed after %d failed attempts", failures)
         self._book.commit(result.committed_seq)
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         if self._metrics is not None:
             self._metrics.record_batch(result, (time.monotonic_ns() - started_ns) // 1000)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S  # the fence renewed it
@@ -297,6 +308,8 @@ class Writer:
         try:
             with self._lease.transaction(now_us):
                 self._metrics.publish(self._conn, now_us)
+            if self._checkpointer is not None:
+                self._checkpointer.committed()  # the heartbeats and counters of an idle writer too
         except LeaseLostError:
             raise
         except sqlite3.Error as exc:

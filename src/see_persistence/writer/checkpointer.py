@@ -1,0 +1,68 @@
+"""WAL checkpoints on a thread of their own, so that no commit waits for one.
+
+SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold: it copies
+the WAL into the database file and syncs both, which made one commit in a hundred take
+milliseconds instead of a fraction of one (measured: a 10-operation commit p99 4.8 ms with
+the automatic checkpoint, 0.6 ms without). The writer turns it off on its own connection,
+and this thread runs PASSIVE checkpoints on a second connection instead: PASSIVE never
+waits for readers or for the writer, and SQLite releases the GIL while it copies and syncs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+from .storage import open_write_connection
+
+log = logging.getLogger("see_persistence.writer")
+
+CHECKPOINT_INTERVAL_S = 0.25  # at most this long between a commit and the checkpoint after it
+
+
+class Checkpointer:
+    """Checkpoints the WAL every CHECKPOINT_INTERVAL_S while commits happen; `stop()` ends it."""
+
+    def __init__(self, db_path: Path, synchronous: str, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        self._conn = open_write_connection(db_path, synchronous)
+        self._interval_s = interval_s
+        self._commits = 0  # written by the writer's thread, read here: a hint, not a count
+        self._seen = 0
+        self._failing = False
+        self._stop = threading.Event()
+        self.checkpoints = 0
+        self._thread = threading.Thread(target=self._run, name="see-persistence-checkpointer", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Note that the writer committed: the WAL has grown."""
+        self._commits += 1
+
+    def stop(self) -> None:
+        """Run a last checkpoint, end the thread and close its connection."""
+        self._stop.set()
+        self._thread.join(timeout=10.0)
+        if not self._thread.is_alive():
+            self._conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            if self._commits != self._seen:
+                self._seen = self._commits
+                self._checkpoint()
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            if not self._failing:  # once per run of failures: a full disk would repeat it forever
+                log.error("WAL checkpoint failed (will retry): %s", exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("WAL checkpoints succeed again")
+        self._failing = False
+        self.checkpoints += 1
