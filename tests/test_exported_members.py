@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import see_persistence
 
 DESIGN_NAMES = {
@@ -33,3 +36,19 @@ def test_status_compares_equal_to_its_lowercase_text() -> None:
 
     assert [s == s.value.lower() for s in Status] == [True] * 5
     assert {s.value for s in Status} == {"pending", "running", "completed", "failed", "cancelled"}
+
+
+def test_the_writer_process_loads_neither_the_client_nor_the_record_models():
+    # The writer never returns a record: building the pydantic models would cost it about
+    # 14 MB of its memory target for nothing.
+    probe = (
+        "import sys\n"
+        "import see_persistence.cli, see_persistence.commands.writer, see_persistence.writer.service\n"
+        "heavy = ('pydantic', 'see_persistence.protocol.models', 'see_persistence.client',"
+        " 'see_persistence.reader')\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(heavy))\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

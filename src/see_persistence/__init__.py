@@ -4,25 +4,63 @@ elected writer, and read them back without ever waiting on each other or on the 
     from see_persistence import Client, Reader, Writer, Status
 """
 
-from .client import Client, ClientStats, TaskRun, WorkflowRun
-from .protocol import (
-    AuditEvent,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .protocol.errors import (
     CallerError,
     ClientClosed,
-    Instance,
-    InstanceStats,
     InvalidOperation,
     LeaseHeldError,
     LeaseLostError,
     ReadOnlyViolation,
     SeePersistenceError,
-    Status,
-    TaskExecution,
-    WorkflowExecution,
-    WriterStatus,
 )
-from .reader import Reader
-from .writer import Writer
+from .protocol.status import Status
+
+if TYPE_CHECKING:
+    from .client import Client, ClientStats, TaskRun, WorkflowRun
+    from .protocol.models import (
+        AuditEvent,
+        Instance,
+        InstanceStats,
+        TaskExecution,
+        WorkflowExecution,
+        WriterStatus,
+    )
+    from .reader import Reader
+    from .writer import Writer
+
+# Loaded on first use, so that each process pays only for what it uses: the writer process
+# never loads the client or the record models (pydantic builds them for 14 MB of memory).
+_LAZY = {
+    "Client": ".client",
+    "ClientStats": ".client",
+    "TaskRun": ".client",
+    "WorkflowRun": ".client",
+    "Reader": ".reader",
+    "Writer": ".writer",
+    "AuditEvent": ".protocol.models",
+    "Instance": ".protocol.models",
+    "InstanceStats": ".protocol.models",
+    "TaskExecution": ".protocol.models",
+    "WorkflowExecution": ".protocol.models",
+    "WriterStatus": ".protocol.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol import schema
-from ..reader import Reader
 from .base import EXIT_ERROR, EXIT_OK, Command
 from .common import LAYER_TABLES, describe_sqlite_error, open_database, schema_version, table_names
+
+if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
+    from ..reader import Reader
 
 MAX_PROBLEMS = 20
 

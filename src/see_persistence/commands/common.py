@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol import schema
-from ..reader import Reader
 from .base import CommandError
+
+if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
+    from ..reader import Reader
 
 LAYER_TABLES = ("writer_lease", "instances", "dead_letters", "counters")
 
@@ -31,6 +34,8 @@ def open_database(db: Path, *, accept_damaged: bool = False) -> Reader:
         raise CommandError(f"no see-persistence database at {db}")
     if db.is_dir():
         raise CommandError(f"{db} is a directory, not a database file")
+    from ..reader import Reader  # here, not at the top: see TYPE_CHECKING above
+
     reader = Reader(db)
     try:
         names = table_names(reader)

@@ -9,15 +9,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import operations, timestamps
 from ..protocol.errors import CallerError
 from ..protocol.status import FINISHED_STATUSES
-from ..reader import Reader
 from .base import Command, CommandError, UsageError
 from .common import open_database
 from .durations import duration_argument
+
+if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
+    from ..reader import Reader
 
 log = logging.getLogger("see_persistence.cli.prune")
 

@@ -9,10 +9,6 @@ import sys
 from collections.abc import Iterator
 
 from ..database import open_read_only
-
-# The very authorizer Reader.query installs: one definition of "read-only" for the library
-# and the command; our own connection streams rows and keeps the cursor's column names.
-from ..reader.queries import ReadOnlyAuthorizer, is_read_only_error
 from .base import Command, CommandError
 from .common import describe_sqlite_error, open_database
 from .output import write_csv, write_json_lines, write_table
@@ -54,6 +50,11 @@ def _rows(cursor: sqlite3.Cursor) -> Iterator[tuple[object, ...]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run one read-only statement and print its result."""
+    # The very authorizer Reader.query installs: one definition of "read-only" for the library
+    # and the command; our own connection streams rows and keeps the cursor's column names.
+    # Imported here, so that the writer command never loads the record models.
+    from ..reader.queries import ReadOnlyAuthorizer, is_read_only_error
+
     open_database(args.db).close()  # one-line refusal of a missing or foreign file first
     conn = open_read_only(args.db)
     authorizer = ReadOnlyAuthorizer()

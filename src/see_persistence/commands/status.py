@@ -7,11 +7,10 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import leases
 from ..protocol import schema
-from ..reader import Reader
 from .base import Command
 from .common import (
     file_size,
@@ -22,6 +21,9 @@ from .common import (
     sidecar,
     table_names,
 )
+
+if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
+    from ..reader import Reader
 
 COUNTER_PREFIX = "writer."
 STALE_COUNTERS_S = 5.0  # the writer publishes about once a second; older than this, it stopped

@@ -7,14 +7,16 @@ import json
 import logging
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import timestamps
-from ..reader import Reader
 from .base import Command, UsageError
 from .common import open_database
 from .output import cell_text
 from .signals import stop_on_signals
+
+if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
+    from ..reader import Reader
 
 log = logging.getLogger("see_persistence.cli.tail")
 
