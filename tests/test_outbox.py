@@ -12,10 +12,12 @@ def _fill(box: Outbox, count: int, text: str = "x") -> None:
         assert box.put("audit_event", {"n": n, "text": text})
 
 
-def test_take_cuts_pending_operations_into_numbered_messages_in_order():
+def test_takes_cut_pending_operations_into_numbered_messages_in_order():
     box = Outbox("inst", limit=100_000)
     _fill(box, 2 * MAX_OPERATIONS_PER_SEND + 7)
-    messages = box.take()
+    messages = []
+    while taken := box.take():
+        messages.extend(taken)
     assert [m.seq for m in messages] == [1, 2, 3]
     assert [m.operations for m in messages] == [MAX_OPERATIONS_PER_SEND, MAX_OPERATIONS_PER_SEND, 7]
     assert [m.last_operation for m in messages] == [512, 1024, 1031]

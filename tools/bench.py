@@ -1084,6 +1084,7 @@ class Results:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     profiles: list[tuple[str, str]] = field(default_factory=list)
     floor: Latency | None = None
+    busy_floor: tuple[int, Latency] | None = None  # P processes flooding a trivial call at once
     versions: list[tuple[str, str]] = field(default_factory=list)
     other_load: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # section -> mean, max
 
@@ -2367,6 +2368,13 @@ def render(results: Results) -> str:
             f" p50 {fmt_ns(f.p50)}, p99 {fmt_ns(f.p99)}, p99.9 {fmt_ns(f.p999)}, max {fmt_ns(f.max)}"
             " (a call after a sleep runs on cold caches)."
         ]
+    if results.busy_floor is not None:
+        busy_p, f = results.busy_floor
+        out += [
+            f"- the same call flooded by {busy_p} processes at once on these"
+            f" {os.cpu_count()} CPUs: p50 {fmt_ns(f.p50)}, p99 {fmt_ns(f.p99)}, p99.9 {fmt_ns(f.p999)},"
+            f" max {fmt_ns(f.max)} (a process that shares a core is preempted in the middle of some calls)."
+        ]
     out += [""]
     for workload in WORKLOADS:
         out += _workload_section(results, workload)
@@ -2495,6 +2503,42 @@ def measure_floor(seconds: float, rate: float = 2000.0) -> Latency | None:
     return Latency.of(samples)
 
 
+_BUSY_FLOOR_CHILD = """
+import json, sys, time
+from array import array
+seconds, out = float(sys.argv[1]), sys.argv[2]
+pc, dumps, samples = time.perf_counter_ns, json.dumps, array("q")
+stop = time.monotonic() + seconds
+n = 0
+while True:
+    t0 = pc()
+    dumps({"n": n})
+    samples.append(pc() - t0)
+    n += 1
+    if n & 63 == 0 and time.monotonic() >= stop:
+        break
+open(out, "wb").write(samples.tobytes())
+"""
+
+
+def measure_busy_floor(procs: int, seconds: float, work_dir: Path) -> Latency | None:
+    """`procs` processes flooding json.dumps at once, timed like the GUI calls: what sharing
+    this machine's cores alone does to a call's tail (no see-persistence, no SQLite)."""
+    paths = [work_dir / f"busy-floor-{i}.bin" for i in range(procs)]
+    children = [
+        subprocess.Popen([sys.executable, "-c", _BUSY_FLOOR_CHILD, str(seconds), str(path)]) for path in paths
+    ]
+    for child in children:
+        child.wait(timeout=seconds + 60)
+    samples: list[int] = []
+    for path in paths:
+        if path.exists():
+            chunk = array("q")
+            chunk.frombytes(path.read_bytes())
+            samples.extend(chunk)
+    return Latency.of(samples)
+
+
 def run_all(settings: Settings) -> Results:
     """Every cell, in a fixed order, each bounded and guarded."""
     results = Results(settings)
@@ -2506,6 +2550,10 @@ def run_all(settings: Settings) -> Results:
     watcher.start()
     try:
         results.floor = measure_floor(0.3 if settings.quick else 2.0)
+        busy_p = _target_p(settings)
+        with tempfile.TemporaryDirectory(prefix="see-bench-floor-") as floor_dir:
+            busy = measure_busy_floor(busy_p, 0.5 if settings.quick else 3.0, Path(floor_dir))
+        results.busy_floor = (busy_p, busy) if busy is not None else None
         _run_cells(settings, results, watcher)
     finally:
         watcher.stop()

@@ -19,7 +19,9 @@ from ..protocol import codec
 
 MAX_OPERATIONS_PER_SEND = 512
 MAX_BYTES_PER_SEND = 4 * 1024 * 1024
-MAX_OPERATIONS_PER_TAKE = 8 * MAX_OPERATIONS_PER_SEND  # bounds the sender's work per turn
+# One message a take: the sending thread holds the GIL while it assembles, and a caller
+# waits for the GIL; between messages the thread lets go of it.
+MAX_OPERATIONS_PER_TAKE = MAX_OPERATIONS_PER_SEND
 
 
 def _chunks(packed: list[bytes]) -> Iterator[list[bytes]]:
