@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 
 import pytest
 
 from see_persistence import Reader, ReadOnlyViolation
+from see_persistence.protocol import schema
 
 
 def test_a_reader_on_a_missing_file_raises_file_not_found_with_the_path(tmp_path):
@@ -136,3 +139,21 @@ def test_the_fast_row_path_gives_what_the_slow_one_does(created_at, success, met
     assert queries._task(task_row) == queries._slow_task(task_row)
     audit_row = ("e-1", "w-1", None, "type", "message", created_at, metadata, None)
     assert queries._audit(audit_row) == queries._slow_audit(audit_row)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_reads_through_its_own_connection(tmp_path):
+    db = tmp_path / "forked.db"
+    sqlite3.connect(str(db)).executescript(";".join(schema.upgrade_statements(0))).close()
+    reader = Reader(db)
+    assert reader.list_workflows() == []
+    parent_conn = reader._conn()
+    assert reader._conn() is parent_conn  # one connection per thread, reused
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        ok = reader._conn() is not parent_conn and reader.list_workflows() == []
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert reader._conn() is parent_conn
+    reader.close()

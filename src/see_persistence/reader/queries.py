@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import json.scanner
 import logging
 import os
 import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .. import leases, locations
 from ..database import open_read_only
@@ -40,6 +42,31 @@ _TASK_COLUMNS = (
 )
 _AUDIT_COLUMNS = "id, workflow_id, task_id, event_type, message, timestamp, data, instance_id"
 _INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, ended_at, state, last_seq"
+
+# The record queries' SQL, built once: the same string each call is found in the
+# connection's statement cache without being rebuilt and hashed again.
+_SQL_WORKFLOW = f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?"
+_NEWEST = (
+    f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions{{}}"
+    " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+)
+# list_workflows' SQL by (filters on status, filters on instance_id).
+_SQL_NEWEST_WORKFLOWS: dict[tuple[bool, bool], str] = {
+    (False, False): _NEWEST.format(""),
+    (True, False): _NEWEST.format(" WHERE status = ?"),
+    (False, True): _NEWEST.format(" WHERE instance_id = ?"),
+    (True, True): _NEWEST.format(" WHERE status = ? AND instance_id = ?"),
+}
+_SQL_WORKFLOWS_OF_INSTANCE = (
+    f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE instance_id = ?"
+    " ORDER BY created_at DESC, id DESC"
+)
+_SQL_TASKS_OF_WORKFLOW = (
+    f"SELECT {_TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
+    " ORDER BY execution_order, created_at, id"
+)
+_SQL_AUDIT_EVENT = f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE id = ?"
+_SQL_AUDIT_TRAIL = f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id"
 
 # What a statement sent through query() may do: read, call functions, and run the pragmas
 # that only report. Everything else (writes, ATTACH, pragmas that set) is refused by SQLite
@@ -209,9 +236,9 @@ def _slow_audit(row: tuple[Any, ...]) -> AuditEvent:
     )
 
 
-# The fast path hands the row to pydantic's compiled validator, which parses the RFC 3339
-# text, the status and the 0/1 success itself; Python only decodes the JSON columns. A row
-# it cannot take as it is (naive or odd timestamps from another writer) goes the slow way.
+# The validated path hands the row to pydantic's compiled validator, which parses the RFC
+# 3339 text, the status and the 0/1 success itself; Python only decodes the JSON columns. A
+# row it cannot take as it is (naive or odd timestamps from another writer) goes the slow way.
 _WORKFLOW_FIELDS = tuple(name.strip() for name in _WORKFLOW_COLUMNS.split(","))
 _TASK_FIELDS = tuple(name.strip() for name in _TASK_COLUMNS.split(","))
 _AUDIT_FIELDS = tuple(name.strip() for name in _AUDIT_COLUMNS.split(","))
@@ -245,19 +272,304 @@ def _via_validator(
     return model
 
 
-def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+def _validated_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
     decoded = {"metadata": _json_object(row[8])}
     return _via_validator(_validate_workflow, _WORKFLOW_FIELDS, row, decoded, _TIMES, _slow_workflow)  # type: ignore[no-any-return]
 
 
-def _task(row: tuple[Any, ...]) -> TaskExecution:
+def _validated_task(row: tuple[Any, ...]) -> TaskExecution:
     decoded = {"logs": _json_list(row[10]), "retry_count": row[11] or 0, "execution_order": row[12] or 0}
     return _via_validator(_validate_task, _TASK_FIELDS, row, decoded, _TIMES, _slow_task)  # type: ignore[no-any-return]
 
 
-def _audit(row: tuple[Any, ...]) -> AuditEvent:
+def _validated_audit(row: tuple[Any, ...]) -> AuditEvent:
     decoded = {"data": _json_object(row[6])}
     return _via_validator(_validate_audit, _AUDIT_FIELDS, row, decoded, ("timestamp",), _slow_audit)  # type: ignore[no-any-return]
+
+
+# The fast path builds the models without validating them, the way model_construct does but
+# without its per-field Python loop, for rows exactly as our writer writes them: ids and
+# names as text, a known status, success NULL/0/1, timestamps in the writer's 32-character
+# UTC form (`YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, which datetime.fromisoformat reads in C)
+# and JSON that decodes to the expected type. Anything else (another writer's 9-digit or
+# naive timestamps, blobs, NULLs where text belongs, odd JSON, unknown statuses) raises
+# inside the fast path and the row takes the validated path above, so the models are the
+# ones that path gives. The only visible difference: fast-path datetimes carry
+# datetime.timezone.utc rather than pydantic's equal TzInfo(0), as the slow path's do.
+class _Odd(Exception):
+    """A row the fast path does not take as it is."""
+
+
+_ODD_ROW = (_Odd, KeyError, ValueError, TypeError, StopIteration, IndexError)  # what odd rows raise
+_WRITER_TIMESTAMP_CHARS = 32  # len("2026-01-02T03:04:05.123456+00:00")
+_UTC = timezone.utc
+_STATUSES: dict[Any, Status] = {status.value: status for status in Status}
+_BOOLS: dict[Any, bool | None] = {None: None, 0: False, 1: True}
+_STR_OR_NONE = frozenset({str, type(None)})
+# The C scanner that decode() calls between two whitespace regexes: text from our writer has
+# no whitespace around the value, and anything else falls back. (typeshed mistypes its arg.)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
+_new = object.__new__
+_fromiso = datetime.fromisoformat
+# BaseModel's slots, set through their descriptors as model_construct does with
+# object.__setattr__ (one attribute lookup fewer each).
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def _constructible(model: type[BaseModel], columns: tuple[str, ...]) -> bool:
+    """True if `model` is still one that the fast path may build without validating."""
+    decorators = model.__pydantic_decorators__
+    return (
+        tuple(model.model_fields) == columns
+        and not model.__private_attributes__  # else __pydantic_private__ is not None
+        and model.__pydantic_post_init__ is None
+        and model.model_config.get("extra") != "allow"  # else __pydantic_extra__ is a dict
+        and not model.__pydantic_root_model__
+        and not (decorators.validators or decorators.field_validators or decorators.model_validators)
+        and not decorators.root_validators
+    )
+
+
+# If a model gains what the fast path cannot honour (a validator, a private attribute, ...),
+# every row takes the validated path again.
+_FAST_WORKFLOWS = _constructible(WorkflowExecution, _WORKFLOW_FIELDS)
+_FAST_TASKS = _constructible(TaskExecution, _TASK_FIELDS)
+_FAST_AUDIT = _constructible(AuditEvent, _AUDIT_FIELDS)
+# Every column is given, so a model's fields_set is all its fields (each model gets a copy).
+_WORKFLOW_FIELDS_SET = frozenset(_WORKFLOW_FIELDS)
+_TASK_FIELDS_SET = frozenset(_TASK_FIELDS)
+_AUDIT_FIELDS_SET = frozenset(_AUDIT_FIELDS)
+
+
+def _workflows(rows: list[tuple[Any, ...]]) -> list[WorkflowExecution]:
+    """The models for workflow rows, each built fast if its row is as our writer wrote it."""
+    if not _FAST_WORKFLOWS:
+        return [_validated_workflow(row) for row in rows]
+    out: list[WorkflowExecution] = []
+    # Written out column by column, with module globals (cached lookups on 3.11): a helper
+    # call per timestamp, or binding the globals to locals per call, measured slower.
+    for row in rows:
+        try:
+            (wid, name, status, created, started, completed, success, error, meta, instance, updated) = row
+            if type(wid) is not str or type(name) is not str:
+                raise _Odd
+            if type(error) not in _STR_OR_NONE or type(instance) not in _STR_OR_NONE:
+                raise _Odd
+            if len(created) != _WRITER_TIMESTAMP_CHARS:
+                raise _Odd
+            created_at = _fromiso(created)
+            if created_at.tzinfo is not _UTC:
+                raise _Odd
+            if started is not None:
+                if len(started) != _WRITER_TIMESTAMP_CHARS:
+                    raise _Odd
+                started = _fromiso(started)
+                if started.tzinfo is not _UTC:
+                    raise _Odd
+            if completed is not None:
+                if len(completed) != _WRITER_TIMESTAMP_CHARS:
+                    raise _Odd
+                completed = _fromiso(completed)
+                if completed.tzinfo is not _UTC:
+                    raise _Odd
+            if updated is not None:
+                if len(updated) != _WRITER_TIMESTAMP_CHARS:
+                    raise _Odd
+                updated = _fromiso(updated)
+                if updated.tzinfo is not _UTC:
+                    raise _Odd
+            if meta is None or meta == "{}":
+                meta = {}
+            else:
+                text = meta
+                meta, end = _scan_json(text, 0)
+                if end != len(text) or type(meta) is not dict:
+                    raise _Odd
+            model = _new(WorkflowExecution)
+            _set_dict(
+                model,
+                {
+                    "id": wid,
+                    "workflow_name": name,
+                    "status": _STATUSES[status],
+                    "created_at": created_at,
+                    "started_at": started,
+                    "completed_at": completed,
+                    "success": _BOOLS[success],
+                    "error_message": error,
+                    "metadata": meta,
+                    "instance_id": instance,
+                    "last_updated": updated,
+                },
+            )
+            _set_fields_set(model, set(_WORKFLOW_FIELDS_SET))
+            _set_extra(model, None)
+            _set_private(model, None)
+        except _ODD_ROW:
+            model = _validated_workflow(row)
+        out.append(model)
+    return out
+
+
+def _tasks(rows: list[tuple[Any, ...]]) -> list[TaskExecution]:
+    """The models for task rows, each built fast if its row is as our writer wrote it."""
+    if not _FAST_TASKS:
+        return [_validated_task(row) for row in rows]
+    out: list[TaskExecution] = []
+    for row in rows:
+        try:
+            (
+                tid,
+                wid,
+                name,
+                status,
+                created,
+                started,
+                completed,
+                success,
+                error,
+                output,
+                logs,
+                retries,
+                order,
+                instance,
+                updated,
+            ) = row
+            if type(tid) is not str or type(wid) is not str or type(name) is not str:
+                raise _Odd
+            if type(error) not in _STR_OR_NONE or type(output) not in _STR_OR_NONE:
+                raise _Odd
+            if type(instance) not in _STR_OR_NONE:
+                raise _Odd
+            retries = retries or 0  # NULL reads as the column's default, as on the validated path
+            order = order or 0
+            if type(retries) is not int or type(order) is not int:
+                raise _Odd
+            if len(created) != _WRITER_TIMESTAMP_CHARS:
+                raise _Odd
+            created_at = _fromiso(created)
+            if created_at.tzinfo is not _UTC:
+                raise _Odd
+            if started is not None:
+                if len(started) != _WRITER_TIMESTAMP_CHARS:
+                    raise _Odd
+                started = _fromiso(started)
+                if started.tzinfo is not _UTC:
+                    raise _Odd
+            if completed is not None:
+                if len(completed) != _WRITER_TIMESTAMP_CHARS:
+                    raise _Odd
+                completed = _fromiso(completed)
+                if completed.tzinfo is not _UTC:
+                    raise _Odd
+            if updated is not None:
+                if len(updated) != _WRITER_TIMESTAMP_CHARS:
+                    raise _Odd
+                updated = _fromiso(updated)
+                if updated.tzinfo is not _UTC:
+                    raise _Odd
+            if logs is None or logs == "[]":
+                logs = []
+            else:
+                text = logs
+                logs, end = _scan_json(text, 0)
+                if end != len(text) or type(logs) is not list:
+                    raise _Odd
+                for line in logs:
+                    if type(line) is not str:
+                        raise _Odd  # the validated path turns other JSON values into their text
+            model = _new(TaskExecution)
+            _set_dict(
+                model,
+                {
+                    "id": tid,
+                    "workflow_id": wid,
+                    "task_name": name,
+                    "status": _STATUSES[status],
+                    "created_at": created_at,
+                    "started_at": started,
+                    "completed_at": completed,
+                    "success": _BOOLS[success],
+                    "error_message": error,
+                    "output": output,
+                    "logs": logs,
+                    "retry_count": retries,
+                    "execution_order": order,
+                    "instance_id": instance,
+                    "last_updated": updated,
+                },
+            )
+            _set_fields_set(model, set(_TASK_FIELDS_SET))
+            _set_extra(model, None)
+            _set_private(model, None)
+        except _ODD_ROW:
+            model = _validated_task(row)
+        out.append(model)
+    return out
+
+
+def _audits(rows: list[tuple[Any, ...]]) -> list[AuditEvent]:
+    """The models for audit rows, each built fast if its row is as our writer wrote it."""
+    if not _FAST_AUDIT:
+        return [_validated_audit(row) for row in rows]
+    out: list[AuditEvent] = []
+    for row in rows:
+        try:
+            eid, wid, tid, event_type, message, at, data, instance = row
+            if type(eid) is not str or type(event_type) is not str or type(message) is not str:
+                raise _Odd
+            if type(wid) not in _STR_OR_NONE or type(tid) not in _STR_OR_NONE:
+                raise _Odd
+            if type(instance) not in _STR_OR_NONE:
+                raise _Odd
+            if len(at) != _WRITER_TIMESTAMP_CHARS:
+                raise _Odd
+            at = _fromiso(at)
+            if at.tzinfo is not _UTC:
+                raise _Odd
+            if data is None or data == "{}":
+                data = {}
+            else:
+                text = data
+                data, end = _scan_json(text, 0)
+                if end != len(text) or type(data) is not dict:
+                    raise _Odd
+            model = _new(AuditEvent)
+            _set_dict(
+                model,
+                {
+                    "id": eid,
+                    "workflow_id": wid,
+                    "task_id": tid,
+                    "event_type": event_type,
+                    "message": message,
+                    "timestamp": at,
+                    "data": data,
+                    "instance_id": instance,
+                },
+            )
+            _set_fields_set(model, set(_AUDIT_FIELDS_SET))
+            _set_extra(model, None)
+            _set_private(model, None)
+        except _ODD_ROW:
+            model = _validated_audit(row)
+        out.append(model)
+    return out
+
+
+def _workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+    return _workflows([row])[0]
+
+
+def _task(row: tuple[Any, ...]) -> TaskExecution:
+    return _tasks([row])[0]
+
+
+def _audit(row: tuple[Any, ...]) -> AuditEvent:
+    return _audits([row])[0]
 
 
 def _instance(row: tuple[Any, ...]) -> Instance:
@@ -274,6 +586,20 @@ def _instance(row: tuple[Any, ...]) -> Instance:
     )
 
 
+# A connection must not be used on both sides of a fork. Counting forks in the child is
+# cheaper than asking for the pid on every query (os.getpid is a system call).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_count_fork)
+
+
 class Reader:
     """Read-only access to a see-persistence database; usable from several threads.
 
@@ -287,11 +613,12 @@ class Reader:
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        pid = os.getpid()
-        if conn is None or getattr(self._local, "pid", None) != pid:
-            conn = open_read_only(self.db_path)
-            self._local.conn, self._local.pid = conn, pid
+        # (connection, _forks when opened): a forked child opens its own connection.
+        state: tuple[sqlite3.Connection, int] | None = getattr(self._local, "state", None)
+        if state is not None and state[1] == _forks:
+            return state[0]
+        conn = open_read_only(self.db_path)
+        self._local.state = (conn, _forks)
         return conn
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -303,10 +630,10 @@ class Reader:
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        state = getattr(self._local, "state", None)
+        if state is not None:
+            state[0].close()
+            self._local.state = None
 
     def __enter__(self) -> Reader:
         return self
@@ -318,9 +645,7 @@ class Reader:
 
     def get_workflow(self, workflow_id: str) -> WorkflowExecution | None:
         """The workflow with this id, or None."""
-        rows = self._fetch(
-            f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?", (workflow_id,)
-        )
+        rows = self._fetch(_SQL_WORKFLOW, (workflow_id,))
         return _workflow(rows[0]) if rows else None
 
     def list_workflows(
@@ -331,51 +656,30 @@ class Reader:
         instance_id: str | None = None,
     ) -> list[WorkflowExecution]:
         """Workflows newest first, optionally only those with `status` or from `instance_id`."""
-        where, params = [], []
+        params: list[Any] = []
         if status is not None:
-            where.append("status = ?")
             params.append(Status.parse(status).value)
         if instance_id is not None:
-            where.append("instance_id = ?")
             params.append(instance_id)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = self._fetch(
-            f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions{clause}"
-            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            (*params, int(limit), int(offset)),
-        )
-        return [_workflow(r) for r in rows]
+        sql = _SQL_NEWEST_WORKFLOWS[status is not None, instance_id is not None]
+        return _workflows(self._fetch(sql, (*params, int(limit), int(offset))))
 
     def get_workflows_for_instance(self, instance_id: str) -> list[WorkflowExecution]:
         """Every workflow one instance created, newest first."""
-        rows = self._fetch(
-            f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE instance_id = ?"
-            " ORDER BY created_at DESC, id DESC",
-            (instance_id,),
-        )
-        return [_workflow(r) for r in rows]
+        return _workflows(self._fetch(_SQL_WORKFLOWS_OF_INSTANCE, (instance_id,)))
 
     def get_tasks_for_workflow(self, workflow_id: str) -> list[TaskExecution]:
         """The tasks of a workflow, by execution_order, then created_at."""
-        rows = self._fetch(
-            f"SELECT {_TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
-            " ORDER BY execution_order, created_at, id",
-            (workflow_id,),
-        )
-        return [_task(r) for r in rows]
+        return _tasks(self._fetch(_SQL_TASKS_OF_WORKFLOW, (workflow_id,)))
 
     def get_audit_event(self, event_id: str) -> AuditEvent | None:
         """The audit event with this id, or None."""
-        rows = self._fetch(f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE id = ?", (event_id,))
+        rows = self._fetch(_SQL_AUDIT_EVENT, (event_id,))
         return _audit(rows[0]) if rows else None
 
     def get_audit_trail(self, workflow_id: str) -> list[AuditEvent]:
         """The audit events of a workflow, by timestamp."""
-        rows = self._fetch(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id",
-            (workflow_id,),
-        )
-        return [_audit(r) for r in rows]
+        return _audits(self._fetch(_SQL_AUDIT_TRAIL, (workflow_id,)))
 
     # -- instances and the writer ------------------------------------------------------------
 
