@@ -8,6 +8,7 @@ import signal
 from conftest import wait_until
 
 from see_persistence import Client, Reader, Writer
+from see_persistence.writer.checkpointer import WAL_RESTART_PAGES
 
 EVENTS = 20_000
 MESSAGE = "m" * 300  # about 20k rows of 400 bytes: several MB of WAL
@@ -22,7 +23,8 @@ def test_the_writer_checkpoints_the_wal_into_the_file_while_it_runs(db, writers)
             client.log_audit_event("bulk", f"{n:06d}{MESSAGE}")
         assert client.flush(timeout=60)
     # The rows reach the database file itself only through a checkpoint, and SQLite's own
-    # automatic one is off in the writer: this growth is the writer's checkpointer at work.
+    # runs only once the WAL holds WAL_RESTART_PAGES (more than these rows fill): this growth
+    # is the writer's checkpointer at work.
     wait_until(lambda: os.path.getsize(db) > size_before + 4_000_000, 15, "the main file to grow")
     reader = Reader(db)
     assert reader.count_rows()["audit_events"] == EVENTS
@@ -33,12 +35,30 @@ def test_the_writer_checkpoints_the_wal_into_the_file_while_it_runs(db, writers)
     assert not os.path.exists(f"{db}-wal") or os.path.getsize(f"{db}-wal") == 0
 
 
-def test_the_writer_turns_sqlites_own_checkpoints_off_on_its_connection(db):
+def test_the_writer_leaves_sqlites_own_checkpoints_to_restart_the_wal_only(db):
     writer = Writer(db)
     assert writer.initialize()
     try:
         conn = writer._conn
         assert conn is not None
-        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_RESTART_PAGES,)
     finally:
         writer.shutdown()
+
+
+def test_the_wal_stays_bounded_while_the_writer_never_rests(db, writers):
+    # A checkpoint on another thread never finds the WAL fully copied while the writer keeps
+    # appending, so the WAL could start over only at the writer's own rare checkpoint: without
+    # it the WAL grew by every byte written (576 MB in 16 s).
+    writers(db).wait_holding_lease()
+    wal = f"{db}-wal"
+    largest = 0
+    with Client(db) as client:
+        for n in range(40_000):  # about 140 MB of rows, more than the WAL may hold
+            client.log_audit_event("big", f"{n:06d}" + "b" * 3500)
+            if n % 1000 == 0 and os.path.exists(wal):
+                largest = max(largest, os.path.getsize(wal))
+        assert client.flush(timeout=120)
+    largest = max(largest, os.path.getsize(wal))
+    assert os.path.getsize(db) > 130_000_000  # the rows went into the file itself
+    assert largest < 100_000_000

@@ -13,7 +13,9 @@ from ..protocol.errors import RejectedMessage
 
 log = logging.getLogger("see_persistence.client")
 
-SEND_HIGH_WATER_MARK = 1000  # messages (of up to 512 operations) queued inside ZeroMQ
+# Messages (of up to 512 operations) queued inside ZeroMQ. Kept short: what ZeroMQ cannot
+# take waits packed in the outbox and leaves in fewer, larger messages once the writer keeps up.
+SEND_HIGH_WATER_MARK = 100
 CLOSE_LINGER_MS = 200
 
 
