@@ -94,6 +94,8 @@ class _Applier:
 
     def __init__(self, conn: sqlite3.Connection, result: BatchResult, now: str) -> None:
         self.conn = conn
+        # One cursor for the batch: Connection.execute makes a new one for every statement.
+        self.cursor = conn.cursor()
         self.result = result
         self.now = now
         self.run_statement: statements.Statement | None = None
@@ -118,20 +120,20 @@ class _Applier:
         if len(run) > 1:
             # All at once inside a savepoint; if any one fails, undo the run and go one by one
             # so that only the failing operations become dead letters.
-            self.conn.execute("SAVEPOINT run")
+            self.cursor.execute("SAVEPOINT run")
             try:
-                changed = self.conn.executemany(statement.sql, [op.params for op in run]).rowcount
+                changed = self.cursor.executemany(statement.sql, [op.params for op in run]).rowcount
                 ok = not statement.must_change_a_row or changed == len(run)
             except sqlite3.Error as exc:
                 if not _is_statement_error(exc):
                     raise
                 ok = False
             if ok:
-                self.conn.execute("RELEASE run")
+                self.cursor.execute("RELEASE run")
                 self.result.operations_applied += len(run)
                 return
-            self.conn.execute("ROLLBACK TO run")
-            self.conn.execute("RELEASE run")
+            self.cursor.execute("ROLLBACK TO run")
+            self.cursor.execute("RELEASE run")
         for op in run:
             self._one(statement, op)
 
@@ -149,7 +151,7 @@ class _Applier:
 
     def _one(self, statement: statements.Statement, op: _Pending) -> None:
         try:
-            changed = self.conn.execute(statement.sql, op.params).rowcount
+            changed = self.cursor.execute(statement.sql, op.params).rowcount
         except sqlite3.Error as exc:
             if not _is_statement_error(exc):
                 raise
