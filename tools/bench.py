@@ -808,6 +808,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True, name=f"sampler-{pid}")
         self.pid = pid
         self.samples: list[tuple[float, float, int]] = []  # (monotonic, cpu seconds, rss bytes)
+        self.machine: list[tuple[float, float]] = []  # (monotonic, busy CPU seconds of all CPUs)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -820,7 +821,10 @@ class Sampler(threading.Thread):
                 with process.oneshot():
                     times = process.cpu_times()
                     rss = process.memory_info().rss
-                self.samples.append((time.monotonic(), times.user + times.system, rss))
+                now = time.monotonic()
+                self.samples.append((now, times.user + times.system, rss))
+                machine = psutil.cpu_times()
+                self.machine.append((now, sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)))
                 if self._stop_event.wait(SAMPLE_INTERVAL_S):
                     return
         except psutil.Error:
@@ -834,6 +838,13 @@ class Sampler(threading.Thread):
     def cpu_fraction(self, t0: float, t1: float) -> float | None:
         """CPU seconds per wall second between the samples nearest t0 and t1."""
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    def machine_busy(self, t0: float, t1: float) -> float | None:
+        """Cores busy (all processes, kernel included) per wall second between t0 and t1."""
+        inside = [s for s in self.machine if t0 <= s[0] <= t1]
         if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
             return None
         return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
@@ -1018,6 +1029,7 @@ class Cell:
     writer_cpu: float | None = None  # CPU seconds per wall second while flooding
     writer_cpu_us_per_op: float | None = None
     writer_cpu_paced: float | None = None  # CPU seconds per wall second at half the peak rate
+    machine_busy_paced: float | None = None  # cores busy on the whole machine at half the peak rate
     writer_rss: int | None = None
     writer_rss_hwm: int | None = None
     writer_exit: list[int] = field(default_factory=list)
@@ -1297,6 +1309,7 @@ def _paced_with_probe(
         probe.stop()
     if sampler is not None:
         cell.writer_cpu_paced = sampler.cpu_fraction(warm, stop)
+        cell.machine_busy_paced = sampler.machine_busy(warm, stop)
     return phase, probe.latency(warm, stop, cell)
 
 
@@ -1976,7 +1989,9 @@ def _workload_section(results: Results, workload: str) -> list[str]:
         out += [f"Ceiling: {fmt_cpu(ceiling.flood.gui_cpu_us_per_op)} CPU per operation in one process.", ""]
     out += [
         "Flooding beside half the peak rate: operations per message the Client sent (naive: one per"
-        " transaction), CPU µs per operation in our GUIs and our writer, and the writer's CPU s/s.",
+        " transaction), CPU µs per operation in our GUIs and our writer, the writer's CPU s/s, and"
+        f" the cores busy on the whole machine ({os.cpu_count()} CPUs; GUIs, writer, Reader probe,"
+        " kernel) at half the peak rate: a GUI paced by sleeps spends CPU on every wakeup.",
         "",
     ]
     rows = []
@@ -1999,6 +2014,7 @@ def _workload_section(results: Results, workload: str) -> list[str]:
                 fmt_cpu(paced_writer),
                 _num(ours.writer_cpu if ours else None, 2),
                 _num(ours.writer_cpu_paced if ours else None, 2),
+                _num(ours.machine_busy_paced if ours else None, 2),
             ]
         )
     out += _table(
@@ -2012,6 +2028,7 @@ def _workload_section(results: Results, workload: str) -> list[str]:
             "writer CPU/op half peak",
             "writer CPU s/s flood",
             "writer CPU s/s half peak",
+            "machine busy half peak",
         ],
         rows,
     )
