@@ -6,6 +6,7 @@ a shared machine prove nothing).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -110,3 +111,27 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
     targets = _table_rows(_section(report, "## Targets"))
     assert len(targets) > 20
     assert all(row[-1] in ("met", "**not met**", "not measured") for row in targets[1:])
+
+
+@pytest.mark.parametrize("workload", ["audit", "mix"])
+def test_profile_writer_applies_what_a_client_would_send(workload, tmp_path):
+    tool = ROOT / "tools" / "profile_writer.py"
+    env = {**os.environ, "SEE_PERSISTENCE_RUNTIME_DIR": str(tmp_path / "run")}
+    done = subprocess.run(
+        [sys.executable, str(tool), "--workload", workload, "--operations", "760"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    # 760 calls plus the instance's hello, all applied: none became a dead letter.
+    assert re.match(rf"{workload}: 761 operations applied, [0-9.]+ µs each$", done.stdout.strip())
+    built = subprocess.run(
+        [sys.executable, str(tool), "--workload", workload, "--operations", "10", "--build-only"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert built.returncode == 0 and built.stdout == "", built.stderr
