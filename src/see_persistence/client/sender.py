@@ -22,7 +22,7 @@ import zmq
 
 from ..locations import Endpoints
 from ..reader import Reader
-from .outbox import Outbox, OutgoingMessage
+from .outbox import MAX_OPERATIONS_PER_SEND, Outbox, OutgoingMessage
 from .transport import ZmqTransport
 
 log = logging.getLogger("see_persistence.client")
@@ -57,6 +57,7 @@ class Sender:
         self.reconnects = 0
         self.writer_epoch = 0
         self._queue: deque[OutgoingMessage] = deque()  # numbered, not yet handed to ZeroMQ
+        self._last_taken_had_room = False
         self._resending: set[int] = set()
         self._stop = threading.Event()
         self._stop_deadline = 0.0
@@ -157,22 +158,33 @@ class Sender:
         return counts.buffered == 0
 
     def _send_all(self, transport: ZmqTransport) -> int:
-        """Hand every waiting message to ZeroMQ until its queue is full; return how many."""
+        """Hand what waits to ZeroMQ, until its queue is full or a message left not full.
+
+        A message with room left means everything then waiting went out: what callers put
+        meanwhile (while this thread let go of the GIL) waits for the next turn, to leave in
+        one message rather than in a trickle of one-operation messages. Returns how many.
+        """
         sent = 0
         while True:
             if not self._queue:
-                self._queue.extend(self.outbox.take())
-                if not self._queue:
+                if sent and self._last_taken_had_room:
                     return sent
+                taken = self.outbox.take()
+                if not taken:
+                    return sent
+                self._last_taken_had_room = taken[-1].operations < MAX_OPERATIONS_PER_SEND
+                self._queue.extend(taken)
+            if sent:
+                # Between two messages, let a waiting caller have the GIL now rather than after
+                # the 5 ms switch interval: this thread must never be why a call takes
+                # milliseconds. (After the last one it soon sleeps, which lets go anyway.)
+                time.sleep(0)
             message = self._queue[0]
             if not transport.send(message.raw):
                 return sent
             self._queue.popleft()
             sent += 1
             self.messages_sent += 1
-            # Let a waiting caller have the GIL now rather than after the 5 ms switch interval:
-            # this thread must never be the reason a write call takes milliseconds.
-            time.sleep(0)
             if message.seq in self._resending:
                 self._resending.discard(message.seq)
                 self.resent_operations += message.operations
