@@ -135,3 +135,18 @@ def test_profile_writer_applies_what_a_client_would_send(workload, tmp_path):
         env=env,
     )
     assert built.returncode == 0 and built.stdout == "", built.stderr
+
+
+def test_floors_alone_print_the_machines_call_floors():
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--floors", "--procs", "1,3", "--seconds", "0.2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("- alone, paced at 2,000 calls/s: p50 ")
+    assert sum("flooded by one process" in line for line in lines) == 2
+    assert sum("flooded by 3 processes at once" in line for line in lines) == 2
+    assert len(lines) == 5

@@ -1096,7 +1096,8 @@ class Results:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     profiles: list[tuple[str, str]] = field(default_factory=list)
     floor: Latency | None = None
-    busy_floor: tuple[int, Latency] | None = None  # P processes flooding a trivial call at once
+    # P processes flooding a trivial call at once: (processes, json.dumps per call, latency)
+    busy_floors: list[tuple[int, int, Latency]] = field(default_factory=list)
     versions: list[tuple[str, str]] = field(default_factory=list)
     other_load: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # section -> mean, max
 
@@ -2385,13 +2386,7 @@ def render(results: Results) -> str:
             f" p50 {fmt_ns(f.p50)}, p99 {fmt_ns(f.p99)}, p99.9 {fmt_ns(f.p999)}, max {fmt_ns(f.max)}"
             " (a call after a sleep runs on cold caches)."
         ]
-    if results.busy_floor is not None:
-        busy_p, f = results.busy_floor
-        out += [
-            f"- the same call flooded by {busy_p} processes at once on these"
-            f" {os.cpu_count()} CPUs: p50 {fmt_ns(f.p50)}, p99 {fmt_ns(f.p99)}, p99.9 {fmt_ns(f.p999)},"
-            f" max {fmt_ns(f.max)} (a process that shares a core is preempted in the middle of some calls)."
-        ]
+    out += _busy_floor_lines(results.busy_floors)
     out += [""]
     for workload in WORKLOADS:
         out += _workload_section(results, workload)
@@ -2523,13 +2518,14 @@ def measure_floor(seconds: float, rate: float = 2000.0) -> Latency | None:
 _BUSY_FLOOR_CHILD = """
 import json, sys, time
 from array import array
-seconds, out = float(sys.argv[1]), sys.argv[2]
+seconds, out, reps = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 pc, dumps, samples = time.perf_counter_ns, json.dumps, array("q")
 stop = time.monotonic() + seconds
 n = 0
 while True:
     t0 = pc()
-    dumps({"n": n})
+    for _ in range(reps):
+        dumps({"n": n})
     samples.append(pc() - t0)
     n += 1
     if n & 63 == 0 and time.monotonic() >= stop:
@@ -2538,12 +2534,17 @@ open(out, "wb").write(samples.tobytes())
 """
 
 
-def measure_busy_floor(procs: int, seconds: float, work_dir: Path) -> Latency | None:
-    """`procs` processes flooding json.dumps at once, timed like the GUI calls: what sharing
-    this machine's cores alone does to a call's tail (no see-persistence, no SQLite)."""
-    paths = [work_dir / f"busy-floor-{i}.bin" for i in range(procs)]
+# json.dumps calls per timed call: one, and enough to last about as long as a Client call.
+BUSY_FLOOR_REPS = (1, 4)
+
+
+def measure_busy_floor(procs: int, seconds: float, work_dir: Path, reps: int = 1) -> Latency | None:
+    """`procs` processes flooding `reps` json.dumps per timed call at once, timed like the GUI
+    calls: what sharing this machine's cores alone does to a call's tail (no see-persistence)."""
+    paths = [work_dir / f"busy-floor-{reps}-{i}.bin" for i in range(procs)]
     children = [
-        subprocess.Popen([sys.executable, "-c", _BUSY_FLOOR_CHILD, str(seconds), str(path)]) for path in paths
+        subprocess.Popen([sys.executable, "-c", _BUSY_FLOOR_CHILD, str(seconds), str(path), str(reps)])
+        for path in paths
     ]
     for child in children:
         child.wait(timeout=seconds + 60)
@@ -2554,6 +2555,31 @@ def measure_busy_floor(procs: int, seconds: float, work_dir: Path) -> Latency | 
             chunk.frombytes(path.read_bytes())
             samples.extend(chunk)
     return Latency.of(samples)
+
+
+def measure_busy_floors(procs: int, seconds: float) -> list[tuple[int, int, Latency]]:
+    """The busy floor for each of BUSY_FLOOR_REPS, one after the other."""
+    floors = []
+    with tempfile.TemporaryDirectory(prefix="see-bench-floor-") as floor_dir:
+        for reps in BUSY_FLOOR_REPS:
+            latency = measure_busy_floor(procs, seconds, Path(floor_dir), reps)
+            if latency is not None:
+                floors.append((procs, reps, latency))
+    return floors
+
+
+def _busy_floor_lines(floors: Sequence[tuple[int, int, Latency]]) -> list[str]:
+    lines = []
+    for procs, reps, f in floors:
+        what = "the same call" if reps == 1 else f"{reps} such calls timed as one (as long as a Client call)"
+        cpus = os.cpu_count() or 1
+        who = f"{procs} processes at once" if procs > 1 else "one process"
+        why = " (a process sharing a core is preempted in the middle of some calls)" if procs > cpus else ""
+        lines.append(
+            f"- {what}, flooded by {who} on these {cpus} CPUs:"
+            f" p50 {fmt_ns(f.p50)}, p99 {fmt_ns(f.p99)}, p99.9 {fmt_ns(f.p999)}, max {fmt_ns(f.max)}{why}."
+        )
+    return lines
 
 
 def run_all(settings: Settings) -> Results:
@@ -2567,10 +2593,7 @@ def run_all(settings: Settings) -> Results:
     watcher.start()
     try:
         results.floor = measure_floor(0.3 if settings.quick else 2.0)
-        busy_p = _target_p(settings)
-        with tempfile.TemporaryDirectory(prefix="see-bench-floor-") as floor_dir:
-            busy = measure_busy_floor(busy_p, 0.5 if settings.quick else 3.0, Path(floor_dir))
-        results.busy_floor = (busy_p, busy) if busy is not None else None
+        results.busy_floors = measure_busy_floors(_target_p(settings), 0.5 if settings.quick else 3.0)
         _run_cells(settings, results, watcher)
     finally:
         watcher.stop()
@@ -2657,6 +2680,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-write", action="store_true", help="print only; write no report")
     parser.add_argument(
+        "--floors", action="store_true", help="measure only the machine's call floors, print them, exit"
+    )
+    parser.add_argument(
         "--profile-writer", type=Path, metavar="DIR", help="run each writer under cProfile, profiles in DIR"
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -2693,6 +2719,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench.py: --procs needs positive integers, e.g. 1,2,4,8", file=sys.stderr)
         return 2
     seconds = args.seconds if args.seconds is not None else (0.5 if args.quick else 5.0)
+    if args.floors:
+        floor = measure_floor(seconds if args.seconds is not None else 2.0)
+        if floor is not None:
+            print(
+                f"- alone, paced at 2,000 calls/s: p50 {fmt_ns(floor.p50)}, p99 {fmt_ns(floor.p99)},"
+                f" p99.9 {fmt_ns(floor.p999)}, max {fmt_ns(floor.max)}"
+            )
+        busy_seconds = seconds if args.seconds is not None else 3.0
+        for p in procs:
+            for line in _busy_floor_lines(measure_busy_floors(p, busy_seconds)):
+                print(line)
+        return 0
     output: Path | None = None
     if not args.no_write:
         output = args.output or (None if args.quick else DEFAULT_OUTPUT)
