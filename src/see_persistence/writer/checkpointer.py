@@ -40,7 +40,6 @@ class Checkpointer:
         self._seen = 0
         self._failing = False
         self._stop = threading.Event()
-        self.checkpoints = 0
         self._thread = threading.Thread(target=self._run, name="see-persistence-checkpointer", daemon=True)
         self._thread.start()
 
@@ -73,4 +72,3 @@ class Checkpointer:
         if self._failing:
             log.info("WAL checkpoints succeed again")
         self._failing = False
-        self.checkpoints += 1
