@@ -82,3 +82,34 @@ def test_a_forked_child_does_not_repeat_its_parents_ids():
     child_ids = b"".join(chunks).decode().split("\n")
     assert len(child_ids) == 100
     assert not set(child_ids) & set(parent_ids)
+
+
+def test_a_forked_child_counting_in_the_same_millisecond_does_not_repeat_its_parent():
+    # A frozen clock: parent and child both go on counting from the same counter in the same
+    # millisecond, so only the child's own random bits can keep their ids apart.
+    generator = Uuid7Generator(clock_ns=lambda: 1_764_000_000_123_456_789)
+    before_fork = generator.new_id()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.write(write_end, "\n".join(generator.new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write_end)
+    parent_ids = [generator.new_id() for _ in range(100)]
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    child_ids = b"".join(chunks).decode().split("\n")
+    assert len(child_ids) == 100
+    assert not set(child_ids) & set(parent_ids)
+    assert min(child_ids) > before_fork  # the child's ids still increase past what it inherited
+
+
+def test_each_millisecond_draws_new_random_bits():
+    clock = iter(range(1_000_000_000, 1_000_000_000 + 50 * 1_000_000, 1_000_000))
+    generator = Uuid7Generator(clock_ns=lambda: next(clock))
+    randoms = {_fields(generator.new_id())[2] for _ in range(50)}
+    assert len(randoms) == 50

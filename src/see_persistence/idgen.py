@@ -15,8 +15,13 @@ _LOW_48_BITS = (1 << 48) - 1
 
 
 def _millisecond_prefix(unix_ms: int) -> str:
-    h = f"{unix_ms & ((1 << 48) - 1):012x}"
+    h = f"{unix_ms & _LOW_48_BITS:012x}"
     return f"{h[:8]}-{h[8:]}-7"
+
+
+def _random_tail(random62: int) -> str:
+    """The variant and 62 random bits, as the id's last two groups."""
+    return f"{0x8000 | random62 >> 48:04x}-{random62 & _LOW_48_BITS:012x}"
 
 
 class Uuid7Generator:
@@ -25,6 +30,11 @@ class Uuid7Generator:
     The layout is RFC 9562's: 48 bits of Unix milliseconds, the version, a 12-bit counter
     that starts at a random value below 1024 each millisecond, the variant, 62 random bits
     (the same layout as `protocol.ids.format_uuid7`, built faster). `clock_ns` is for tests.
+
+    The 62 random bits are drawn once per millisecond (and anew after a fork), not once per
+    id: within a millisecond the counter alone keeps this process's ids apart, and the random
+    bits keep them apart from other processes' ids (RFC 9562 6.2, method 1, and 6.4). A
+    flooding caller then pays for one lookup and two concatenations per id, not a format.
     """
 
     def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
@@ -36,7 +46,7 @@ class Uuid7Generator:
 
     def _after_fork(self) -> None:
         self._random.seed(os.urandom(16))
-        self._reset_lock()
+        self._reset_after_fork()
 
     def _build(self, clock_ns: Callable[[], int]) -> Callable[[], str]:
         # A closure over locals: attribute lookups on self would cost a third of the call.
@@ -46,35 +56,40 @@ class Uuid7Generator:
         last_ms = 0
         counter = 0
         prefix = ""
+        tail = ""
 
-        def reset_lock() -> None:
-            nonlocal acquire, release
+        def reset_after_fork() -> None:
+            nonlocal acquire, release, tail
             lock = threading.Lock()  # a thread of the parent may have held it at the fork
             acquire, release = lock.acquire, lock.release
+            # The parent goes on counting in this millisecond with its random bits: the
+            # child keeps counting (its ids still increase) with bits of its own.
+            tail = _random_tail(getrandbits(62))
 
         def new_id() -> str:
             """Return a new id, greater than every id this generator returned before."""
-            nonlocal last_ms, counter, prefix
+            nonlocal last_ms, counter, prefix, tail
             now_ms = clock_ns() // 1_000_000
             acquire()
             try:
-                rand = getrandbits(62)
                 if now_ms > last_ms:
                     last_ms = now_ms
+                    rand = getrandbits(72)
                     counter = rand & 0x3FF  # a random start leaves room to count up
                     prefix = _millisecond_prefix(now_ms)
+                    tail = _random_tail(rand >> 10)
                 else:
                     counter += 1
                     if counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
                         last_ms += 1
                         counter = 0
                         prefix = _millisecond_prefix(last_ms)
-                head = prefix + _COUNTER_TEXT[counter]
+                text = prefix + _COUNTER_TEXT[counter] + tail
             finally:
                 release()
-            return f"{head}{0x8000 | rand >> 48:04x}-{rand & _LOW_48_BITS:012x}"
+            return text
 
-        self._reset_lock = reset_lock
+        self._reset_after_fork = reset_after_fork
         return new_id
 
 
