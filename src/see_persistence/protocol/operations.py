@@ -226,7 +226,8 @@ _encode_json = _make_json_encoder()
 def _check_json_depth(field: str, text: str) -> None:
     # Counting brackets outside strings is cheap and stops a deeply nested value before
     # json.loads recurses into it; a bracket inside a string can only overestimate depth.
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+    # Text no longer than the limit cannot hold more brackets than that (most payloads).
+    if len(text) <= MAX_JSON_DEPTH or text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return
     depth = deepest = 0
     in_string = escaped = False
