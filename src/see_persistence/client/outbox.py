@@ -93,7 +93,9 @@ class Outbox:
 
     def put(self, name: str, payload: dict[str, Any]) -> bool:
         """Hold one operation; False (and counted) if the outbox is full and may not wait."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: every caller pays for each step of this method
+        try:
             while self._held >= self.limit:
                 if not self.block_when_full or self._closed:
                     self._dropped += 1
@@ -101,10 +103,12 @@ class Outbox:
                 self._changed.wait(0.1)
             # Packed here, in one short C call, rather than in bulk by the sending thread: a
             # thread running Python for long holds the GIL, and every caller then waits for it.
-            self._pending.append(self._pack([name, payload]))
+            self._pending.append(self._pack((name, payload)))
             self._held += 1
             self._accepted += 1
             return True
+        finally:
+            lock.release()
 
     def accepted(self) -> int:
         """How many operations were accepted so far (the target a flush waits for)."""
