@@ -69,6 +69,12 @@ SYSTEM_TITLES = {
 
 NAIVE_BUSY_TIMEOUT_S = 30.0
 CEILING_OPS_PER_TRANSACTION = 1000
+# Every 16th turn of a flooding GUI's loop also times a trivial call (CONTROL_DUMPS json.dumps
+# of a small dict, a little shorter than a Client call): the machine's own tail for a call that
+# length, in the same processes at the same moments, beside the write call's.
+CONTROL_EVERY = 16
+CONTROL_DUMPS = 1
+CONTROL_SUFFIX = ".control"
 FLOOD_BACKLOG_CAP = 10_000  # a flooding GUI pauses (untimed) above this many unconfirmed operations
 READY_TIMEOUT_S = 45.0
 PHASE_LEAD_S = 0.15  # commands go out this long before a phase starts
@@ -408,7 +414,10 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
     end_at_cap = bool(cmd.get("end_at_cap", False))
     lat = array("q")
     append = lat.append
+    control = array("q")
     mono = time.monotonic
+    pc = time.perf_counter_ns
+    dumps = json.dumps
     delay = start - mono()
     if delay > 0:
         time.sleep(delay)
@@ -420,6 +429,11 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
         while True:
             append(next(stream))
             done += 1
+            if done % CONTROL_EVERY == 0 and warm_mark is not None:
+                t0 = pc()
+                for _ in range(CONTROL_DUMPS):
+                    dumps({"n": done})
+                control.append(pc() - t0)
             now = mono()
             if now >= stop:
                 break
@@ -450,6 +464,8 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
     if warm_mark is None:
         warm_mark = begin
     Path(cmd["samples"]).write_bytes(lat.tobytes())
+    if control:
+        Path(cmd["samples"] + CONTROL_SUFFIX).write_bytes(control.tobytes())
     return {
         "ops": done,
         "warm_index": warm_mark.done,
@@ -1013,6 +1029,7 @@ class Phase:
     dropped: int = 0
     per_gui_rate: float = 0.0
     ops_per_message: float | None = None
+    control: Latency | None = None  # the trivial call timed in the same loop (flooding only)
 
 
 @dataclass
@@ -1235,6 +1252,9 @@ def run_gui_phase(
 
     answers = group.broadcast(command, stop + PHASE_GRACE_S)
     merged = _merge_samples(paths, [a["warm_index"] for a in answers])
+    control_paths = [Path(str(path) + CONTROL_SUFFIX) for path in paths]
+    present = [path for path in control_paths if path.exists()]
+    control = Latency.of(_merge_samples(present, [0] * len(present))) if present else None
     total_rate = sum(a["window_committed"] / a["window_s"] for a in answers if a["window_s"] > 0)
     window_ops = sum(a["window_committed"] for a in answers)
     cpu = sum(a["cpu_s"] for a in answers)
@@ -1248,6 +1268,7 @@ def run_gui_phase(
         dropped=sum(a["dropped"] for a in answers),
         per_gui_rate=rate,
         ops_per_message=sum(a["window_ops"] for a in answers) / messages if messages else None,
+        control=control,
     )
     return phase, (warm, stop)
 
@@ -1846,6 +1867,56 @@ def _latency_rows(results: Results, workload: str, phase: str, baseline_phase: s
     return rows
 
 
+def _dumps_text(count: int) -> str:
+    return "one `json.dumps`" if count == 1 else f"{count} `json.dumps`"
+
+
+def _control_section(results: Results, workload: str) -> list[str]:
+    """The trivial call timed inside the same flooding loops, beside the write call."""
+    rows = []
+    for p in results.settings.procs:
+        for system in ("naive-same", "ours"):
+            phase = _phase(results.cells.get((workload, system, p)), "flood")
+            if phase is None or phase.control is None or phase.latency is None:
+                continue
+            c, w = phase.control, phase.latency
+            rows.append(
+                [
+                    str(p),
+                    SYSTEM_TITLES[system],
+                    fmt_ns(c.p50),
+                    fmt_ns(c.p99),
+                    fmt_ns(c.p999),
+                    fmt_ns(w.p50),
+                    fmt_ns(w.p99),
+                    fmt_ratio(w.p99, c.p99),
+                    str(c.n),
+                ]
+            )
+    if not rows:
+        return []
+    out = [
+        f"The machine's own tail, in the same loops: every {CONTROL_EVERY}th turn of each flooding GUI"
+        f" also times {_dumps_text(CONTROL_DUMPS)} of a small dict as one call (no I/O, no lock),"
+        " in the same processes at the same moments as the write calls above.",
+        "",
+    ]
+    return out + _table(
+        [
+            "P",
+            "system",
+            "trivial call p50",
+            "trivial p99",
+            "trivial p99.9",
+            "write call p50",
+            "write call p99",
+            "write p99 ÷ trivial p99",
+            "trivial calls",
+        ],
+        rows,
+    )
+
+
 def _workload_section(results: Results, workload: str) -> list[str]:
     procs = results.settings.procs
     ceiling = results.ceilings.get(workload)
@@ -1894,6 +1965,7 @@ def _workload_section(results: Results, workload: str) -> list[str]:
         "",
     ]
     out += _table(header, _latency_rows(results, workload, "flood", "flood"))
+    out += _control_section(results, workload)
     out += ["### Write call latency, each GUI at a steady half of the peak rate", ""]
     out += [
         "Each system at half of its own peak (its committed rows/s at that P, split over the P GUIs).",

@@ -17,9 +17,11 @@ and divide the difference of the two totals by the operations (`callgrind_annota
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("SEE_PERSISTENCE_RUNTIME_DIR", tempfile.mkdtemp(prefix="see-profile-"))
+if "SEE_PERSISTENCE_RUNTIME_DIR" not in os.environ:  # the Client's socket directory, ours alone
+    os.environ["SEE_PERSISTENCE_RUNTIME_DIR"] = _runtime_dir = tempfile.mkdtemp(prefix="see-profile-")
+    atexit.register(shutil.rmtree, _runtime_dir, ignore_errors=True)
 
 import bench
 
