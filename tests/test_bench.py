@@ -105,11 +105,14 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
         for p in QUICK_PROCS:
             assert (p, "naive, same ids") in systems
             assert (p, "see-persistence") in systems
-        # The trivial call timed in the same flooding loops: a table of its own, one row each.
-        tables = [row for row in latency[1:] if row[0] == "P"]
-        assert tables and tables[0][2] == "trivial call p50", f"{workload}: no trivial-call table"
-        controls = {(row[0], row[1]) for row in latency if len(row) == len(tables[0]) and row[0] != "P"}
-        assert controls == {(p, s) for p in QUICK_PROCS for s in ("naive, same ids", "see-persistence")}
+        # The trivial call timed in the same loops, flooding and paced: a table each, a row each.
+        for header in ("### Write call latency, flooding", SECTION_HEADERS[2]):
+            rows = _table_rows(_section(body, header))
+            tables = [row for row in rows[1:] if row[0] == "P"]
+            assert tables and tables[0][2] == "trivial call p50", f"{workload}: no trivial-call table"
+            controls = {(row[0], row[1]) for row in rows[rows.index(tables[0]) + 1 :]}
+            expected = {(p, s) for p in QUICK_PROCS for s in ("naive, same ids", "see-persistence")}
+            assert controls == expected, f"{workload}, {header}: {controls}"
 
     queries = _table_rows(_section(report, "### Queries"))
     assert [row[0] for row in queries[1:]] == list(READ_QUERIES)
