@@ -113,6 +113,17 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
             controls = {(row[0], row[1]) for row in rows[rows.index(tables[0]) + 1 :]}
             expected = {(p, s) for p in QUICK_PROCS for s in ("naive, same ids", "see-persistence")}
             assert controls == expected, f"{workload}, {header}: {controls}"
+        visible = _table_rows(_section(body, "### Send → visible, at half the peak rate"))
+        assert visible[0][-3:] == [
+            "ours p50 at 0.25 of the peak",
+            "ours p99 at 0.25 of the peak",
+            "cores busy at 0.25 of the peak",
+        ]
+        assert [row[0] for row in visible[1:]] == list(QUICK_PROCS)
+        for row in visible[1:]:
+            assert "n/a" not in row[3:5] + row[8:10], (
+                f"{workload}: a send → visible figure is missing in {row}"
+            )
 
     queries = _table_rows(_section(report, "### Queries"))
     assert [row[0] for row in queries[1:]] == list(READ_QUERIES)
