@@ -23,7 +23,7 @@ Commit notices travel the other way on the writer's PUB socket, as two frames::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +67,14 @@ def encode_operation(name: str, payload: Any) -> bytes:
     return packed
 
 
-def operation_packer() -> Callable[[list[Any]], bytes]:
+def operation_packer() -> Callable[[Sequence[Any]], bytes]:
     """A packer of [name, payload] operations, with the same bytes as encode_operation.
 
     Reusing one packer halves the cost of packing a small operation; it is not thread-safe,
     so each user keeps its own (or packs under its own lock).
     """
     packer = msgpack.Packer(use_bin_type=True, default=repr)
-    pack: Callable[[list[Any]], bytes] = packer.pack
+    pack: Callable[[Sequence[Any]], bytes] = packer.pack
     return pack
 
 
