@@ -310,3 +310,19 @@ def test_log_format_json_writes_one_object_per_line_on_stderr(db):
         assert record["pid"] == process.pid and record["time"].endswith("+00:00")
     assert any(r["logger"] == "see_persistence.writer" and "serving" in r["message"] for r in records)
     assert any(r["level"] == "INFO" for r in records)
+
+
+def test_the_writer_command_collects_young_objects_less_often_and_freezes_what_startup_loaded():
+    # In a fresh interpreter: the test process's own collector stays as it is.
+    code = (
+        "import gc\n"
+        "from see_persistence.commands.writer import WRITER_GC_YOUNGEST_THRESHOLD, tune_garbage_collector\n"
+        "before = gc.get_threshold()\n"
+        "tune_garbage_collector()\n"
+        "after = gc.get_threshold()\n"
+        "assert after == (WRITER_GC_YOUNGEST_THRESHOLD, *before[1:]), (before, after)\n"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
