@@ -69,9 +69,10 @@ SYSTEM_TITLES = {
 
 NAIVE_BUSY_TIMEOUT_S = 30.0
 CEILING_OPS_PER_TRANSACTION = 1000
-# Every 16th turn of a flooding GUI's loop also times a trivial call (CONTROL_DUMPS json.dumps
-# of a small dict, a little shorter than a Client call): the machine's own tail for a call that
-# length, in the same processes at the same moments, beside the write call's.
+# Every 16th turn of a flooding GUI's loop, and first after every 16th wakeup of a paced one,
+# the GUI also times a trivial call (CONTROL_DUMPS json.dumps of a small dict, about as long as
+# a Client call): the machine's own tail for a call that length, in the same processes at the
+# same moments, beside the write call's.
 CONTROL_EVERY = 16
 CONTROL_DUMPS = 1
 CONTROL_SUFFIX = ".control"
@@ -1043,7 +1044,7 @@ class Phase:
     dropped: int = 0
     per_gui_rate: float = 0.0
     ops_per_message: float | None = None
-    control: Latency | None = None  # the trivial call timed in the same loop (flooding only)
+    control: Latency | None = None  # the trivial call timed in the same loop (see CONTROL_EVERY)
 
 
 @dataclass
