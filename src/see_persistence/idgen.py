@@ -32,9 +32,10 @@ class Uuid7Generator:
     (the same layout as `protocol.ids.format_uuid7`, built faster). `clock_ns` is for tests.
 
     The 62 random bits are drawn once per millisecond (and anew after a fork), not once per
-    id: within a millisecond the counter alone keeps this process's ids apart, and the random
-    bits keep them apart from other processes' ids (RFC 9562 6.2, method 1, and 6.4). A
-    flooding caller then pays for one lookup and two concatenations per id, not a format.
+    id: within a millisecond the counter alone keeps this process's ids apart (RFC 9562's
+    fixed-length dedicated counter, section 6.2), and the random bits keep them apart from
+    other processes' ids. A flooding caller then pays for a lookup and two concatenations per
+    id, not a format.
     """
 
     def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
