@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections.abc import Callable
 
 from see_persistence.idgen import Uuid7Generator, new_id
 from see_persistence.protocol.ids import format_uuid7
@@ -64,22 +65,27 @@ def test_ids_from_several_threads_are_unique_and_each_threads_own_increase():
         assert out == sorted(out)
 
 
-def test_a_forked_child_does_not_repeat_its_parents_ids():
+def _ids_after_a_fork(make_id: Callable[[], str], count: int = 100) -> tuple[list[str], list[str]]:
+    """`count` ids made by a forked child and `count` made by this process after the fork."""
     read_end, write_end = os.pipe()
-    new_id()  # the generator's state before the fork is what a careless child would repeat
     pid = os.fork()
     if pid == 0:  # the child: send its ids and leave without running the test runner's exit
         os.close(read_end)
-        os.write(write_end, "\n".join(new_id() for _ in range(100)).encode())
+        os.write(write_end, "\n".join(make_id() for _ in range(count)).encode())
         os._exit(0)
     os.close(write_end)
-    parent_ids = [new_id() for _ in range(100)]
+    parent_ids = [make_id() for _ in range(count)]
     chunks = []
     while chunk := os.read(read_end, 65536):
         chunks.append(chunk)
     os.close(read_end)
     os.waitpid(pid, 0)
-    child_ids = b"".join(chunks).decode().split("\n")
+    return b"".join(chunks).decode().split("\n"), parent_ids
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    new_id()  # the generator's state before the fork is what a careless child would repeat
+    child_ids, parent_ids = _ids_after_a_fork(new_id)
     assert len(child_ids) == 100
     assert not set(child_ids) & set(parent_ids)
 
@@ -89,20 +95,7 @@ def test_a_forked_child_counting_in_the_same_millisecond_does_not_repeat_its_par
     # millisecond, so only the child's own random bits can keep their ids apart.
     generator = Uuid7Generator(clock_ns=lambda: 1_764_000_000_123_456_789)
     before_fork = generator.new_id()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        os.write(write_end, "\n".join(generator.new_id() for _ in range(100)).encode())
-        os._exit(0)
-    os.close(write_end)
-    parent_ids = [generator.new_id() for _ in range(100)]
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    child_ids = b"".join(chunks).decode().split("\n")
+    child_ids, parent_ids = _ids_after_a_fork(generator.new_id)
     assert len(child_ids) == 100
     assert not set(child_ids) & set(parent_ids)
     assert min(child_ids) > before_fork  # the child's ids still increase past what it inherited

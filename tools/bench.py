@@ -420,6 +420,13 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
     mono = time.monotonic
     pc = time.perf_counter_ns
     dumps = json.dumps
+
+    def time_trivial_call(n: int) -> None:
+        t0 = pc()
+        for _ in range(CONTROL_DUMPS):
+            dumps({"n": n})
+        control.append(pc() - t0)
+
     delay = start - mono()
     if delay > 0:
         time.sleep(delay)
@@ -432,10 +439,7 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
             append(next(stream))
             done += 1
             if done % CONTROL_EVERY == 0 and warm_mark is not None:
-                t0 = pc()
-                for _ in range(CONTROL_DUMPS):
-                    dumps({"n": done})
-                control.append(pc() - t0)
+                time_trivial_call(done)
             now = mono()
             if now >= stop:
                 break
@@ -461,10 +465,7 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
             if wakeups % CONTROL_EVERY == 0 and warm_mark is not None:
                 # The trivial call first after this wakeup, on caches as cold as a write call
                 # meets there; the write calls after it (warmer than usual) go untimed.
-                t0 = pc()
-                for _ in range(CONTROL_DUMPS):
-                    dumps({"n": done})
-                control.append(pc() - t0)
+                time_trivial_call(done)
                 while done < due:
                     next(stream)
                     done += 1
@@ -1318,30 +1319,15 @@ def run_naive_group(settings: Settings, workload: str, procs: int, system: str) 
         _start_guis(group, cell_dir, system, db, workload, procs)
         cell.flood, _ = run_gui_phase(group, cell_dir, "flood", "flood", settings.seconds, settings.warmup)
         if system == "naive-same" and cell.flood.rate > 0:
-            cell.paced, cell.visible = _paced_with_probe(settings, group, cell_dir, db, cell, procs)
+            cell.paced, cell.visible, _ = _paced_phase(
+                settings, group, cell_dir, db, cell, procs, 0.5, "paced"
+            )
         group.broadcast(lambda _i: {"cmd": "finish", "timeout": 5.0}, time.monotonic() + 30)
     finally:
         group.close()
     measure_disk(cell, db, raw=False)
     remove_db(db)
     return cell
-
-
-def _paced_with_probe(
-    settings: Settings,
-    group: Children,
-    cell_dir: Path,
-    db: Path,
-    cell: Cell,
-    procs: int,
-    sampler: Sampler | None = None,
-) -> tuple[Phase, Latency | None]:
-    """Each GUI at half the flood's committed rate, a Reader in this process watching rows appear."""
-    phase, visible, (warm, stop) = _paced_phase(settings, group, cell_dir, db, cell, procs, 0.5, "paced")
-    if sampler is not None:
-        cell.writer_cpu_paced = sampler.cpu_fraction(warm, stop)
-        cell.machine_busy_paced = sampler.machine_busy(warm, stop)
-    return phase, visible
 
 
 def _paced_phase(
@@ -1398,7 +1384,11 @@ def run_ours_group(settings: Settings, workload: str, procs: int) -> Cell:
             cell.notes.append("a flush after the flood timed out")
 
         if cell.flood.rate > 0:
-            cell.paced, cell.visible = _paced_with_probe(settings, group, cell_dir, db, cell, procs, sampler)
+            cell.paced, cell.visible, window = _paced_phase(
+                settings, group, cell_dir, db, cell, procs, 0.5, "paced"
+            )
+            cell.writer_cpu_paced = sampler.cpu_fraction(*window)
+            cell.machine_busy_paced = sampler.machine_busy(*window)
         _flush_all(group, cell, "the paced phase")
         if cell.flood.rate > 0:
             # The same again, lighter: does send -> visible meet its target once the machine
@@ -1406,7 +1396,7 @@ def run_ours_group(settings: Settings, workload: str, procs: int) -> Cell:
             cell.light, cell.visible_light, window = _paced_phase(
                 settings, group, cell_dir, db, cell, procs, LIGHT_FRACTION, "light"
             )
-            cell.machine_busy_light = sampler.machine_busy(*window) if sampler is not None else None
+            cell.machine_busy_light = sampler.machine_busy(*window)
         _flush_all(group, cell, "the light phase")
         committed_ops = sum(phase.ops for phase in (cell.flood, cell.paced, cell.light) if phase)
         _verify(cell, db, committed_ops)
@@ -2047,10 +2037,11 @@ def _workload_section(results: Results, workload: str) -> list[str]:
     ]
     rows = []
     for p in procs:
-        base = results.cells.get((workload, "naive-same", p))
-        ours = results.cells.get((workload, "ours", p))
-        bv, ov = (base.visible if base else None), (ours.visible if ours else None)
-        lv = ours.visible_light if ours else None
+        base_cell = results.cells.get((workload, "naive-same", p))
+        ours_cell = results.cells.get((workload, "ours", p))
+        bv = base_cell.visible if base_cell else None
+        ov = ours_cell.visible if ours_cell else None
+        lv = ours_cell.visible_light if ours_cell else None
         rows.append(
             [
                 str(p),
@@ -2060,10 +2051,10 @@ def _workload_section(results: Results, workload: str) -> list[str]:
                 fmt_ns(ov.p99 if ov else None),
                 fmt_ratio(ov.p99 if ov else None, bv.p99 if bv else None),
                 str(ov.n if ov else 0),
-                _num(ours.machine_busy_paced if ours else None, 2),
+                _num(ours_cell.machine_busy_paced if ours_cell else None, 2),
                 fmt_ns(lv.p50 if lv else None),
                 fmt_ns(lv.p99 if lv else None),
-                _num(ours.machine_busy_light if ours else None, 2),
+                _num(ours_cell.machine_busy_light if ours_cell else None, 2),
             ]
         )
     quarter = f"{LIGHT_FRACTION:g} of the peak"
