@@ -2311,44 +2311,21 @@ def evaluate_targets(results: Results) -> list[Target]:
                 None if ratio is None else ratio >= TARGET_THROUGHPUT_VS_CEILING,
             )
         )
-        paced = _lat(ours, "paced")
-        check(
-            f"{w}: call p99 at half peak, P={p}",
-            paced.p99 if paced else None,
-            TARGET_CALL_P99_NS,
-            at_least=False,
-            show=fmt_ns,
-        )
-        check(
-            f"{w}: call p99.9 at half peak, P={p}",
-            paced.p999 if paced else None,
-            TARGET_CALL_P999_NS,
-            at_least=False,
-            show=fmt_ns,
-        )
-        check(
-            f"{w}: call max at half peak, P={p}",
-            paced.max if paced else None,
-            TARGET_CALL_MAX_NS,
-            at_least=False,
-            show=fmt_ns,
-        )
-        flood = _lat(ours, "flood")
-        check(
-            f"{w}: call p99 flooding, P={p}",
-            flood.p99 if flood else None,
-            TARGET_CALL_P99_NS,
-            at_least=False,
-            show=fmt_ns,
-        )
-        absent = _lat(ours, "absent")
-        check(
-            f"{w}: call p99 writer absent, P={p}",
-            absent.p99 if absent else None,
-            TARGET_CALL_P99_NS,
-            at_least=False,
-            show=fmt_ns,
-        )
+        for label, phase_name, quantile, limit in (
+            ("call p99 at half peak", "paced", "p99", TARGET_CALL_P99_NS),
+            ("call p99.9 at half peak", "paced", "p999", TARGET_CALL_P999_NS),
+            ("call max at half peak", "paced", "max", TARGET_CALL_MAX_NS),
+            ("call p99 flooding", "flood", "p99", TARGET_CALL_P99_NS),
+            ("call p99 writer absent", "absent", "p99", TARGET_CALL_P99_NS),
+        ):
+            latency = _lat(ours, phase_name)
+            check(
+                f"{w}: {label}, P={p}",
+                getattr(latency, quantile) if latency else None,
+                limit,
+                at_least=False,
+                show=fmt_ns,
+            )
         visible = ours.visible if ours else None
         check(
             f"{w}: send → visible p99 at half peak, P={p}",
