@@ -105,14 +105,19 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
         for p in QUICK_PROCS:
             assert (p, "naive, same ids") in systems
             assert (p, "see-persistence") in systems
-        # The trivial call timed in the same loops, flooding and paced: a table each, a row each.
-        for header in ("### Write call latency, flooding", SECTION_HEADERS[2]):
+        # The trivial call timed in the same loops, flooding and paced: a table each. Flooding
+        # times one every 16th call, so every cell has a row; a paced GUI times one every 16th
+        # wakeup, and a --quick phase on a loaded machine may lag through it in fewer wakeups.
+        expected = {(p, s) for p in QUICK_PROCS for s in ("naive, same ids", "see-persistence")}
+        for header, every_cell in (("### Write call latency, flooding", True), (SECTION_HEADERS[2], False)):
             rows = _table_rows(_section(body, header))
             tables = [row for row in rows[1:] if row[0] == "P"]
             assert tables and tables[0][2] == "trivial call p50", f"{workload}: no trivial-call table"
             controls = {(row[0], row[1]) for row in rows[rows.index(tables[0]) + 1 :]}
-            expected = {(p, s) for p in QUICK_PROCS for s in ("naive, same ids", "see-persistence")}
-            assert controls == expected, f"{workload}, {header}: {controls}"
+            if every_cell:
+                assert controls == expected, f"{workload}, {header}: {controls}"
+            else:
+                assert controls and controls <= expected, f"{workload}, {header}: {controls}"
         visible = _table_rows(_section(body, "### Send → visible, at half the peak rate"))
         assert visible[0][-3:] == [
             "ours p50 at 0.25 of the peak",
