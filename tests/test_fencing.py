@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
+from pathlib import Path
 
 import msgpack
+import pytest
 import zmq
 from conftest import wait_until
 
-from see_persistence import Reader, locations
-from see_persistence.writer.lease import LEASE_STALE_AFTER_S, LOCKED_OUT_KILL_AFTER_S
+from see_persistence import Reader, leases, locations
+from see_persistence.protocol.errors import LeaseLostError
+from see_persistence.writer import lease as lease_module
+from see_persistence.writer.lease import LEASE_STALE_AFTER_S, LOCKED_OUT_KILL_AFTER_S, WriterLease
+from see_persistence.writer.storage import open_write_connection, upgrade_schema
 
 
 def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(db, writers, clients):
@@ -132,3 +138,40 @@ def test_a_writer_frozen_in_a_transaction_and_never_resumed_is_killed(db, writer
     assert old.wait_exit(timeout=10) == -signal.SIGKILL
     assert "holds the database's write lock; killing it" in standby.log()
     _check_nothing_lost(db, flood)
+
+
+@pytest.mark.parametrize(
+    ("stalled_at", "committed"),
+    [("BEGIN IMMEDIATE", False), ("COMMIT", True)],
+)
+def test_a_writer_stalled_while_taking_the_lock_or_committing_gives_the_lease_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalled_at: str, committed: bool
+) -> None:
+    # The chaos runs found a SIGSTOP that landed outside the transaction's body: the writer
+    # resumed and went on as the writer others had presumed dead. A stall at either end of
+    # the transaction now counts as silence too.
+    monkeypatch.setattr(lease_module, "SELF_FENCE_AFTER_S", 0.2)
+    db = tmp_path / "workflows.db"
+    conn = open_write_connection(db)
+    upgrade_schema(conn, time.time_ns() // 1000)
+    lease = WriterLease(conn, leases.current_process(), "ipc:///not-bound")
+    assert lease.acquire(standby=False, should_stop=lambda: False)
+
+    def stall(statement: str) -> None:
+        if statement == stalled_at:
+            time.sleep(0.3)  # the stall is the point: a SIGSTOP at that statement, past the limit
+
+    conn.set_trace_callback(stall)
+    with (
+        pytest.raises(LeaseLostError, match="giving the lease up"),
+        lease.transaction(time.time_ns() // 1000),
+    ):
+        conn.execute("INSERT INTO counters (name, value) VALUES ('fence-probe', 1)")
+    conn.set_trace_callback(None)
+    other = sqlite3.connect(db)
+    try:
+        rows = other.execute("SELECT value FROM counters WHERE name = 'fence-probe'").fetchall()
+    finally:
+        other.close()
+        conn.close()
+    assert rows == ([(1,)] if committed else [])  # a commit that happened stands; none is added

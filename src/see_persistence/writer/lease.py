@@ -203,20 +203,27 @@ class WriterLease:
     def transaction(self, now_us: int) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE, fence (renewing the heartbeat), the body, then COMMIT.
 
-        Raises LeaseLostError, rolling back, if the lease is no longer ours, or if the body
-        took longer than SELF_FENCE_AFTER_S: a writer stopped inside its transaction must
-        commit nothing when it resumes, since others may by then presume it dead.
+        Raises LeaseLostError, rolling back, if the lease is no longer ours, or if the
+        transaction so far took longer than SELF_FENCE_AFTER_S: a writer stopped while it
+        holds the write lock must commit nothing when it resumes, since others may by then
+        presume it dead. Stopped inside COMMIT itself, it cannot take the commit back (nobody
+        else could write meanwhile: the lock was its own), but it still gives the lease up
+        rather than go on as a writer the others presumed dead.
         """
+        started = time.monotonic()  # before BEGIN: a stop while taking the lock counts too
         with immediate_transaction(self._conn):
             self.fence(timestamps.format_us(now_us))
-            fenced_at = time.monotonic()
             yield self._conn
-            silent_s = time.monotonic() - fenced_at
-            if silent_s > SELF_FENCE_AFTER_S:
-                raise LeaseLostError(
-                    f"a transaction of this writer (epoch {self.epoch}) lasted {silent_s:.1f} s, so it may"
-                    " be presumed dead: rolling back and giving the lease up"
-                )
+            self._check_not_silent(started, "rolling back and giving the lease up")
+        self._check_not_silent(started, "its commit stands, but it is giving the lease up")
+
+    def _check_not_silent(self, started: float, outcome: str) -> None:
+        silent_s = time.monotonic() - started
+        if silent_s > SELF_FENCE_AFTER_S:
+            raise LeaseLostError(
+                f"a transaction of this writer (epoch {self.epoch}) lasted {silent_s:.1f} s, so it may"
+                f" be presumed dead: {outcome}"
+            )
 
     def heartbeat(self, now_us: int) -> None:
         """Renew the lease in a transaction of its own (when idle)."""
