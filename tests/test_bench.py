@@ -125,10 +125,17 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
             "cores busy at 0.25 of the peak",
         ]
         assert [row[0] for row in visible[1:]] == list(QUICK_PROCS)
+        # The paced phases run at a fraction of the flood's committed rate; a --quick flood
+        # window (0.5 s) on a loaded machine can end before any commit is confirmed, and the
+        # report then says so in its notes instead.
+        flood_committed = {row[0]: row[3] != "0" for row in throughput[1:]}
         for row in visible[1:]:
-            assert "n/a" not in row[3:5] + row[8:10], (
-                f"{workload}: a send → visible figure is missing in {row}"
-            )
+            if flood_committed[row[0]]:
+                assert "n/a" not in row[3:5] + row[8:10], (
+                    f"{workload}: a send → visible figure is missing in {row}"
+                )
+            else:
+                assert "so the paced phases did not run" in _section(report, "## Notes")
 
     queries = _table_rows(_section(report, "### Queries"))
     assert [row[0] for row in queries[1:]] == list(READ_QUERIES)

@@ -1383,6 +1383,11 @@ def run_ours_group(settings: Settings, workload: str, procs: int) -> Cell:
         if not all(a["flushed"] for a in flushed):
             cell.notes.append("a flush after the flood timed out")
 
+        if cell.flood.rate == 0:
+            cell.notes.append(
+                f"no commit was confirmed inside the flood's {settings.seconds:g} s window (shorter than"
+                " the round trip through the backlog the GUIs queued), so the paced phases did not run"
+            )
         if cell.flood.rate > 0:
             cell.paced, cell.visible, window = _paced_phase(
                 settings, group, cell_dir, db, cell, procs, 0.5, "paced"
