@@ -13,6 +13,7 @@ from see_persistence.protocol.schema import (
     SEED_COLUMNS,
     SEED_INDEXES,
     SEED_TABLES,
+    column_additions,
     upgrade_statements,
     version_row_statement,
 )
@@ -133,7 +134,17 @@ def test_table_info_matches_the_seed(seed: sqlite3.Connection, ours: sqlite3.Con
 
 @pytest.mark.parametrize("table", SEED_TABLES)
 def test_indexes_match_the_seed(seed: sqlite3.Connection, ours: sqlite3.Connection, table: str) -> None:
-    assert indexes(ours, table) == indexes(seed, table)
+    seed_indexes = indexes(seed, table)
+    own = {name: index for name, index in indexes(ours, table).items() if name not in seed_indexes}
+    assert {name: indexes(ours, table)[name] for name in seed_indexes} == seed_indexes
+    # Every index the layer adds to a seed table is named apart from the seed's.
+    assert all(name.startswith("idx_see_") for name in own), own
+
+
+def test_the_list_views_have_their_indexes(ours: sqlite3.Connection) -> None:
+    created = indexes(ours, "workflow_executions")
+    assert created["idx_see_workflow_executions_status_created"][3] == ["status", "created_at", "id"]
+    assert created["idx_see_workflow_executions_instance_created"][3] == ["instance_id", "created_at", "id"]
 
 
 @pytest.mark.parametrize("table", SEED_TABLES)
@@ -233,9 +244,15 @@ def test_upgrade_from_one_adds_layer_tables_without_touching_the_seed(
 
 
 def test_upgrade_from_one_creates_no_seed_object() -> None:
-    conn = upgraded_db(1)
-    assert tables(conn) == set(LAYER_TABLES)
-    assert {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}.isdisjoint(SEED_INDEX_NAMES)
+    conn = seed_db()
+    before = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    upgraded_db(1, conn)
+    added = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")} - before
+    assert added.isdisjoint(SEED_INDEX_NAMES) and added.isdisjoint(ALL_SEED_TABLES)
+    assert {name for name in added if name.startswith("idx_") and name not in LAYER_TABLES} == {
+        "idx_instances_state",
+        *schema.LAYER_INDEXES,
+    }
 
 
 @pytest.mark.parametrize("version", [SCHEMA_VERSION, SCHEMA_VERSION + 1, 99])
@@ -296,11 +313,17 @@ def test_version_row_statement_records_one_row(ours: sqlite3.Connection) -> None
     ]
 
 
-def test_upgrade_from_two_adds_only_the_counters_table() -> None:
+def test_upgrade_from_two_adds_only_the_counters_table_and_the_view_indexes() -> None:
     full = tables(upgraded_db(0))
     conn = upgraded_db(0)
     conn.execute("DROP TABLE counters")
     for statement in upgrade_statements(2):
         conn.execute(statement)
     assert tables(conn) == full
-    assert upgrade_statements(2) and all("counters" in s for s in upgrade_statements(2))
+    assert all("counters" in s or "CREATE INDEX IF NOT EXISTS idx_see_" in s for s in upgrade_statements(2))
+    assert upgrade_statements(3) and all(s.startswith("CREATE INDEX") for s in upgrade_statements(3))
+
+
+def test_column_additions_come_after_their_table() -> None:
+    assert column_additions(3) == [("instances", "rejected", "INTEGER DEFAULT 0")]
+    assert column_additions(SCHEMA_VERSION) == []

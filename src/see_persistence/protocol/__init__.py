@@ -28,12 +28,20 @@ from .schema import SCHEMA_VERSION
 from .status import STATUS_EFFECTS, Status, StatusEffect
 
 if TYPE_CHECKING:
-    from .models import AuditEvent, Instance, InstanceStats, TaskExecution, WorkflowExecution, WriterStatus
+    from .models import (
+        AuditEvent,
+        Instance,
+        InstanceStats,
+        Rejection,
+        TaskExecution,
+        WorkflowExecution,
+        WriterStatus,
+    )
 
 # The record models load on first use: building them costs pydantic about 14 MB and a tenth
 # of a second, which the writer process, which never returns a record, does not pay.
 _MODELS = frozenset(
-    {"AuditEvent", "Instance", "InstanceStats", "TaskExecution", "WorkflowExecution", "WriterStatus"}
+    {"AuditEvent", "Instance", "InstanceStats", "Rejection", "TaskExecution", "WorkflowExecution", "WriterStatus"}
 )
 
 
@@ -63,6 +71,7 @@ __all__ = [
     "LeaseLostError",
     "ReadOnlyViolation",
     "RejectedMessage",
+    "Rejection",
     "SeePersistenceError",
     "Status",
     "StatusEffect",

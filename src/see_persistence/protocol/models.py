@@ -81,6 +81,20 @@ class Instance(BaseModel):
     ended_at: datetime | None = None
     state: str
     last_seq: int = 0
+    rejected: int = 0  # operations of this instance the writer refused (see Reader.get_rejections)
+
+
+class Rejection(BaseModel):
+    """An operation the writer refused, and why (a row of `dead_letters`)."""
+
+    model_config = _FROZEN
+
+    id: int
+    received_at: datetime
+    instance_id: str | None = None
+    seq: int | None = None
+    operation: str | None = None  # the operation's name, when its bytes could be read
+    reason: str
 
 
 class InstanceStats(BaseModel):

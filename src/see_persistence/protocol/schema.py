@@ -2,13 +2,15 @@
 the tables this layer adds, and the additive steps that bring any older file up to date.
 
 Version 1 is the S_E_E seed schema (three tables, ten indexes, `schema_version`);
-version 2 adds `writer_lease`, `instances` and `dead_letters`; version 3 adds `counters`. Every step only adds
-(tables, indexes, nullable columns), so a file written by a newer version still reads.
+version 2 adds `writer_lease`, `instances` and `dead_letters`; version 3 adds `counters`;
+version 4 adds the indexes behind the newest-first list views, one per instance's dead
+letters, and `instances.rejected`. Every step only adds (tables, indexes, nullable columns),
+so a file written by a newer version still reads.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 
@@ -166,10 +168,35 @@ _COUNTER_STATEMENTS: tuple[str, ...] = (
     )""",
 )
 
+# Indexes of this layer's own, named apart from the seed's ten (`idx_see_` prefix). The seed
+# indexes status and instance_id alone, so "newest 50 of one status / one instance" sorted
+# every matching row; these serve those views straight from the index, newest first.
+LAYER_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "idx_see_workflow_executions_status_created": ("workflow_executions", ("status", "created_at", "id")),
+    "idx_see_workflow_executions_instance_created": (
+        "workflow_executions",
+        ("instance_id", "created_at", "id"),
+    ),
+    "idx_see_dead_letters_instance": ("dead_letters", ("instance_id", "id")),
+}
+
+_VIEW_STATEMENTS: tuple[str, ...] = tuple(
+    f"CREATE INDEX IF NOT EXISTS {index} ON {table}({', '.join(columns)})"
+    for index, (table, columns) in LAYER_INDEXES.items()
+)
+
+COLUMN_ADDITIONS: tuple[tuple[int, str, str, str], ...] = (
+    # (version, table, column, declaration). ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS:
+    # the writer adds each one only where PRAGMA table_info lacks it.
+    # How many operations of the instance the writer rejected (dead letters), ever.
+    (4, "instances", "rejected", "INTEGER DEFAULT 0"),
+)
+
 UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, _SEED_STATEMENTS),
     (2, _LAYER_STATEMENTS),
     (3, _COUNTER_STATEMENTS),
+    (4, _VIEW_STATEMENTS),
 )
 """(version, statements): applying every step above a file's version brings it up to date."""
 
@@ -185,6 +212,21 @@ def upgrade_statements(current_version: int) -> list[str]:
         if version > current_version:
             statements.extend(step)
     return statements
+
+
+def column_additions(current_version: int) -> list[tuple[str, str, str]]:
+    """(table, column, declaration) of every column added after `current_version`."""
+    return [(table, column, decl) for version, table, column, decl in COLUMN_ADDITIONS if version > current_version]
+
+
+SEED_TABLE_NAMES = frozenset((*SEED_TABLES, "schema_version"))
+LAYER_TABLE_NAMES = frozenset({"writer_lease", "instances", "dead_letters", "counters"})
+
+
+def foreign_tables(table_names: set[str] | frozenset[str]) -> list[str]:
+    """The tables in `table_names` that are neither the seed's, nor this layer's, nor SQLite's own."""
+    known = SEED_TABLE_NAMES | LAYER_TABLE_NAMES
+    return sorted(name for name in table_names if name not in known and not name.startswith("sqlite_"))
 
 
 def version_row_statement() -> str:
