@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from test_protocol_schema import SEED_DDL  # the S_E_E seed's DDL, verbatim
 
 from see_persistence import Reader, ReadOnlyViolation
 from see_persistence.protocol import schema
+from see_persistence.protocol.models import InstanceStats
+from see_persistence.writer.storage import upgrade_schema
+
+NOW = "2026-12-01T07:37:36.123456+00:00"
 
 
 def test_a_reader_on_a_missing_file_raises_file_not_found_with_the_path(tmp_path):
@@ -157,3 +164,95 @@ def test_a_forked_child_reads_through_its_own_connection(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert reader._conn() is parent_conn
     reader.close()
+
+
+# -- files made by the Rust core (the seed's tables only) or by an older writer --------------
+
+
+def _seed_file(path: Path, workflows: int = 3) -> Path:
+    """A file as the app's Rust core makes it: the seed's DDL and nothing of this layer."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.executescript(SEED_DDL)
+    conn.executemany(
+        "INSERT INTO workflow_executions (id, workflow_name, status, created_at, instance_id)"
+        " VALUES (?, 'n', 'completed', ?, 'i-1')",
+        [(f"w-{n}", f"2026-12-01T07:37:3{n}.000000+00:00") for n in range(workflows)],
+    )
+    conn.close()
+    return path
+
+
+def _traced(reader: Reader, call: Callable[[], object]) -> list[str]:
+    """The statements `call` runs on the reader's connection."""
+    conn = reader._conn()
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        conn.set_trace_callback(None)
+    return seen
+
+
+def test_a_file_without_instances_or_dead_letters_reads_as_having_none(tmp_path):
+    with Reader(_seed_file(tmp_path / "seed.db")) as reader:
+        assert reader.get_instances() == [] and reader.get_instances(limit=5, offset=1) == []
+        assert reader.get_instance("i-1") is None
+        assert reader.get_active_instances() == []
+        assert reader.get_instance_stats() == InstanceStats(
+            total_workflows=3, active_instances=0, workflows_per_instance={}
+        )
+        assert reader.get_rejections() == [] and reader.get_rejections("i-1") == []
+        assert reader.get_writer_status() is None and reader.get_counters() == {}
+        assert len(reader.list_workflows()) == 3
+
+
+def test_a_file_upgraded_while_a_reader_is_open_shows_its_new_tables_at_once(tmp_path):
+    db = _seed_file(tmp_path / "seed.db")
+    with Reader(db) as reader:
+        assert reader.get_instances() == [] and reader.get_rejections() == []
+        conn = sqlite3.connect(str(db), isolation_level=None)
+        upgrade_schema(conn, 0)  # a writer of ours adopts the file
+        conn.execute("INSERT INTO instances (id, state, rejected) VALUES ('i-1', 'ended', 2)")
+        conn.execute("INSERT INTO dead_letters (received_at, reason, raw) VALUES (?, 'r', x'00')", (NOW,))
+        conn.close()
+        [instance] = reader.get_instances()
+        assert (instance.id, instance.rejected) == ("i-1", 2)
+        assert [r.reason for r in reader.get_rejections()] == ["r"]
+
+
+def _old_file(path: Path) -> Path:
+    """A file of schema version 3: `instances` without the `rejected` column."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    for statement in schema.upgrade_statements(0):
+        conn.execute(statement)
+    conn.execute("INSERT INTO instances (id, state, last_seq) VALUES ('i-1', 'ended', 7)")
+    conn.close()
+    return path
+
+
+def test_an_older_writers_instances_read_with_rejected_zero_until_the_column_comes(tmp_path):
+    db = _old_file(tmp_path / "v3.db")
+    with Reader(db) as reader:
+        assert [(i.id, i.last_seq, i.rejected) for i in reader.get_instances()] == [("i-1", 7, 0)]
+        assert reader.get_instance("i-1") == reader.get_instances()[0]
+        conn = sqlite3.connect(str(db), isolation_level=None)
+        conn.execute("ALTER TABLE instances ADD COLUMN rejected INTEGER DEFAULT 0")
+        conn.execute("UPDATE instances SET rejected = 4")
+        conn.close()
+        instance = reader.get_instance("i-1")
+        assert instance is not None and instance.rejected == 4
+
+
+def test_the_columns_are_looked_up_once_per_connection(tmp_path):
+    db = _old_file(tmp_path / "v3.db")
+    conn = sqlite3.connect(str(db), isolation_level=None)
+    conn.execute("ALTER TABLE instances ADD COLUMN rejected INTEGER DEFAULT 0")
+    conn.close()
+    with Reader(db) as reader:
+        first = _traced(reader, reader.get_instances)
+        assert sum("PRAGMA table_info" in sql for sql in first) == 1
+        for call in (reader.get_instances, lambda: reader.get_instance("i-1"), reader.get_active_instances):
+            assert not any("PRAGMA" in sql for sql in _traced(reader, call))
+        reader.close()  # a new connection looks again
+        assert any("PRAGMA table_info" in sql for sql in _traced(reader, reader.get_instances))

@@ -14,16 +14,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from pydantic import BaseModel, ValidationError
 
 from .. import leases, locations
 from ..database import open_read_only
 from ..protocol import timestamps
-from ..protocol.errors import ReadOnlyViolation
+from ..protocol.errors import CallerError, ReadOnlyViolation
 from ..protocol.models import (
     AuditEvent,
     Instance,
     InstanceStats,
+    Rejection,
     TaskExecution,
     WorkflowExecution,
     WriterStatus,
@@ -42,14 +44,25 @@ _TASK_COLUMNS = (
 )
 _AUDIT_COLUMNS = "id, workflow_id, task_id, event_type, message, timestamp, data, instance_id"
 _INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, ended_at, state, last_seq"
+# `rejected` came with schema version 4; on an older file a literal 0 stands in for it, so
+# every instance row has the same shape.
+_INSTANCE_SELECT = {
+    True: f"SELECT {_INSTANCE_COLUMNS}, rejected FROM instances",
+    False: f"SELECT {_INSTANCE_COLUMNS}, 0 FROM instances",
+}
 
 # The record queries' SQL, built once: the same string each call is found in the
 # connection's statement cache without being rebuilt and hashed again.
+_PAGE = " LIMIT ? OFFSET ?"
 _SQL_WORKFLOW = f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?"
-_NEWEST = (
-    f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions{{}}"
-    " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-)
+# Newest first. Each filter has an index that yields its rows already in this order (schema
+# version 4: (status, created_at, id) and (instance_id, created_at, id)), so SQLite reads 50
+# entries for 50 rows instead of sorting every match; tests/test_reader_views.py checks the
+# plans. Unfiltered, the seed's index on created_at gives the order and SQLite sorts only
+# rows that share a created_at by id ("RIGHT PART OF ORDER BY"), a few at most. With both
+# filters it walks the instance's index and skips rows of other statuses: a status the
+# instance has few of costs a read of the instance's rows (no index has both columns).
+_NEWEST = f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions{{}} ORDER BY created_at DESC, id DESC" + _PAGE
 # list_workflows' SQL by (filters on status, filters on instance_id).
 _SQL_NEWEST_WORKFLOWS: dict[tuple[bool, bool], str] = {
     (False, False): _NEWEST.format(""),
@@ -57,16 +70,23 @@ _SQL_NEWEST_WORKFLOWS: dict[tuple[bool, bool], str] = {
     (False, True): _NEWEST.format(" WHERE instance_id = ?"),
     (True, True): _NEWEST.format(" WHERE status = ? AND instance_id = ?"),
 }
-_SQL_WORKFLOWS_OF_INSTANCE = (
-    f"SELECT {_WORKFLOW_COLUMNS} FROM workflow_executions WHERE instance_id = ?"
-    " ORDER BY created_at DESC, id DESC"
-)
+_SQL_WORKFLOWS_OF_INSTANCE = _SQL_NEWEST_WORKFLOWS[False, True]
 _SQL_TASKS_OF_WORKFLOW = (
     f"SELECT {_TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
     " ORDER BY execution_order, created_at, id"
 )
 _SQL_AUDIT_EVENT = f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE id = ?"
 _SQL_AUDIT_TRAIL = f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id"
+# A page of either list; the whole list keeps the SQL above, with no LIMIT to bind.
+_SQL_TASKS_OF_WORKFLOW_PAGE = _SQL_TASKS_OF_WORKFLOW + _PAGE
+_SQL_AUDIT_TRAIL_PAGE = _SQL_AUDIT_TRAIL + _PAGE
+_SQL_INSTANCES_PAGE = " ORDER BY started_at DESC" + _PAGE
+# Newest first; by instance through idx_see_dead_letters_instance (instance_id, id).
+_REJECTIONS = (
+    "SELECT id, received_at, instance_id, seq, reason, raw FROM dead_letters{} ORDER BY id DESC" + _PAGE
+)
+_SQL_REJECTIONS = _REJECTIONS.format("")
+_SQL_REJECTIONS_OF_INSTANCE = _REJECTIONS.format(" WHERE instance_id = ?")
 
 # What a statement sent through query() may do: read, call functions, and run the pragmas
 # that only report. Everything else (writes, ATTACH, pragmas that set) is refused by SQLite
@@ -583,7 +603,59 @@ def _instance(row: tuple[Any, ...]) -> Instance:
         ended_at=_time(row[6]),
         state=row[7],
         last_seq=row[8] or 0,
+        rejected=row[9] or 0,
     )
+
+
+def _operation_name(raw: object) -> str | None:
+    """The name in `raw` if it is one msgpack [name: str, payload] operation, else None.
+
+    The writer stores a rejected operation that way; a rejected whole message (a 4-item
+    array) or bytes that are not msgpack at all give None, and nothing here raises.
+    """
+    if type(raw) is not bytes:
+        return None
+    unpacker = msgpack.Unpacker(raw=False)
+    try:
+        unpacker.feed(raw)
+        if unpacker.read_array_header() != 2:
+            return None
+        name = unpacker.unpack()
+        unpacker.skip()  # the payload: checked to be complete, never built
+    except Exception:  # the unpacker raises several types for malformed bytes
+        return None
+    try:
+        unpacker.skip()
+    except msgpack.OutOfData:
+        return name if type(name) is str else None  # exactly two items, nothing after them
+    except Exception:
+        return None
+    return None  # bytes after the operation: not one the writer stored
+
+
+def _rejection(row: tuple[Any, ...]) -> Rejection:
+    return Rejection(
+        id=row[0],
+        received_at=_time(row[1]),
+        instance_id=row[2],
+        seq=row[3],
+        operation=_operation_name(row[5]),
+        reason=row[4],
+    )
+
+
+def _count(value: object, what: str) -> int:
+    """`value` if it is a non-negative int, else a CallerError that says what was wrong."""
+    if type(value) is int and value >= 0:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return int(value)  # an int subclass (IntEnum, ...): its plain value
+    raise CallerError(f"{what} must be a non-negative int, got {value!r}")
+
+
+def _page(limit: int | None, offset: int) -> tuple[int, int]:
+    """LIMIT and OFFSET for SQLite from a checked limit (None: all rows, -1) and offset."""
+    return (-1 if limit is None else _count(limit, "limit (or None for all)")), _count(offset, "offset")
 
 
 # A connection must not be used on both sides of a fork. Counting forks in the child is
@@ -619,7 +691,30 @@ class Reader:
             return state[0]
         conn = open_read_only(self.db_path)
         self._local.state = (conn, _forks)
+        self._local.columns = set()  # what this connection has seen of the file's tables
         return conn
+
+    def _has(self, table: str, column: str = "id") -> bool:
+        """True if the file has `table` with `column` (by default: has the table at all).
+
+        A file may come from the Rust core (the seed's tables only) or an older writer. The
+        schema only ever grows, so a column once seen is remembered for the connection and
+        never looked up again; one not seen yet is looked up on each call, because a writer
+        may upgrade the file at any moment.
+        """
+        self._conn()  # first: it resets what is remembered when it opens a connection
+        seen: set[tuple[str, str]] = self._local.columns
+        if (table, column) in seen:
+            return True
+        names = {row[1] for row in self._fetch(f"PRAGMA table_info({table})")}
+        seen.update((table, name) for name in names)
+        return column in names
+
+    def _instances(self, where: str = "", params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of `instances` (with `rejected`, 0 if the file has none); [] if it has no such table."""
+        if not self._has("instances"):
+            return []
+        return self._fetch(_INSTANCE_SELECT[self._has("instances", "rejected")] + where, params)
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self._conn().execute(sql, params)
@@ -655,49 +750,86 @@ class Reader:
         status: Status | str | None = None,
         instance_id: str | None = None,
     ) -> list[WorkflowExecution]:
-        """Workflows newest first, optionally only those with `status` or from `instance_id`."""
+        """At most `limit` workflows after the newest `offset`, newest first (created_at, then id).
+
+        Optionally only those with `status`, or from `instance_id`, or both. `limit` and
+        `offset` are non-negative ints (else CallerError). Each page is read from an index in
+        this order, so its cost grows with limit + offset, not with the table.
+        """
         params: list[Any] = []
         if status is not None:
             params.append(Status.parse(status).value)
         if instance_id is not None:
             params.append(instance_id)
+        params.append(_count(limit, "limit"))
+        params.append(_count(offset, "offset"))
         sql = _SQL_NEWEST_WORKFLOWS[status is not None, instance_id is not None]
-        return _workflows(self._fetch(sql, (*params, int(limit), int(offset))))
+        return _workflows(self._fetch(sql, params))
 
-    def get_workflows_for_instance(self, instance_id: str) -> list[WorkflowExecution]:
-        """Every workflow one instance created, newest first."""
-        return _workflows(self._fetch(_SQL_WORKFLOWS_OF_INSTANCE, (instance_id,)))
+    def get_workflows_for_instance(
+        self, instance_id: str, limit: int = 100, offset: int = 0
+    ) -> list[WorkflowExecution]:
+        """The workflows one instance created, newest first: list_workflows(instance_id=...)'s page."""
+        params = (instance_id, _count(limit, "limit"), _count(offset, "offset"))
+        return _workflows(self._fetch(_SQL_WORKFLOWS_OF_INSTANCE, params))
 
-    def get_tasks_for_workflow(self, workflow_id: str) -> list[TaskExecution]:
-        """The tasks of a workflow, by execution_order, then created_at."""
-        return _tasks(self._fetch(_SQL_TASKS_OF_WORKFLOW, (workflow_id,)))
+    def get_tasks_for_workflow(
+        self, workflow_id: str, limit: int | None = None, offset: int = 0
+    ) -> list[TaskExecution]:
+        """The tasks of a workflow by execution_order, then created_at: all (limit None) or a page."""
+        if limit is None and type(offset) is int and offset == 0:
+            return _tasks(self._fetch(_SQL_TASKS_OF_WORKFLOW, (workflow_id,)))
+        return _tasks(self._fetch(_SQL_TASKS_OF_WORKFLOW_PAGE, (workflow_id, *_page(limit, offset))))
 
     def get_audit_event(self, event_id: str) -> AuditEvent | None:
         """The audit event with this id, or None."""
         rows = self._fetch(_SQL_AUDIT_EVENT, (event_id,))
         return _audit(rows[0]) if rows else None
 
-    def get_audit_trail(self, workflow_id: str) -> list[AuditEvent]:
-        """The audit events of a workflow, by timestamp."""
-        return _audits(self._fetch(_SQL_AUDIT_TRAIL, (workflow_id,)))
+    def get_audit_trail(
+        self, workflow_id: str, limit: int | None = None, offset: int = 0
+    ) -> list[AuditEvent]:
+        """The audit events of a workflow by timestamp, then id: all (limit None) or a page."""
+        if limit is None and type(offset) is int and offset == 0:
+            return _audits(self._fetch(_SQL_AUDIT_TRAIL, (workflow_id,)))
+        return _audits(self._fetch(_SQL_AUDIT_TRAIL_PAGE, (workflow_id, *_page(limit, offset))))
+
+    def get_rejections(
+        self, instance_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Rejection]:
+        """Operations the writer refused (dead letters), newest first, optionally of one instance.
+
+        `operation` is the refused operation's name, or None when the row holds a whole
+        message or bytes that are not one operation. A file without `dead_letters` (made by
+        the Rust core) has none.
+        """
+        page = (_count(limit, "limit"), _count(offset, "offset"))
+        if not self._has("dead_letters"):
+            return []
+        if instance_id is None:
+            rows = self._fetch(_SQL_REJECTIONS, page)
+        else:
+            rows = self._fetch(_SQL_REJECTIONS_OF_INSTANCE, (instance_id, *page))
+        return [_rejection(r) for r in rows]
 
     # -- instances and the writer ------------------------------------------------------------
 
-    def get_instances(self) -> list[Instance]:
-        """Every registered instance, live, ended or dead, most recently started first."""
-        rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY started_at DESC")
-        return [_instance(r) for r in rows]
+    def get_instances(self, limit: int | None = None, offset: int = 0) -> list[Instance]:
+        """Registered instances, live, ended or dead, most recently started first: all or a page.
+
+        Empty on a file without `instances` (made by the Rust core, before any writer of ours).
+        """
+        page = _page(limit, offset)
+        return [_instance(r) for r in self._instances(_SQL_INSTANCES_PAGE, page)]
 
     def get_instance(self, instance_id: str) -> Instance | None:
         """The registered instance with this id, or None."""
-        rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE id = ?", (instance_id,))
+        rows = self._instances(" WHERE id = ?", (instance_id,))
         return _instance(rows[0]) if rows else None
 
     def get_active_instances(self) -> list[Instance]:
         """Instances registered live whose process still runs (pid and create time checked)."""
-        rows = self._fetch(
-            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE state = 'live' ORDER BY started_at"
-        )
+        rows = self._instances(" WHERE state = 'live' ORDER BY started_at")
         return [_instance(r) for r in rows if leases.is_alive(r[1], r[2], r[3])]
 
     def get_instance_stats(self) -> InstanceStats:
@@ -715,15 +847,12 @@ class Reader:
 
     def get_writer_status(self) -> WriterStatus | None:
         """The writer lease and whether its holder is alive; None if no writer ever ran."""
-        try:
-            rows = self._fetch(
-                "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
-                " released_at FROM writer_lease WHERE id = 1"
-            )
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # a file no writer of ours has upgraded yet
-                return None
-            raise
+        if not self._has("writer_lease"):  # a file no writer of ours has upgraded yet
+            return None
+        rows = self._fetch(
+            "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
+            " released_at FROM writer_lease WHERE id = 1"
+        )
         if not rows:
             return None
         pid, ctime, host, endpoint, epoch, acquired, heartbeat, released = rows[0]
@@ -741,12 +870,9 @@ class Reader:
 
     def get_counters(self) -> dict[str, int]:
         """The `counters` table as a dict (the writer's published counters are `writer.*`)."""
-        try:
-            return dict(self._fetch("SELECT name, value FROM counters ORDER BY name"))
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # a file from before schema version 3
-                return {}
-            raise
+        if not self._has("counters", "name"):  # a file from before schema version 3
+            return {}
+        return dict(self._fetch("SELECT name, value FROM counters ORDER BY name"))
 
     def count_rows(self) -> dict[str, int]:
         """Row counts of the layer's tables that exist in this file."""
