@@ -26,6 +26,15 @@ def resolve_db_path(db_path: str | os.PathLike[str] | None = None) -> Path:
     return Path(os.path.abspath(Path(db_path).expanduser()))
 
 
+def default_directory() -> Path:
+    """The directory of the built-in default database path (~/.s_e_e), absolute.
+
+    The only directory the writer creates on its own: a path anywhere else whose directory
+    is missing is more likely mistyped than new. $SEE_PERSISTENCE_DB does not move it.
+    """
+    return resolve_db_path(DEFAULT_DB_PATH).parent
+
+
 def runtime_dir() -> Path:
     """The owner-only directory that holds the writer's sockets.
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import sqlite3
 import sys
 
 from ..protocol import statements
 from ..protocol.errors import LeaseHeldError, LeaseLostError
-from .base import EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_OK, Command
+from .base import EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_OK, Command, CommandError
 
 log = logging.getLogger("see_persistence.cli")
 
@@ -50,6 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="keep the newest N dead letters; older ones are dropped and counted"
         f" (default {statements.DEAD_LETTERS_KEPT})",
     )
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take an SQLite file that holds tables neither S_E_E's nor this layer's, adding the"
+        " layer's tables beside them (without it such a file is refused and left untouched)",
+    )
     parser.add_argument("--quiet-if-held", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -59,10 +66,18 @@ def run(args: argparse.Namespace) -> int:
 
     tune_garbage_collector()
     writer = Writer(
-        args.db, standby=args.standby, synchronous=args.synchronous, dead_letters_kept=args.dead_letters_kept
+        args.db,
+        standby=args.standby,
+        synchronous=args.synchronous,
+        dead_letters_kept=args.dead_letters_kept,
+        adopt=args.adopt,
     )
     try:
         writer.run()
+    except sqlite3.Error as exc:
+        # SQLite's own messages name no file; every error of this command names the database.
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CommandError(f"{writer.db_path}: {first_line}") from None
     except LeaseHeldError as exc:
         if args.quiet_if_held:
             log.info("%s; exiting", exc)
@@ -78,10 +93,13 @@ def run(args: argparse.Namespace) -> int:
 COMMAND = Command(
     name="writer",
     help="run the writer in the foreground",
-    description="Hold the writer lease and commit what clients send, until SIGTERM or SIGINT.",
+    description="Hold the writer lease and commit what clients send, until SIGTERM or SIGINT."
+    " A missing directory is created only for the default location (~/.s_e_e); an SQLite file"
+    " with tables neither S_E_E's nor this layer's is refused unless --adopt.",
     examples=(
         "see-persistence writer --db ~/.s_e_e/workflows.db",
         "see-persistence writer --db ~/.s_e_e/workflows.db --standby",
+        "see-persistence writer --db ~/data/app.db --adopt",
     ),
     configure=configure,
     run=run,

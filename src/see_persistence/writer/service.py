@@ -23,7 +23,7 @@ from .checkpointer import WAL_RESTART_PAGES, Checkpointer
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
-from .storage import open_write_connection, upgrade_schema
+from .storage import DatabaseRefused, open_write_connection, prepare_database_file, upgrade_schema
 
 log = logging.getLogger("see_persistence.writer")
 
@@ -56,7 +56,9 @@ class Writer:
     """The single writer of one database. `run()` blocks until `stop()` or SIGTERM/SIGINT.
 
     Raises LeaseHeldError from run() when another live writer holds the lease (unless
-    `standby`, which waits and takes over), and LeaseLostError when fenced off.
+    `standby`, which waits and takes over), and LeaseLostError when fenced off. Refuses,
+    with DatabaseRefused, a file that is not SQLite or holds someone else's tables (unless
+    `adopt`), and a missing directory other than the default one (FileNotFoundError).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Writer:
         batch_max_messages: int = BATCH_MAX_MESSAGES,
         batch_window_s: float = BATCH_WINDOW_S,
         dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
+        adopt: bool = False,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
         self.endpoints = locations.endpoints_for(self.db_path)
@@ -78,6 +81,7 @@ class Writer:
         if dead_letters_kept < 1:
             raise ValueError("dead_letters_kept must be at least 1")
         self.dead_letters_kept = dead_letters_kept
+        self.adopt = adopt
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._conn: sqlite3.Connection | None = None
@@ -130,9 +134,15 @@ class Writer:
 
     def initialize(self) -> bool:
         """Open and upgrade the file, take the lease, then bind. False if stopped while standing by."""
+        prepare_database_file(self.db_path, adopt=self.adopt)
         locations.ensure_private_directory(self.endpoints.directory)
-        self._conn = open_write_connection(self.db_path, self.synchronous)
-        upgrade_schema(self._conn, _now_us())
+        try:
+            self._conn = open_write_connection(self.db_path, self.synchronous)
+            upgrade_schema(self._conn, _now_us())
+        except sqlite3.DatabaseError as exc:
+            # SQLite's messages name no file ("attempt to write a readonly database").
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DatabaseRefused(f"cannot open {self.db_path} for writing: {first_line}") from exc
         me = leases.current_process()
         self._lease = WriterLease(self._conn, me, self.endpoints.pull)
         if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):

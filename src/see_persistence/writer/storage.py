@@ -1,4 +1,5 @@
-"""The writer's read-write connection: created owner-only, WAL, pragmas, schema upgraded."""
+"""The writer's read-write connection: created owner-only, WAL, pragmas, schema upgraded;
+and, before any of that, whether the writer may take the file at all."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..database import BUSY_TIMEOUT_MS
+from .. import locations
+from ..database import BUSY_TIMEOUT_MS, open_read_only
 from ..protocol import schema, timestamps
+from ..protocol.errors import SeePersistenceError
 
 log = logging.getLogger("see_persistence.writer")
 
@@ -38,9 +41,112 @@ def filesystem_type(path: Path) -> str | None:
     return best[1] if best else None
 
 
+# Tables whose presence says a file already carries this layer: a writer created them, on
+# a file that was new, the seed's, or adopted. Tables beside them are then a newer version's
+# or were adopted with them, and are no reason to refuse the file again.
+_LAYER_MARKER_TABLES = frozenset({"schema_version", "writer_lease", "instances", "dead_letters"})
+_SQLITE_NOTADB = 26
+
+
+class DatabaseRefused(SeePersistenceError):
+    """The writer will not write to this file; the message names it and says why."""
+
+
+def prepare_database_file(db_path: Path, *, adopt: bool = False) -> None:
+    """Check, before anything is written, that the writer may make `db_path` its database.
+
+    Creates a missing parent directory only when it is the built-in default one (~/.s_e_e):
+    anywhere else a missing directory is more likely a mistyped path than a wish, and the
+    writer would otherwise start a fresh, empty database there. Refuses a file that is not
+    SQLite, and an SQLite file holding tables that are neither the seed's nor this layer's
+    unless `adopt` (the writer's tables would land in someone else's database). Every error
+    names the path.
+    """
+    refuse_network_filesystem(db_path)
+    directory = db_path.parent
+    if not directory.is_dir():
+        if directory.exists():
+            raise NotADirectoryError(f"{directory} is not a directory: no database can be created in it")
+        if directory != locations.default_directory():
+            raise FileNotFoundError(
+                f"directory {directory} does not exist: create it first, or check the path {db_path}"
+                f" (the writer creates only {locations.default_directory()} on its own)"
+            )
+        try:
+            directory.mkdir(mode=0o700)
+        except OSError as exc:
+            raise OSError(f"could not create the directory {directory}: {exc.strerror or exc}") from None
+        log.info("created the directory %s", directory)
+    if db_path.is_dir():
+        raise IsADirectoryError(f"{db_path} is a directory, not a database file")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite creates the -wal and -shm files beside the database.
+        raise PermissionError(f"permission denied: the writer cannot create files in {directory}")
+    if not db_path.exists():
+        return
+    if not os.access(db_path, os.R_OK | os.W_OK):
+        raise PermissionError(f"permission denied: the writer cannot read and write {db_path}")
+    if db_path.stat().st_size == 0:
+        return  # an empty file, as create_private_file leaves it: SQLite makes it a new database
+    tables = _table_names(db_path)
+    if tables >= _LAYER_MARKER_TABLES:
+        return
+    foreign = schema.foreign_tables(tables)
+    if not foreign:
+        return
+    names = ", ".join(foreign)
+    tables_are = f"tables {names} are" if len(foreign) > 1 else f"table {names} is"
+    if not adopt:
+        raise DatabaseRefused(
+            f"{db_path} is not a see-persistence database: its {tables_are} neither S_E_E's nor"
+            " this layer's; the writer adds its tables to such a file only when told to adopt it"
+            " (writer --adopt, or Writer(adopt=True))"
+        )
+    log.warning("adopting %s: its %s neither S_E_E's nor this layer's", db_path, tables_are)
+
+
+def _table_names(db_path: Path) -> set[str]:
+    """The tables of an existing file, read through a read-only connection (writes nothing)."""
+    try:
+        conn = open_read_only(db_path)
+        try:
+            return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if _is_not_a_database(exc):
+            reason = f"{db_path} is not a see-persistence database: {_first_line(exc)}"
+        else:
+            reason = f"cannot read {db_path}: {_first_line(exc)}"
+        raise DatabaseRefused(reason) from None
+
+
+def _is_not_a_database(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_NOTADB)
+    return "not a database" in str(exc)  # Python 3.10 has no sqlite_errorcode
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def refuse_network_filesystem(db_path: Path) -> None:
+    """Raise OSError, naming the path, if `db_path` is on a network filesystem we can detect."""
+    fs_type = filesystem_type(db_path)  # a path not there yet: the mount that would hold it
+    if fs_type in NETWORK_FILESYSTEMS:
+        raise OSError(
+            f"{db_path} is on a {fs_type} filesystem: SQLite's WAL mode needs shared memory "
+            "that network filesystems do not provide; put the database on a local disk"
+        )
+
+
 def create_private_file(db_path: Path) -> None:
-    """Create the database file owner-only before SQLite does (its -wal and -shm copy its mode)."""
-    db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create the database file owner-only before SQLite does (its -wal and -shm copy its mode).
+
+    The directory must exist: whether to create it is prepare_database_file's decision.
+    """
     try:
         fd = os.open(db_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
@@ -53,12 +159,7 @@ def open_write_connection(db_path: Path, synchronous: str = "NORMAL") -> sqlite3
     synchronous = synchronous.upper()
     if synchronous not in SYNCHRONOUS_MODES:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
-    fs_type = filesystem_type(db_path.parent if not db_path.exists() else db_path)
-    if fs_type in NETWORK_FILESYSTEMS:
-        raise OSError(
-            f"{db_path} is on a {fs_type} filesystem: SQLite's WAL mode needs shared memory "
-            "that network filesystems do not provide; put the database on a local disk"
-        )
+    refuse_network_filesystem(db_path)
     create_private_file(db_path)
     conn = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
