@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
 import sqlite3
 import sys
 
@@ -32,6 +33,17 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(WRITER_GC_YOUNGEST_THRESHOLD, middle, oldest)
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the writer command's arguments."""
     parser.add_argument(
@@ -57,11 +69,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="take an SQLite file that holds tables neither S_E_E's nor this layer's, adding the"
         " layer's tables beside them (without it such a file is refused and left untouched)",
     )
+    parser.add_argument(
+        "--exit-when-idle",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="stop cleanly once no GUI instance has been alive and no message has arrived for"
+        " SECONDS (for a writer a GUI starts; by default the writer runs until stopped)",
+    )
     parser.add_argument("--quiet-if-held", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the writer until SIGTERM or SIGINT."""
+    """Run the writer until SIGTERM or SIGINT (or, with --exit-when-idle, until nobody needs it)."""
     from ..writer import Writer
 
     tune_garbage_collector()
@@ -71,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         synchronous=args.synchronous,
         dead_letters_kept=args.dead_letters_kept,
         adopt=args.adopt,
+        exit_when_idle_s=args.exit_when_idle,
     )
     try:
         writer.run()
@@ -93,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
 COMMAND = Command(
     name="writer",
     help="run the writer in the foreground",
-    description="Hold the writer lease and commit what clients send, until SIGTERM or SIGINT."
-    " A missing directory is created only for the default location (~/.s_e_e); an SQLite file"
-    " with tables neither S_E_E's nor this layer's is refused unless --adopt.",
+    description="Hold the writer lease and commit what clients send, until SIGTERM or SIGINT"
+    " (or, with --exit-when-idle, until no GUI needs it). A missing directory is created only for"
+    " the default location (~/.s_e_e); an SQLite file with tables neither S_E_E's nor this layer's"
+    " is refused unless --adopt.",
     examples=(
         "see-persistence writer --db ~/.s_e_e/workflows.db",
         "see-persistence writer --db ~/.s_e_e/workflows.db --standby",

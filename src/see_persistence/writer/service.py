@@ -59,6 +59,10 @@ class Writer:
     `standby`, which waits and takes over), and LeaseLostError when fenced off. Refuses,
     with DatabaseRefused, a file that is not SQLite or holds someone else's tables (unless
     `adopt`), and a missing directory other than the default one (FileNotFoundError).
+
+    With `exit_when_idle_s` it also stops on its own, as after `stop()`, once no message has
+    arrived and no live GUI instance has been seen for that long: a writer a GUI spawned
+    should not outlive every GUI. Without it (a supervisor's writer) it runs until stopped.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Writer:
         batch_window_s: float = BATCH_WINDOW_S,
         dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
         adopt: bool = False,
+        exit_when_idle_s: float | None = None,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
         self.endpoints = locations.endpoints_for(self.db_path)
@@ -81,7 +86,11 @@ class Writer:
         if dead_letters_kept < 1:
             raise ValueError("dead_letters_kept must be at least 1")
         self.dead_letters_kept = dead_letters_kept
+        if exit_when_idle_s is not None and not exit_when_idle_s > 0:
+            raise ValueError("exit_when_idle_s must be a positive number of seconds")
         self.adopt = adopt
+        self.exit_when_idle_s = exit_when_idle_s
+        self._last_needed = time.monotonic()  # the last message, or the last live instance seen
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._conn: sqlite3.Connection | None = None
@@ -167,6 +176,7 @@ class Writer:
         self._next_sweep = time.monotonic()
         self._next_publish = time.monotonic()
         self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
+        self._last_needed = time.monotonic()  # a standby's idle time counts from its takeover
         self._ready.set()
         log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
         self._notifier.ready(f"serving {self.db_path} as epoch {self._lease.epoch}")
@@ -180,6 +190,7 @@ class Writer:
         if self._pull.poll(int(timeout_s * 1000)):
             raws = self._receive_batch()
             if raws:
+                self._last_needed = time.monotonic()
                 self._commit(raws)
         now = time.monotonic()
         if now >= self._next_heartbeat:
@@ -188,6 +199,7 @@ class Writer:
         if now >= self._next_sweep:
             self._sweep()
             self._next_sweep = now + liveness.SWEEP_INTERVAL_S
+            self._exit_if_idle(now)
         if now >= self._next_publish:
             self._publish_metrics()
             self._next_publish = now + PUBLISH_INTERVAL_S
@@ -317,6 +329,42 @@ class Writer:
                 self._metrics.count("instances_abandoned", len(dead))
         except sqlite3.Error as exc:
             log.error("instance liveness sweep failed: %s", exc)
+
+    def _exit_if_idle(self, now: float) -> None:
+        """Stop once nobody has needed this writer for exit_when_idle_s (if it was given)."""
+        if self.exit_when_idle_s is None or self._stop.is_set():
+            return
+        if self._live_instances() != 0:
+            self._last_needed = now
+            return
+        idle_s = now - self._last_needed
+        if idle_s >= self.exit_when_idle_s:
+            log.info(
+                "no live instance and no message for %.1f s (exit when idle after %g s): stopping",
+                idle_s,
+                self.exit_when_idle_s,
+            )
+            self._stop.set()
+
+    def _live_instances(self) -> int | None:
+        """Instances registered live on this host, as the sweep just left them (None: unknown).
+
+        The sweep that runs just before marks every one whose process is gone as dead, so
+        the rows still 'live' are processes it found running: the pid check is the sweep's,
+        not done twice. The WHERE clause is the sweep's (liveness.find_dead_instances): a row
+        it cannot check (no pid yet, another host) keeps no writer alive, and a GUI on
+        another host cannot reach this writer's ipc socket anyway.
+        """
+        assert self._conn is not None
+        try:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM instances WHERE state = 'live' AND pid IS NOT NULL AND host = ?",
+                (leases.host_name(),),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.error("could not count the live instances: %s", exc)
+            return None  # unknown counts as needed: never leave because of a read error
+        return int(row[0])
 
     def _publish_metrics(self) -> None:
         assert self._conn is not None and self._lease is not None and self._metrics is not None
