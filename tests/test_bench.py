@@ -47,6 +47,8 @@ READ_QUERIES = (
     "list_workflows(limit=50)",
     "list_workflows(limit=50, status='failed')",
     "list_workflows(limit=50, instance_id=...)",
+    "list_workflows(limit=50, status='failed', instance_id=...)",
+    "get_workflows_for_instance(id), its default limit=100",
     "get_tasks_for_workflow(id)",
     "get_audit_trail(id)",
 )

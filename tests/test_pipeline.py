@@ -67,7 +67,7 @@ def test_operations_of_one_client_apply_in_the_order_called(db, writers, clients
     writers(db).wait_holding_lease()
     report = clients(db, "--workflows", "300", "--quick-succession").finish()
     assert report["flushed"]
-    runs = Reader(db).get_workflows_for_instance(report["instance_id"])
+    runs = Reader(db).get_workflows_for_instance(report["instance_id"], limit=None)
     assert len(runs) == 300
     for run in runs:
         assert run.status == Status.COMPLETED

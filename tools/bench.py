@@ -1148,17 +1148,13 @@ class Results:
 
 def create_schema(db: Path) -> None:
     """Create the layer's tables and indexes (what the writer creates) in a fresh file, in WAL."""
-    from see_persistence.protocol import schema
+    from see_persistence.writer.storage import upgrade_schema
 
     db.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(db), isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("BEGIN")
-        for statement in schema.upgrade_statements(0):
-            conn.execute(statement)
-        conn.execute(schema.version_row_statement(), (schema.SCHEMA_VERSION, _now_text()))
-        conn.execute("COMMIT")
+        upgrade_schema(conn, time.time_ns() // 1000)  # the writer's own upgrade, column additions too
     finally:
         conn.close()
 

@@ -177,6 +177,12 @@ LAYER_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
         "workflow_executions",
         ("instance_id", "created_at", "id"),
     ),
+    # Both filters at once: without it, "my failed workflows" walks all of mine (91-114 ms
+    # at 1M workflows when I have none failed; 0.01 ms with it).
+    "idx_see_workflow_executions_instance_status_created": (
+        "workflow_executions",
+        ("instance_id", "status", "created_at", "id"),
+    ),
     "idx_see_dead_letters_instance": ("dead_letters", ("instance_id", "id")),
 }
 

@@ -767,10 +767,10 @@ class Reader:
         return _workflows(self._fetch(sql, params))
 
     def get_workflows_for_instance(
-        self, instance_id: str, limit: int = 100, offset: int = 0
+        self, instance_id: str, limit: int | None = 100, offset: int = 0
     ) -> list[WorkflowExecution]:
-        """The workflows one instance created, newest first: list_workflows(instance_id=...)'s page."""
-        params = (instance_id, _count(limit, "limit"), _count(offset, "offset"))
+        """The workflows one instance created, newest first, a page of `limit` (None: all)."""
+        params = (instance_id, *_page(limit, offset))
         return _workflows(self._fetch(_SQL_WORKFLOWS_OF_INSTANCE, params))
 
     def get_tasks_for_workflow(
