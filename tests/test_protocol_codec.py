@@ -357,13 +357,28 @@ def test_operations_are_returned_unchecked() -> None:
 
 @pytest.mark.parametrize("gap", [False, True])
 def test_commit_notice_round_trip(gap: bool) -> None:
-    frames = encode_commit_notice(INSTANCE, 3, 41, gap=gap)
+    frames = encode_commit_notice(INSTANCE, 3, 41, gap=gap, rejected=2)
     assert frames[0] == b"c" + INSTANCE.encode()
-    assert decode_notice(frames) == Notice(INSTANCE, 3, 41, gap)
+    assert decode_notice(frames) == Notice(INSTANCE, 3, 41, gap, 2)
 
 
 def test_commit_notice_gap_defaults_to_false() -> None:
-    assert decode_notice(encode_commit_notice("é-instance", 1, 0)) == Notice("é-instance", 1, 0)
+    assert decode_notice(encode_commit_notice("é-instance", 1, 0)) == Notice("é-instance", 1, 0, False, 0)
+
+
+def test_a_notice_of_an_older_writer_carries_no_rejected_count() -> None:
+    frames = [b"c" + INSTANCE.encode(), msgpack.packb([3, 41, False])]
+    assert decode_notice(frames) == Notice(INSTANCE, 3, 41, False, None)
+
+
+@pytest.mark.parametrize("bad", [-1, "2", 1.5, None])
+def test_a_notice_with_a_bad_rejected_count_is_refused(bad: object) -> None:
+    frames = [b"c" + INSTANCE.encode(), msgpack.packb([3, 41, False, bad])]
+    if bad is None:
+        assert decode_notice(frames).rejected is None
+    else:
+        with pytest.raises(RejectedMessage):
+            decode_notice(frames)
 
 
 def test_heartbeat_round_trip() -> None:

@@ -82,7 +82,7 @@ def apply_all(db: Path, messages: list[bytes]) -> int:
             conn, messages[start : start + MESSAGES_PER_TRANSACTION], book, now_us=time.time_ns() // 1000
         )
         conn.execute("COMMIT")
-        book.commit(result.committed_seq)
+        book.commit(result.committed_seq, result.rejected_total)
         if result.dead_letters:
             raise SystemExit(f"profile_writer: {result.dead_letters} dead letters: the workload is broken")
         applied += result.operations_applied

@@ -41,7 +41,15 @@ if TYPE_CHECKING:
 # The record models load on first use: building them costs pydantic about 14 MB and a tenth
 # of a second, which the writer process, which never returns a record, does not pay.
 _MODELS = frozenset(
-    {"AuditEvent", "Instance", "InstanceStats", "Rejection", "TaskExecution", "WorkflowExecution", "WriterStatus"}
+    {
+        "AuditEvent",
+        "Instance",
+        "InstanceStats",
+        "Rejection",
+        "TaskExecution",
+        "WorkflowExecution",
+        "WriterStatus",
+    }
 )
 
 

@@ -12,13 +12,15 @@ A message is one msgpack array of four items::
 Payload maps are described in `operations.OPERATIONS`. A whole message is at most
 MAX_MESSAGE_BYTES (the writer's socket enforces the same limit with ZMQ_MAXMSGSIZE).
 
-A notice with `gap` true says the writer received a later message of that instance but not
-the next one (lost with a dead writer): the client resends from committed_seq + 1.
-
 Commit notices travel the other way on the writer's PUB socket, as two frames::
 
-    topic    b"c" + instance_id (utf-8)    payload msgpack [epoch, committed_seq, gap]
+    topic    b"c" + instance_id (utf-8)    payload msgpack [epoch, committed_seq, gap, rejected]
     topic    b"h"                          payload msgpack [epoch]   (heartbeat, ~2 per second)
+
+A notice with `gap` true says the writer received a later message of that instance but not
+the next one (lost with a dead writer): the client resends from committed_seq + 1.
+`rejected` is how many operations of that instance the writer has refused so far, ever (each
+one a dead letter with its reason); a writer of an older version sends three items, no count.
 """
 
 from __future__ import annotations
@@ -159,9 +161,15 @@ def decode_message(raw: bytes) -> Envelope:
     return Envelope(version=version, instance_id=instance_id, seq=seq, operations=checked)
 
 
-def encode_commit_notice(instance_id: str, epoch: int, committed_seq: int, gap: bool = False) -> list[bytes]:
-    """The two frames telling one instance how far its messages are committed."""
-    return [NOTICE_COMMIT_PREFIX + instance_id.encode(), msgpack.packb([epoch, committed_seq, gap])]
+def encode_commit_notice(
+    instance_id: str, epoch: int, committed_seq: int, gap: bool = False, rejected: int = 0
+) -> list[bytes]:
+    """The two frames telling one instance how far its messages are committed, and how many
+    of its operations were refused so far."""
+    return [
+        NOTICE_COMMIT_PREFIX + instance_id.encode(),
+        msgpack.packb([epoch, committed_seq, gap, rejected]),
+    ]
 
 
 def encode_heartbeat(epoch: int) -> list[bytes]:
@@ -177,6 +185,7 @@ class Notice:
     epoch: int
     committed_seq: int | None = None
     gap: bool = False
+    rejected: int | None = None  # None: the writer did not say (an older version)
 
 
 def decode_notice(frames: list[bytes]) -> Notice:
@@ -194,12 +203,15 @@ def decode_notice(frames: list[bytes]) -> Notice:
         raise RejectedMessage("a notice carries integers")
     if topic == NOTICE_HEARTBEAT and len(values) == 1:
         return Notice(None, values[0])
-    if topic.startswith(NOTICE_COMMIT_PREFIX) and len(topic) > 1 and len(values) == 3:
+    if topic.startswith(NOTICE_COMMIT_PREFIX) and len(topic) > 1 and len(values) in (3, 4):
         try:
             instance_id = topic[1:].decode()
         except UnicodeDecodeError:
             raise RejectedMessage("a notice topic is not UTF-8") from None
-        return Notice(instance_id, values[0], values[1], bool(values[2]))
+        rejected = values[3] if len(values) == 4 else None
+        if rejected is not None and (not _is_int(rejected) or rejected < 0):
+            raise RejectedMessage("a notice's rejected count is a non-negative integer")
+        return Notice(instance_id, values[0], values[1], bool(values[2]), rejected)
     raise RejectedMessage("unknown notice")
 
 

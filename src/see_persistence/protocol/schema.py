@@ -222,7 +222,11 @@ def upgrade_statements(current_version: int) -> list[str]:
 
 def column_additions(current_version: int) -> list[tuple[str, str, str]]:
     """(table, column, declaration) of every column added after `current_version`."""
-    return [(table, column, decl) for version, table, column, decl in COLUMN_ADDITIONS if version > current_version]
+    return [
+        (table, column, decl)
+        for version, table, column, decl in COLUMN_ADDITIONS
+        if version > current_version
+    ]
 
 
 SEED_TABLE_NAMES = frozenset((*SEED_TABLES, "schema_version"))

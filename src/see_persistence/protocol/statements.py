@@ -78,9 +78,11 @@ INSERTS: dict[str, str] = {
 # unknown record, which the writer reports as a dead letter rather than ignore.
 MUST_CHANGE_A_ROW = frozenset({APPEND_TASK_LOG, GOODBYE, UPDATE_WORKFLOW_STATUS, UPDATE_TASK_STATUS})
 
-RECORD_INSTANCE_SEQ = """INSERT INTO instances (id, last_seq, last_seen, state)
-    VALUES (:instance_id, :seq, :now, 'live')
-    ON CONFLICT(id) DO UPDATE SET last_seq = excluded.last_seq, last_seen = excluded.last_seen"""
+RECORD_INSTANCE_SEQ = """INSERT INTO instances (id, last_seq, last_seen, state, rejected)
+    VALUES (:instance_id, :seq, :now, 'live', :rejected)
+    ON CONFLICT(id) DO UPDATE SET last_seq = excluded.last_seq, last_seen = excluded.last_seen,
+        rejected = excluded.rejected"""
+"""Records how far an instance is committed, and its running total of rejected operations."""
 
 INSERT_DEAD_LETTER = """INSERT INTO dead_letters (received_at, instance_id, seq, reason, raw)
     VALUES (?, ?, ?, ?, ?)"""

@@ -36,27 +36,39 @@ class BatchResult:
     dead_letters: int = 0
     dead_letters_dropped: int = 0
     committed_seq: dict[str, int] = field(default_factory=dict)  # instance -> last seq now committed
+    rejected_total: dict[str, int] = field(default_factory=dict)  # instance -> operations refused, ever
     gap_instances: set[str] = field(default_factory=set)
 
 
 class SequenceBook:
-    """The last committed sequence number of each instance, cached from `instances`."""
+    """Per instance, the last committed sequence number and the running total of rejected
+    operations, cached from `instances`."""
 
     def __init__(self) -> None:
-        self._committed: dict[str, int] = {}
+        self._committed: dict[str, tuple[int, int]] = {}
+
+    def _entry(self, conn: sqlite3.Connection, instance_id: str) -> tuple[int, int]:
+        entry = self._committed.get(instance_id)
+        if entry is None:
+            row = conn.execute(
+                "SELECT last_seq, rejected FROM instances WHERE id = ?", (instance_id,)
+            ).fetchone()
+            entry = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
+            self._committed[instance_id] = entry
+        return entry
 
     def last(self, conn: sqlite3.Connection, instance_id: str) -> int:
         """The last committed seq for `instance_id` (0 if it never committed anything)."""
-        seq = self._committed.get(instance_id)
-        if seq is None:
-            row = conn.execute("SELECT last_seq FROM instances WHERE id = ?", (instance_id,)).fetchone()
-            seq = int(row[0]) if row else 0
-            self._committed[instance_id] = seq
-        return seq
+        return self._entry(conn, instance_id)[0]
 
-    def commit(self, committed: dict[str, int]) -> None:
-        """Record what a batch committed (only after its COMMIT succeeded)."""
-        self._committed.update(committed)
+    def rejected(self, conn: sqlite3.Connection, instance_id: str) -> int:
+        """How many operations of `instance_id` were rejected in committed batches."""
+        return self._entry(conn, instance_id)[1]
+
+    def commit(self, committed: dict[str, int], rejected: dict[str, int]) -> None:
+        """Record what a batch committed (only after its COMMIT succeeded): seqs and totals."""
+        for instance_id, seq in committed.items():
+            self._committed[instance_id] = (seq, rejected[instance_id])
 
     def forget(self) -> None:
         """Drop the cache, e.g. after losing the lease: the file is the truth."""
@@ -100,11 +112,17 @@ class _Applier:
         self.now = now
         self.run_statement: statements.Statement | None = None
         self.run: list[_Pending] = []
+        self.rejected: dict[str, int] = {}  # instance -> operations refused in this batch
 
     def dead_letter(self, raw: bytes, reason: str, instance_id: str | None, seq: int | None) -> None:
         self.conn.execute(statements.INSERT_DEAD_LETTER, (self.now, instance_id, seq, reason, raw))
         self.result.dead_letters += 1
         log.debug("dead letter from %s seq %s: %s", instance_id, seq, reason)
+
+    def reject(self, name: str, payload: Any, reason: str, instance_id: str, seq: int) -> None:
+        """A dead letter for one operation of an in-order message, counted against its instance."""
+        self.dead_letter(codec.encode_operation(name, payload), reason, instance_id, seq)
+        self.rejected[instance_id] = self.rejected.get(instance_id, 0) + 1
 
     def add(self, statement: statements.Statement, op: _Pending) -> None:
         if statement is not self.run_statement:
@@ -145,7 +163,7 @@ class _Applier:
         except sqlite3.Error as exc:
             if not _is_statement_error(exc):
                 raise
-            self.dead_letter(codec.encode_operation(name, payload), f"{name}: {exc}", instance_id, seq)
+            self.reject(name, payload, f"{name}: {exc}", instance_id, seq)
             return
         self.result.operations_applied += 1
 
@@ -155,14 +173,13 @@ class _Applier:
         except sqlite3.Error as exc:
             if not _is_statement_error(exc):
                 raise
-            self.dead_letter(
-                codec.encode_operation(op.name, op.payload), f"{op.name}: {exc}", op.instance_id, op.seq
-            )
+            self.reject(op.name, op.payload, f"{op.name}: {exc}", op.instance_id, op.seq)
             return
         if changed == 0 and statement.must_change_a_row:
             target = op.payload.get("id", op.instance_id) if isinstance(op.payload, dict) else op.instance_id
-            reason = f"{op.name}: no record with id {target!r}"
-            self.dead_letter(codec.encode_operation(op.name, op.payload), reason, op.instance_id, op.seq)
+            self.reject(
+                op.name, op.payload, f"{op.name}: no record with id {target!r}", op.instance_id, op.seq
+            )
             return
         self.result.operations_applied += 1
 
@@ -178,8 +195,8 @@ def apply_messages(
     """Apply `raws` inside the caller's open transaction and return what happened.
 
     Raises sqlite3.Error for faults of the database as a whole; the caller rolls back and
-    keeps the batch. `book` is not changed: the caller commits `result.committed_seq` to it
-    after COMMIT.
+    keeps the batch. `book` is not changed: the caller commits `result.committed_seq` and
+    `result.rejected_total` to it after COMMIT.
     """
     now = timestamps.format_us(now_us)
     result = BatchResult()
@@ -214,7 +231,7 @@ def apply_messages(
             try:
                 values = operations.validate_operation(name, payload)
             except InvalidOperation as invalid:
-                applier.dead_letter(codec.encode_operation(name, payload), invalid.reason, instance_id, seq)
+                applier.reject(name, payload, invalid.reason, instance_id, seq)
                 continue
             values["instance_id"] = instance_id
             values["now"] = now
@@ -227,7 +244,12 @@ def apply_messages(
         pending_seq[instance_id] = seq
     applier.flush()
     for instance_id, seq in pending_seq.items():
-        conn.execute(statements.RECORD_INSTANCE_SEQ, {"instance_id": instance_id, "seq": seq, "now": now})
+        rejected_total = book.rejected(conn, instance_id) + applier.rejected.get(instance_id, 0)
+        result.rejected_total[instance_id] = rejected_total
+        conn.execute(
+            statements.RECORD_INSTANCE_SEQ,
+            {"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total},
+        )
     if result.dead_letters:
         result.dead_letters_dropped = trim_dead_letters(conn, dead_letters_kept)
     result.committed_seq = pending_seq

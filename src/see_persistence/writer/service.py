@@ -281,7 +281,7 @@ class Writer:
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
         if failures:
             log.info("batch committed after %d failed attempts", failures)
-        self._book.commit(result.committed_seq)
+        self._book.commit(result.committed_seq, result.rejected_total)
         if self._checkpointer is not None:
             self._checkpointer.committed()
         if self._metrics is not None:
@@ -293,10 +293,14 @@ class Writer:
         assert self._pub is not None and self._conn is not None
         epoch = self.epoch
         for instance_id, seq in result.committed_seq.items():
-            self._send_notice(codec.encode_commit_notice(instance_id, epoch, seq))
+            rejected = result.rejected_total[instance_id]
+            self._send_notice(codec.encode_commit_notice(instance_id, epoch, seq, rejected=rejected))
         for instance_id in result.gap_instances - result.committed_seq.keys():
             seq = self._book.last(self._conn, instance_id)
-            self._send_notice(codec.encode_commit_notice(instance_id, epoch, seq, gap=True))
+            rejected = self._book.rejected(self._conn, instance_id)
+            self._send_notice(
+                codec.encode_commit_notice(instance_id, epoch, seq, gap=True, rejected=rejected)
+            )
 
     def _send_notice(self, frames: list[bytes]) -> None:
         assert self._pub is not None
