@@ -149,6 +149,7 @@ def populated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pop
     """For a module-scoped fixture: a populated database, its writer kept running, then stopped."""
     directory = tmp_path_factory.mktemp("cli")
     db = directory / "data" / "workflows.db"
+    db.parent.mkdir(mode=0o700)
     writer = WriterProcess(db, directory / "writer.log")
     try:
         writer.wait_holding_lease()

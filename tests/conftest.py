@@ -192,8 +192,10 @@ class ClientProcess:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    """A database path in a fresh directory (the file does not exist yet)."""
-    return tmp_path / "data" / "workflows.db"
+    """A database path in a fresh owner-only directory (the file does not exist yet)."""
+    directory = tmp_path / "data"
+    directory.mkdir(mode=0o700)
+    return directory / "workflows.db"
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ def test_write_calls_return_with_no_writer_and_drop_past_the_buffer(db):
     ids = [client.create_workflow(f"w{n}") for n in range(1500)]
     assert len(set(ids)) == 1500
     stats = client.stats
-    assert stats.accepted == 1000  # the instance's hello and 999 workflows
+    assert stats.accepted == 999  # the limit holds the instance's own hello too
     assert stats.dropped == 501
-    assert stats.buffered == 1000
+    assert stats.buffered == 999
     assert client.flush(timeout=0.2) is False
     assert client.close(timeout=0.2) is False
     assert not db.exists()  # the client never writes the file itself
@@ -59,7 +59,7 @@ def test_caller_mistakes_raise_at_once_with_a_clear_message(db):
             client.create_task("wid", "t", execution_order="1")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="not valid Unicode"):
             client.append_task_log("tid", "bad \udc80 surrogate")
-        assert client.stats.accepted == 1  # only the hello: nothing invalid was queued
+        assert client.stats.accepted == 0  # nothing invalid was queued
         client.close(timeout=0.1)
         with pytest.raises(ClientClosed):
             client.create_workflow("after close")
@@ -80,11 +80,27 @@ def test_context_managers_complete_or_fail_with_the_error(db, writers):
     assert done.status == Status.COMPLETED and done.success is True and done.metadata == {"env": "prod"}
     [upload] = reader.get_tasks_for_workflow(run.id)
     assert upload.logs == ["sent 3 files"] and upload.status == "completed" and upload.execution_order == 1
-    assert reader.get_audit_trail(run.id)[0].data == {"files": 3}
+    trail = reader.get_audit_trail(run.id)
+    assert [e.event_type for e in trail] == [
+        "workflow_started",
+        "task_started",
+        "task_completed",
+        "note",
+        "workflow_completed",
+    ]
+    assert trail[3].data == {"files": 3} and trail[1].task_id == upload.id == trail[2].task_id
     failed = reader.get_workflow(broken.id)
     assert failed.status == Status.FAILED and failed.success is False
     assert failed.error_message == "RuntimeError: boom"
     assert reader.get_tasks_for_workflow(broken.id)[0].error_message == "RuntimeError: boom"
+    broken_trail = reader.get_audit_trail(broken.id)
+    assert [e.event_type for e in broken_trail] == [
+        "workflow_started",
+        "task_started",
+        "task_failed",
+        "workflow_failed",
+    ]
+    assert broken_trail[-1].message == "workflow broken failed: RuntimeError: boom"
 
 
 def test_several_threads_share_one_client(db, writers):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import subprocess
 import threading
 import time
 import weakref
@@ -25,17 +24,20 @@ from .. import leases, locations
 from ..idgen import new_id
 from ..protocol import operations as ops
 from ..protocol.errors import CallerError, ClientClosed
+from ..protocol.models import Rejection
 from ..protocol.status import FINISHED_STATUSES, Status
 from ..reader import Reader
 from .outbox import Outbox
 from .sender import Sender
-from .spawn import spawn_writer
+from .spawn import WriterSpawner
 
 log = logging.getLogger("see_persistence.client")
 
 DEFAULT_BUFFER_LIMIT = 100_000
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
-GOODBYE_TIMEOUT_S = 1.0
+# At interpreter exit, every Client still open gets one bounded flush: this long for all of
+# them together, not each.
+EXIT_FLUSH_TIMEOUT_S = 2.0
 
 
 def _now_us() -> int:
@@ -44,17 +46,20 @@ def _now_us() -> int:
 
 @dataclass(frozen=True)
 class ClientStats:
-    """What a Client did so far (plain ints)."""
+    """What a Client did so far (plain ints), counting the caller's operations only."""
 
     accepted: int  # operations taken into the outbox
     sent: int  # operations handed to the socket for the first time
-    confirmed: int  # operations the writer committed
+    confirmed: int  # operations the writer committed: applied, or rejected (see `rejected`)
+    rejected: int  # of those, operations the writer refused (dead letters; Client.rejections())
     dropped: int  # operations refused because the outbox was full
     resent: int  # operations sent again after a writer change or a gap
     buffered: int  # operations held now (not yet confirmed)
     messages: int  # messages handed to the socket, resends included
     reconnects: int  # times the sockets were opened anew for a new writer
     writer_epoch: int  # the lease epoch of the writer last heard from (0: none yet)
+    spawns: int  # writers this client started (spawn_writer=True)
+    spawn_failures: int  # of those, how many exited with an error (Client.spawn_error says why)
 
 
 class TaskRun:
@@ -83,14 +88,26 @@ class WorkflowRun:
         if execution_order is None:
             self._next_order += 1
             execution_order = self._next_order
-        task_id = self.client.create_task(self.id, name, execution_order=execution_order)
-        self.client.update_task_status(task_id, Status.RUNNING)
+        client = self.client
+        task_id = client.create_task(self.id, name, execution_order=execution_order)
+        client.update_task_status(task_id, Status.RUNNING)
+        client.log_audit_event("task_started", f"task {name} started", workflow_id=self.id, task_id=task_id)
         try:
-            yield TaskRun(self.client, task_id)
+            yield TaskRun(client, task_id)
         except BaseException as exc:
-            self.client.update_task_status(task_id, Status.FAILED, error_message=_describe(exc))
+            error = _describe(exc)
+            client.update_task_status(task_id, Status.FAILED, error_message=error)
+            client.log_audit_event(
+                "task_failed",
+                f"task {name} failed: {error}"[: ops.MAX_TEXT_CHARS],
+                workflow_id=self.id,
+                task_id=task_id,
+            )
             raise
-        self.client.update_task_status(task_id, Status.COMPLETED)
+        client.update_task_status(task_id, Status.COMPLETED)
+        client.log_audit_event(
+            "task_completed", f"task {name} completed", workflow_id=self.id, task_id=task_id
+        )
 
     def event(
         self,
@@ -134,14 +151,16 @@ class Client:
         self._outbox = Outbox(self.instance_id, buffer_limit, block_when_full=block_when_full)
         self._closed = False
         self._close_lock = threading.Lock()
-        self._spawned: list[subprocess.Popen[bytes]] = []
+        self._reader = Reader(self.db_path)
+        self._rejected_reported = 0  # the rejected count the last flush() answered for
+        self._spawner = WriterSpawner(self.db_path) if spawn_writer else None
         self._sender = Sender(
             self._outbox,
             locations.endpoints_for(self.db_path),
-            Reader(self.db_path),
-            spawn=self._spawn_writer if spawn_writer else None,
+            self._reader,
+            spawner=self._spawner,
         )
-        self._outbox.put(
+        self._outbox.put_internal(
             ops.HELLO,
             {
                 "pid": self._identity.pid,
@@ -150,8 +169,8 @@ class Client:
                 "at_us": _now_us(),
             },
         )
-        if spawn_writer and not self._writer_alive():
-            self._spawn_writer()
+        if self._spawner is not None and not self._writer_alive():
+            self._spawner.maybe_spawn(time.monotonic())
         self._sender.thread.start()
         self._sender.wake()
         _live_clients.add(self)
@@ -281,61 +300,107 @@ class Client:
 
     @contextmanager
     def workflow(self, name: str, metadata: Mapping[str, Any] | None = None) -> Iterator[WorkflowRun]:
-        """A workflow running inside the block: completed on exit, failed (with the error) on exception."""
+        """A workflow running inside the block: completed on exit, failed (with the error) on exception.
+
+        Each step is recorded in the audit trail too: workflow_started, then
+        workflow_completed or workflow_failed (and task_started, task_completed, task_failed
+        for the tasks of `WorkflowRun.task()`).
+        """
         workflow_id = self.create_workflow(name, metadata)
         self.update_workflow_status(workflow_id, Status.RUNNING)
+        self.log_audit_event("workflow_started", f"workflow {name} started", workflow_id=workflow_id)
         try:
             yield WorkflowRun(self, workflow_id)
         except BaseException as exc:
-            self.update_workflow_status(workflow_id, Status.FAILED, error_message=_describe(exc))
+            error = _describe(exc)
+            self.update_workflow_status(workflow_id, Status.FAILED, error_message=error)
+            self.log_audit_event(
+                "workflow_failed",
+                f"workflow {name} failed: {error}"[: ops.MAX_TEXT_CHARS],
+                workflow_id=workflow_id,
+            )
             raise
         self.update_workflow_status(workflow_id, Status.COMPLETED)
+        self.log_audit_event("workflow_completed", f"workflow {name} completed", workflow_id=workflow_id)
 
     # -- delivery ----------------------------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything sent so far is committed; True once every Reader can see it."""
-        target = self._outbox.accepted()
-        self._sender.wake()
-        return self._outbox.wait_confirmed(target, timeout)
+        """Wait until everything sent so far is applied; True once every Reader can see it all.
+
+        False if `timeout` passed first, or if the writer rejected operations of this client
+        since the previous flush (they are dead letters: `stats.rejected` counts them and
+        `rejections()` says why). Blocks the calling thread for at most `timeout` seconds.
+        """
+        settled = self._settle(timeout)
+        rejected = self._outbox.rejected()
+        newly_rejected = rejected - self._rejected_reported
+        self._rejected_reported = rejected
+        if newly_rejected > 0:
+            log.warning(
+                "the writer rejected %d operation(s) of this client; Client.rejections() says why",
+                newly_rejected,
+            )
+        return settled and newly_rejected <= 0
+
+    def rejections(self, limit: int = 100) -> list[Rejection]:
+        """The operations of this client the writer refused, newest first, with the reason.
+
+        Reads the database (a Reader query); the dead-letter table keeps the newest rows
+        only, so `stats.rejected` may count more than this can still show.
+        """
+        return self._reader.get_rejections(self.instance_id, limit=limit)
+
+    @property
+    def spawn_error(self) -> str | None:
+        """Why the last writer this client spawned could not start, or None."""
+        return self._spawner.last_error if self._spawner is not None else None
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of this client's counters."""
+        """A snapshot of this client's counters (the caller's operations, not the instance's own)."""
         counts = self._outbox.counts()
         sender = self._sender
+        spawner = self._spawner
         return ClientStats(
-            accepted=counts.accepted,
+            accepted=counts.accepted - counts.internal,
             sent=sender.sent_operations,
-            confirmed=counts.confirmed,
+            confirmed=counts.caller_confirmed,
+            rejected=counts.rejected,
             dropped=counts.dropped,
             resent=sender.resent_operations,
-            buffered=counts.buffered,
+            buffered=counts.buffered - counts.internal_held,
             messages=sender.messages_sent,
             reconnects=sender.reconnects,
             writer_epoch=sender.writer_epoch,
+            spawns=spawner.spawns if spawner is not None else 0,
+            spawn_failures=spawner.failures if spawner is not None else 0,
         )
 
     def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
-        """Flush (at most `timeout` s), say goodbye, stop sending. True if nothing was left behind."""
+        """Flush, say goodbye, stop sending, all within `timeout` s. True if nothing was left behind.
+
+        Operations the writer rejected are not left behind: they are dead letters (see
+        `rejections()`), and close() does not count them against its answer.
+        """
         with self._close_lock:
             if self._closed:
                 return True
             self._closed = True
-        deadline = time.monotonic() + timeout
-        flushed = self.flush(timeout)
-        self._outbox.put(ops.GOODBYE, {"at_us": _now_us()})
-        remaining = max(0.0, deadline - time.monotonic())
-        flushed = self.flush(max(remaining, min(GOODBYE_TIMEOUT_S, timeout))) and flushed
+        deadline = time.monotonic() + max(0.0, timeout)
+        settled = self._settle(timeout)
+        self._outbox.put_internal(ops.GOODBYE, {"at_us": _now_us()})
+        if settled:  # the goodbye only once the rest is in: it ends the instance
+            settled = self._settle(max(0.0, deadline - time.monotonic()))
         self._outbox.close()
-        self._sender.stop(time.monotonic())
-        self._sender.thread.join(timeout=2.0)
-        for process in self._spawned:
-            process.poll()  # reap a spawned writer that already exited (it lives on otherwise)
+        self._sender.stop(deadline)
+        self._sender.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._spawner is not None:
+            self._spawner.poll(time.monotonic())  # reap a spawned writer that exited; it lives on otherwise
         _live_clients.discard(self)
-        if not flushed:
+        if not settled:
             log.warning("closed with %d operations not confirmed by a writer", self._outbox.counts().buffered)
-        return flushed
+        return settled
 
     def __enter__(self) -> Client:
         return self
@@ -351,16 +416,19 @@ class Client:
         if self._outbox.put(name, payload):
             self._sender.wake()
 
+    def _settle(self, timeout: float) -> bool:
+        """Wait until everything accepted so far is committed (applied or rejected)."""
+        target = self._outbox.accepted()
+        self._sender.wake()
+        return self._outbox.wait_confirmed(target, timeout)
+
     def _writer_alive(self) -> bool:
         try:
-            status = Reader(self.db_path).get_writer_status()
+            with Reader(self.db_path) as reader:
+                status = reader.get_writer_status()
         except Exception:  # no file yet, or one no writer has set up: no live writer
             return False
         return status is not None and status.alive
-
-    def _spawn_writer(self) -> None:
-        self._spawned = [p for p in self._spawned if p.poll() is None]
-        self._spawned.append(spawn_writer(self.db_path))
 
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -368,6 +436,8 @@ _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 @atexit.register
 def _close_live_clients() -> None:
-    # A GUI that forgot close() still gets a bounded flush before the interpreter ends.
+    # A GUI that forgot close() still gets a bounded flush before the interpreter ends:
+    # EXIT_FLUSH_TIMEOUT_S for all of them together, so that exit is never held up longer.
+    deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT_S
     for client in list(_live_clients):
-        client.close(timeout=2.0)
+        client.close(timeout=max(0.0, deadline - time.monotonic()))

@@ -51,6 +51,7 @@ class OutgoingMessage:
     raw: bytes
     operations: int
     last_operation: int  # the running count of accepted operations this message ends at
+    caller_operations: int  # operations the caller made (not the instance's hello or goodbye)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class OutboxCounts:
     unconfirmed_messages: int
     next_seq: int
     confirmed_seq: int
+    rejected: int  # operations the writer refused, as it last said (dead letters)
+    internal: int  # of `accepted`: the instance's own operations (hello, goodbye)
+    internal_held: int  # of `buffered`: the same, not yet confirmed
+    caller_confirmed: int  # of `confirmed`: the caller's operations
 
 
 class Outbox:
@@ -87,6 +92,11 @@ class Outbox:
         self._dropped = 0
         self._confirmed_ops = 0
         self._confirmed_seq = 0
+        self._confirmed_caller_ops = 0
+        self._rejected = 0
+        # Running numbers of the instance's own operations (hello, goodbye: two in a life),
+        # so that counts shown to the caller are of the caller's operations only.
+        self._internal: list[int] = []
         self._closed = False
 
     # -- callers ---------------------------------------------------------------------------------
@@ -109,6 +119,15 @@ class Outbox:
             return True
         finally:
             lock.release()
+
+    def put_internal(self, name: str, payload: dict[str, Any]) -> None:
+        """Hold one of the instance's own operations (hello, goodbye): never dropped or
+        counted as the caller's, and never waiting for room."""
+        with self._lock:
+            self._pending.append(self._pack((name, payload)))
+            self._held += 1
+            self._accepted += 1
+            self._internal.append(self._accepted)
 
     def accepted(self) -> int:
         """How many operations were accepted so far (the target a flush waits for)."""
@@ -143,7 +162,16 @@ class Outbox:
                 unconfirmed_messages=len(self._unconfirmed),
                 next_seq=self._next_seq,
                 confirmed_seq=self._confirmed_seq,
+                rejected=self._rejected,
+                internal=len(self._internal),
+                internal_held=sum(1 for n in self._internal if n > self._confirmed_ops),
+                caller_confirmed=self._confirmed_caller_ops,
             )
+
+    def rejected(self) -> int:
+        """How many operations the writer refused, as it last said."""
+        with self._lock:
+            return self._rejected
 
     # -- the sending thread ----------------------------------------------------------------------
 
@@ -168,21 +196,29 @@ class Outbox:
             first_seq = self._next_seq
             before = self._accepted - len(self._pending) - len(taken)
             self._unconfirmed_ops += len(taken)  # still held: counted until confirmed
+            internal = [n for n in self._internal if n > before] if self._internal else []
         messages: list[OutgoingMessage] = []
         for chunk in _chunks(taken):
-            before += len(chunk)
+            start, before = before, before + len(chunk)
             seq = first_seq + len(messages)
             raw = codec.assemble_message(self.instance_id, seq, chunk)
-            messages.append(OutgoingMessage(seq, raw, len(chunk), before))
+            own = sum(1 for n in internal if start < n <= before) if internal else 0
+            messages.append(OutgoingMessage(seq, raw, len(chunk), before, len(chunk) - own))
         with self._lock:
             self._next_seq = first_seq + len(messages)
             self._unconfirmed.extend(messages)
         return messages
 
-    def confirm(self, committed_seq: int) -> int:
-        """Forget every message up to `committed_seq`; return how many operations that confirmed."""
+    def confirm(self, committed_seq: int, rejected: int | None = None) -> int:
+        """Forget every message up to `committed_seq`; return how many operations that confirmed.
+
+        `rejected` is the writer's running total of this instance's refused operations, as of
+        that commit (None when it did not say).
+        """
         confirmed = 0
         with self._lock:
+            if rejected is not None and rejected > self._rejected:
+                self._rejected = rejected
             if committed_seq <= self._confirmed_seq:
                 return 0
             while self._unconfirmed and self._unconfirmed[0].seq <= committed_seq:
@@ -190,6 +226,7 @@ class Outbox:
                 self._unconfirmed_ops -= message.operations
                 self._held -= message.operations
                 self._confirmed_ops = message.last_operation
+                self._confirmed_caller_ops += message.caller_operations
                 confirmed += message.operations
             self._confirmed_seq = committed_seq
             self._changed.notify_all()

@@ -15,7 +15,6 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -23,6 +22,7 @@ import zmq
 from ..locations import Endpoints
 from ..reader import Reader
 from .outbox import MAX_OPERATIONS_PER_SEND, Outbox, OutgoingMessage
+from .spawn import WriterSpawner
 from .transport import ZmqTransport
 
 log = logging.getLogger("see_persistence.client")
@@ -33,7 +33,6 @@ RETRY_SEND_S = 0.005  # while ZeroMQ's own queue is full
 FILE_CHECK_AFTER_S = 1.0  # no commit notice for this long while messages wait: read the file
 STALL_RESEND_AFTER_S = 5.0  # a live writer committing none of ours for this long: resend
 RESEND_MIN_INTERVAL_S = 0.5
-SPAWN_MIN_INTERVAL_S = 2.0
 
 
 class Sender:
@@ -45,12 +44,12 @@ class Sender:
         endpoints: Endpoints,
         reader: Reader,
         *,
-        spawn: Callable[[], None] | None,
+        spawner: WriterSpawner | None,
     ) -> None:
         self.outbox = outbox
         self.endpoints = endpoints
         self.reader = reader
-        self.spawn = spawn
+        self.spawner = spawner
         self.sent_operations = 0
         self.resent_operations = 0
         self.messages_sent = 0
@@ -67,7 +66,6 @@ class Sender:
         self._wake_pending = False
         self._last_progress = time.monotonic()
         self._last_resend = 0.0
-        self._last_spawn = 0.0
         self._last_file_check = 0.0
         self.thread = threading.Thread(target=self._run, name="see-persistence-sender", daemon=True)
 
@@ -187,21 +185,21 @@ class Sender:
             self.messages_sent += 1
             if message.seq in self._resending:
                 self._resending.discard(message.seq)
-                self.resent_operations += message.operations
+                self.resent_operations += message.caller_operations
             else:
-                self.sent_operations += message.operations
+                self.sent_operations += message.caller_operations
 
     def _on_notices(self, transport: ZmqTransport) -> None:
         for notice in transport.notices():
             if notice.epoch != self.writer_epoch:
                 self._on_new_writer(transport, notice.epoch, reconnect=False)
             if notice.committed_seq is not None:
-                self._confirm(notice.committed_seq)
+                self._confirm(notice.committed_seq, notice.rejected)
                 if notice.gap:
                     self._resend("the writer saw a gap in our sequence")
 
-    def _confirm(self, committed_seq: int) -> None:
-        if self.outbox.confirm(committed_seq):
+    def _confirm(self, committed_seq: int, rejected: int | None) -> None:
+        if self.outbox.confirm(committed_seq, rejected):
             self._last_progress = time.monotonic()
 
     def _on_new_writer(self, transport: ZmqTransport, epoch: int, *, reconnect: bool) -> None:
@@ -244,10 +242,13 @@ class Sender:
         except (FileNotFoundError, sqlite3.Error):
             status, instance = None, None
         if instance is not None:
-            self._confirm(instance.last_seq)
+            self._confirm(instance.last_seq, instance.rejected)
         if status is None or not status.alive:
-            self._maybe_spawn(now)
+            if self.spawner is not None:
+                self.spawner.maybe_spawn(now)
             return
+        if self.spawner is not None:
+            self.spawner.writer_serves()
         if self.writer_epoch == 0:
             self.writer_epoch = status.epoch  # first word of any writer: nothing to resend yet
         elif status.epoch != self.writer_epoch:
@@ -259,12 +260,3 @@ class Sender:
             transport.reconnect()
             self.reconnects += 1
             self._resend("the writer has committed none of our messages for a while", force=True)
-
-    def _maybe_spawn(self, now: float) -> None:
-        if self.spawn is None or now - self._last_spawn < SPAWN_MIN_INTERVAL_S:
-            return
-        self._last_spawn = now
-        try:
-            self.spawn()
-        except OSError as exc:
-            log.error("could not spawn a writer: %s", exc)
