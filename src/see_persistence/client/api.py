@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -60,6 +61,9 @@ class ClientStats:
     writer_epoch: int  # the lease epoch of the writer last heard from (0: none yet)
     spawns: int  # writers this client started (spawn_writer=True)
     spawn_failures: int  # of those, how many exited with an error (Client.spawn_error says why)
+
+
+_NOTHING_YET = ClientStats(*(0,) * len(ClientStats.__dataclass_fields__))
 
 
 class TaskRun:
@@ -146,14 +150,22 @@ class Client:
         block_when_full: bool = False,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
+        self._buffer_limit = buffer_limit
+        self._block_when_full = block_when_full
+        self._spawn_wanted = spawn_writer
+        self._reader = Reader(self.db_path)  # fork-safe: a child opens its own connection
+        self._start()
+        _live_clients.add(self)
+
+    def _start(self) -> None:
+        """Register a new instance of this process: outbox, sending thread, hello."""
         self.instance_id: str = new_id()
         self._identity = leases.current_process()
-        self._outbox = Outbox(self.instance_id, buffer_limit, block_when_full=block_when_full)
+        self._outbox = Outbox(self.instance_id, self._buffer_limit, block_when_full=self._block_when_full)
         self._closed = False
         self._close_lock = threading.Lock()
-        self._reader = Reader(self.db_path)
         self._rejected_reported = 0  # the rejected count the last flush() answered for
-        self._spawner = WriterSpawner(self.db_path) if spawn_writer else None
+        self._spawner = WriterSpawner(self.db_path) if self._spawn_wanted else None
         self._sender = Sender(
             self._outbox,
             locations.endpoints_for(self.db_path),
@@ -173,7 +185,24 @@ class Client:
             self._spawner.maybe_spawn(time.monotonic())
         self._sender.thread.start()
         self._sender.wake()
-        _live_clients.add(self)
+        self._fork_generation = _forks
+
+    def _start_in_forked_child(self) -> None:
+        """In a child forked from the process that made this Client: become its own instance.
+
+        The copy the child inherited has no sending thread, and its outbox's lock may have
+        been held by a thread of the parent at the fork; the parent still sends what that
+        outbox holds. So the child starts afresh: a new instance, outbox and thread.
+        """
+        with _fork_lock:
+            if self._fork_generation == _forks:
+                return  # another thread of this child got here first
+            was_closed = self._closed
+            self._start()
+            if was_closed:
+                self._closed = True  # closed in the parent: closed here too, nothing to send
+            _finalize_in_multiprocessing_child()
+        log.info("a forked child (pid %d) records as instance %s", os.getpid(), self.instance_id)
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -332,6 +361,8 @@ class Client:
         since the previous flush (they are dead letters: `stats.rejected` counts them and
         `rejections()` says why). Blocks the calling thread for at most `timeout` seconds.
         """
+        if self._fork_generation != _forks:
+            return True  # a child that never recorded through this Client has sent nothing
         settled = self._settle(timeout)
         rejected = self._outbox.rejected()
         newly_rejected = rejected - self._rejected_reported
@@ -349,6 +380,8 @@ class Client:
         Reads the database (a Reader query); the dead-letter table keeps the newest rows
         only, so `stats.rejected` may count more than this can still show.
         """
+        if self._fork_generation != _forks:
+            return []  # a child that never recorded through this Client: no instance of its own yet
         return self._reader.get_rejections(self.instance_id, limit=limit)
 
     @property
@@ -359,6 +392,8 @@ class Client:
     @property
     def stats(self) -> ClientStats:
         """A snapshot of this client's counters (the caller's operations, not the instance's own)."""
+        if self._fork_generation != _forks:
+            return _NOTHING_YET  # a forked child's copy, not used yet: the parent's counts are not its own
         counts = self._outbox.counts()
         sender = self._sender
         spawner = self._spawner
@@ -383,6 +418,11 @@ class Client:
         Operations the writer rejected are not left behind: they are dead letters (see
         `rejections()`), and close() does not count them against its answer.
         """
+        if self._fork_generation != _forks:
+            # Inherited from a parent and never used here: nothing of this process to end.
+            self._closed = True
+            _live_clients.discard(self)
+            return True
         with self._close_lock:
             if self._closed:
                 return True
@@ -411,6 +451,8 @@ class Client:
     # -- inside --------------------------------------------------------------------------------------
 
     def _put(self, name: str, payload: dict[str, Any]) -> None:
+        if self._fork_generation != _forks:
+            self._start_in_forked_child()
         if self._closed:
             raise ClientClosed("this Client is closed")
         if self._outbox.put(name, payload):
@@ -418,6 +460,8 @@ class Client:
 
     def _settle(self, timeout: float) -> bool:
         """Wait until everything accepted so far is committed (applied or rejected)."""
+        if self._fork_generation != _forks:
+            return True  # a child that never recorded through this Client has nothing to wait for
         target = self._outbox.accepted()
         self._sender.wake()
         return self._outbox.wait_confirmed(target, timeout)
@@ -432,6 +476,32 @@ class Client:
 
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+# Forks seen by this process: a Client made before the last one belongs to the parent.
+# Counting in the child is cheaper than asking for the pid on every call.
+_forks = 0
+_fork_lock = threading.Lock()
+_finalizer_registered_at = -1
+
+
+def _after_fork_in_child() -> None:
+    global _forks, _fork_lock
+    _forks += 1
+    _fork_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _finalize_in_multiprocessing_child() -> None:
+    """In a multiprocessing child, flush before it ends: it leaves by os._exit, skipping atexit."""
+    global _finalizer_registered_at
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _finalizer_registered_at == _forks:
+        return
+    _finalizer_registered_at = _forks
+    util.Finalize(None, _close_live_clients, exitpriority=10)
 
 
 @atexit.register
