@@ -325,5 +325,6 @@ def test_upgrade_from_two_adds_only_the_counters_table_and_the_view_indexes() ->
 
 
 def test_column_additions_come_after_their_table() -> None:
-    assert column_additions(3) == [("instances", "rejected", "INTEGER DEFAULT 0")]
+    assert ("instances", "rejected", "INTEGER DEFAULT 0") in column_additions(3)
+    assert all(table in ("instances", "writer_lease") for table, _, _ in column_additions(3))
     assert column_additions(SCHEMA_VERSION) == []

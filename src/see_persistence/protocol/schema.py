@@ -196,6 +196,16 @@ COLUMN_ADDITIONS: tuple[tuple[int, str, str, str], ...] = (
     # the writer adds each one only where PRAGMA table_info lacks it.
     # How many operations of the instance the writer rejected (dead letters), ever.
     (4, "instances", "rejected", "INTEGER DEFAULT 0"),
+    # Which boot of which machine a process ran in (/proc/sys/kernel/random/boot_id): a pid is
+    # checked only on the boot it belongs to, whatever the host is called now.
+    (4, "instances", "boot_id", "TEXT"),
+    (4, "writer_lease", "boot_id", "TEXT"),
+    # The holder's last heartbeat on CLOCK_BOOTTIME (ns), shared by every process of the boot
+    # and immune to wall-clock steps; heartbeat_at stays, in wall-clock time, for people.
+    (4, "writer_lease", "heartbeat_boot_ns", "INTEGER"),
+    # SHA-256 of the secret an instance registered with in its hello: only its holder may
+    # send as that instance.
+    (4, "instances", "token_hash", "TEXT"),
 )
 
 UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
