@@ -1,12 +1,14 @@
-"""The writer's read-write connection: created owner-only, WAL, pragmas, schema upgraded;
+"""The writer's read-write connection: its files owner-only, WAL, pragmas, schema upgraded;
 and, before any of that, whether the writer may take the file at all."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sqlite3
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +22,9 @@ log = logging.getLogger("see_persistence.writer")
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smbfs", "smb3", "sshfs", "fuse.sshfs", "9p"})
+OWNER_ONLY_MODE = 0o600
+OTHERS_BITS = 0o077  # group and others: any of these lets someone else open the file
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
 def filesystem_type(path: Path) -> str | None:
@@ -148,25 +153,94 @@ def create_private_file(db_path: Path) -> None:
     The directory must exist: whether to create it is prepare_database_file's decision.
     """
     try:
-        fd = os.open(db_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd = os.open(db_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, OWNER_ONLY_MODE)
     except FileExistsError:
         return
     os.close(fd)
 
 
+def companion_paths(db_path: Path) -> list[Path]:
+    """The -wal, -shm and -journal paths SQLite uses beside `db_path`, whether they exist or not."""
+    # SQLite resolves a symlinked database and puts its companions beside the real file.
+    real = os.path.realpath(db_path)
+    return [Path(real + suffix) for suffix in COMPANION_SUFFIXES]
+
+
+def open_to_others(paths: Iterable[Path]) -> list[tuple[Path, os.stat_result]]:
+    """Those of `paths` that exist with a mode letting group or others open them, with their stat."""
+    found = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            continue  # a companion SQLite has not created, or has just removed
+        if info.st_mode & OTHERS_BITS:
+            found.append((path, info))
+    return found
+
+
+def make_owner_only(paths: Iterable[Path]) -> list[tuple[Path, int]]:
+    """chmod 0600 those of `paths` others can open, log it; return (path, old mode) of each changed.
+
+    Raises DatabaseRefused, naming the path and the reason, before changing anything when one
+    of them belongs to another user (the writer changes the modes of its own files only, and
+    never their owner), and when a chmod fails (what was changed before it is still logged).
+    """
+    exposed = open_to_others(paths)
+    me = os.geteuid()
+    for path, info in exposed:
+        if info.st_uid != me:
+            # Root could chmod it, but the mode of another user's file is theirs to decide.
+            raise DatabaseRefused(
+                f"{path} has mode {stat.S_IMODE(info.st_mode):04o} (others can open it) and belongs"
+                f" to uid {info.st_uid}, not to this user (uid {me}): the writer changes the mode of"
+                f" its own files only; run the writer as uid {info.st_uid}, or have that user run:"
+                f" chmod 600 {shlex.quote(str(path))}"
+            )
+    changed: list[tuple[Path, int]] = []
+    try:
+        for path, info in exposed:
+            try:
+                os.chmod(path, OWNER_ONLY_MODE)
+            except FileNotFoundError:
+                continue  # removed since (SQLite deletes the -journal and, on close, the -wal)
+            except OSError as exc:
+                raise DatabaseRefused(
+                    f"cannot make {path} owner-only (mode {stat.S_IMODE(info.st_mode):04o}, others"
+                    f" can open it): chmod failed: {exc.strerror or exc}"
+                ) from None
+            changed.append((path, stat.S_IMODE(info.st_mode)))
+    finally:
+        if changed:
+            what = ", ".join(f"{path} {old:04o} -> {OWNER_ONLY_MODE:04o}" for path, old in changed)
+            log.warning("made the database files owner-only (others could open them): %s", what)
+    return changed
+
+
 def open_write_connection(db_path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
-    """Open the database for writing with the layer's pragmas; refuse network filesystems."""
+    """Open the database for writing: local disk only, its files owner-only, the layer's pragmas."""
     synchronous = synchronous.upper()
     if synchronous not in SYNCHRONOUS_MODES:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
     refuse_network_filesystem(db_path)
     create_private_file(db_path)
+    # A file the Rust core made has the umask's 0644, and so may its -wal and -shm: this layer
+    # promises that only the owner can open the files. The main file first, before SQLite
+    # creates any companion from its mode; the companions once the open has created them, or
+    # found them. The directory is left as it is: one others may list but not write (0755, a
+    # home subfolder) lets nobody else open a 0600 file, and it is the user's, not ours.
+    companions = companion_paths(db_path)
+    make_owner_only([db_path, *companions])
     conn = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OSError(f"could not put {db_path} in WAL mode (journal_mode is {mode})")
+        make_owner_only(companions)
+    except BaseException:
         conn.close()
-        raise OSError(f"could not put {db_path} in WAL mode (journal_mode is {mode})")
+        raise
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
