@@ -1,10 +1,13 @@
-"""`see-persistence check`: integrity, foreign keys, schema version and lease sanity, ok or FAIL."""
+"""`see-persistence check`: integrity, foreign keys, schema version, file modes, lease; ok or FAIL."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sqlite3
+import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -34,6 +37,29 @@ class Outcome:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the check command's arguments."""
     parser.add_argument("--json", action="store_true", help="print one JSON object per check")
+
+
+def _permissions(reader: Reader) -> Outcome:
+    # A file others can read gives them every record; one they can write, every record to forge.
+    from ..writer.storage import OTHERS_BITS, companion_paths
+
+    present = []
+    for path in [reader.db_path, *companion_paths(reader.db_path)]:
+        try:
+            present.append((path, os.stat(path)))
+        except FileNotFoundError:
+            continue  # no such companion: SQLite has none open, or the file is not in that mode
+        except OSError as exc:
+            return Outcome("permissions", False, f"could not check: {exc}")
+    exposed = [(path, info) for path, info in present if info.st_mode & OTHERS_BITS]
+    if not exposed:
+        modes = ", ".join(f"{path.name} {stat.S_IMODE(info.st_mode):04o}" for path, info in present)
+        return Outcome("permissions", True, f"owner-only: {modes}")
+    found = ", ".join(f"{path.name} {stat.S_IMODE(info.st_mode):04o}" for path, info in exposed)
+    command = "chmod 600 " + " ".join(shlex.quote(str(path)) for path, _ in exposed)
+    owners = sorted({info.st_uid for _, info in exposed} - {os.geteuid()})
+    as_owner = f" (as their owner, uid {', '.join(map(str, owners))})" if owners else ""
+    return Outcome("permissions", False, f"others can open {found}; run{as_owner}: {command}")
 
 
 def _integrity(reader: Reader) -> Outcome:
@@ -114,6 +140,7 @@ CHECKS: tuple[tuple[str, Callable[[Reader], Outcome]], ...] = (
     ("integrity", _integrity),
     ("foreign_keys", _foreign_keys),
     ("schema", _schema),
+    ("permissions", _permissions),
     ("lease", _lease),
 )
 
@@ -138,11 +165,12 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="check",
-    help="check integrity, foreign keys, the schema version and the lease",
+    help="check integrity, foreign keys, the schema version, file modes and the lease",
     description="Run PRAGMA integrity_check and foreign_key_check, check that schema_version is present "
-    "and not older than this code's, and that the writer lease is sane (none, held by a live writer, "
-    "or released; a dead holder that did not release is a warning). One line per check with ok or "
-    "FAIL; exit code 0 only when every check passes, 1 otherwise.",
+    "and not older than this code's, that only the owner can open the database file and its -wal, -shm "
+    "and -journal (else it prints the chmod to run), and that the writer lease is sane (none, held by a "
+    "live writer, or released; a dead holder that did not release is a warning). One line per check "
+    "with ok or FAIL; exit code 0 only when every check passes, 1 otherwise.",
     examples=("see-persistence check", "see-persistence check --db /srv/backups/workflows.db --json"),
     configure=configure,
     run=run,
