@@ -256,11 +256,17 @@ def test_check_passes_on_a_healthy_file(populated):
     result = cli("check", "--db", populated.db)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[1] for line in lines] == ["integrity", "foreign_keys", "schema", "lease"]
+    assert [line.split()[1] for line in lines] == [
+        "integrity",
+        "foreign_keys",
+        "schema",
+        "permissions",
+        "lease",
+    ]
     assert all(line.startswith("ok") for line in lines)
-    assert f"pid {populated.writer.pid}" in lines[3]
+    assert f"pid {populated.writer.pid}" in lines[4]
     as_json = json_lines(cli("check", "--db", populated.db, "--json").stdout)
-    assert [c["ok"] for c in as_json] == [True] * 4
+    assert [c["ok"] for c in as_json] == [True] * 5
 
 
 def test_check_warns_about_a_dead_writer_that_kept_the_lease_but_passes(db, writers):
