@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from see_persistence.protocol.errors import CallerError, InvalidOperation, SeePersistenceError
 from see_persistence.protocol.operations import (
@@ -19,7 +22,10 @@ from see_persistence.protocol.operations import (
     MAX_PID,
     MAX_TEXT_CHARS,
     OPERATIONS,
+    check_json_object_text,
+    check_json_value,
     encode_json_object,
+    json_integers_fit,
     validate_operation,
 )
 from see_persistence.protocol.status import Status
@@ -439,9 +445,12 @@ def test_json_text_with_odd_strings_passes_unchanged(text: str) -> None:
         ({"nested": {"a": {"b": []}}}, '{"nested":{"a":{"b":[]}}}'),
         ({"é": "🚀"}, '{"é":"🚀"}'),
         ({"nul": "a\x00b"}, '{"nul":"a\\u0000b"}'),
-        ({1: "int key"}, '{"1":"int key"}'),
+        (
+            {"12": "a key of digits", "true": 1, "null": 2, "": 3},
+            '{"12":"a key of digits","true":1,"null":2,"":3}',
+        ),
     ],
-    ids=["none", "empty", "simple", "mixed", "nested", "non-ascii", "nul", "int-key"],
+    ids=["none", "empty", "simple", "mixed", "nested", "non-ascii", "nul", "keys-like-json-words"],
 )
 def test_encode_json_object(value: object, expected: str) -> None:
     text = encode_json_object("metadata", value)
@@ -459,7 +468,7 @@ def test_encode_json_object(value: object, expected: str) -> None:
         ({"f": math.nan}, "metadata is not JSON"),
         ({"f": math.inf}, "metadata is not JSON"),
         ({"b": b"bytes"}, "metadata is not JSON"),
-        ({(1, 2): "tuple key"}, "metadata is not JSON"),
+        ({(1, 2): "tuple key"}, "metadata has a key (1, 2) of type tuple; JSON object keys must be strings"),
         ({"big": "x" * MAX_JSON_CHARS}, "characters of JSON; the limit is 1048576"),
         ({"k": "\ud800"}, "metadata contains text that is not valid Unicode"),
     ],
@@ -503,6 +512,250 @@ def test_encode_json_object_rejects_nesting_beyond_the_recursion_limit() -> None
         value = [value]
     with pytest.raises(InvalidOperation, match="data is not JSON"):
         encode_json_object("data", {"deep": value})
+
+
+# --- JSON the Rust core reads exactly: string keys, 64-bit integers ----------------------------
+
+I64_MIN, U64_MAX = -(2**63), 2**64 - 1
+
+
+def encode_reason(field: str, value: object) -> str:
+    """encode_json_object on a value it must refuse; the reason."""
+    with pytest.raises(InvalidOperation) as info:
+        encode_json_object(field, value)
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ({1: "a"}, "metadata has a key 1 of type int; JSON object keys must be strings"),
+        ({"a": {2.5: 1}}, 'metadata["a"] has a key 2.5 of type float; JSON object keys must be strings'),
+        ({None: 1}, "metadata has a key None of type NoneType; JSON object keys must be strings"),
+        ({True: 1}, "metadata has a key True of type bool; JSON object keys must be strings"),
+        ({False: 1}, "metadata has a key False of type bool; JSON object keys must be strings"),
+        ({-7: 1}, "metadata has a key -7 of type int; JSON object keys must be strings"),
+        ({1e16: 1}, "metadata has a key 1e+16 of type float; JSON object keys must be strings"),
+        ({"ok": 1, 3: "x"}, "metadata has a key 3 of type int; JSON object keys must be strings"),
+        # "1" and 1 would both become the key "1": the refusal also stops that clash
+        ({"1": "a", 1: "b"}, "metadata has a key 1 of type int; JSON object keys must be strings"),
+        (
+            {"l": [0, {"m": {None: 1}}]},
+            'metadata["l"][1]["m"] has a key None of type NoneType; JSON object keys must be strings',
+        ),
+        (
+            {"huge": 2**70 + 1},
+            'metadata["huge"] is 1180591620717411303425, outside the 64-bit range'
+            " the Rust core reads exactly",
+        ),
+        ({"a": U64_MAX + 1}, 'metadata["a"] is 18446744073709551616, outside the 64-bit range'),
+        ({"a": I64_MIN - 1}, 'metadata["a"] is -9223372036854775809, outside the 64-bit range'),
+        ({"a": [1, [2, -(10**30)]]}, 'metadata["a"][1][1] is -1000000000000000000000000000000, outside'),
+        ({"a": (1, 10**20)}, 'metadata["a"][1] is 100000000000000000000, outside the 64-bit range'),
+        ({"é\n": {"k": 10**19 * 2}}, 'metadata["é\\n"]["k"] is 20000000000000000000, outside'),
+        # an integer too long for str(): the encoder refuses it; the reason still names it
+        ({"x": 10**5000}, 'metadata["x"] is a 16610-bit integer, outside the 64-bit range'),
+    ],
+    ids=[
+        "int-key",
+        "nested-float-key",
+        "none-key",
+        "true-key",
+        "false-key",
+        "negative-key",
+        "exponent-key",
+        "second-key",
+        "clashing-keys",
+        "deep-none-key",
+        "huge",
+        "u64-max-plus-one",
+        "i64-min-minus-one",
+        "in-nested-list",
+        "in-tuple",
+        "after-non-ascii-key",
+        "beyond-str-digits",
+    ],
+)
+def test_encode_json_object_refuses_what_the_rust_core_cannot_read(value: object, reason: str) -> None:
+    refused = encode_reason("metadata", value)
+    assert refused.startswith(reason)
+    assert "\n" not in refused
+
+
+def test_encode_json_object_names_the_field_it_was_given() -> None:
+    assert encode_reason("data", {"n": {7: 1}}).startswith('data["n"] has a key 7 of type int')
+
+
+def test_a_refused_key_or_integer_is_a_caller_error() -> None:
+    with pytest.raises(CallerError):
+        encode_json_object("metadata", {1: "a"})
+    with pytest.raises(CallerError):
+        encode_json_object("metadata", {"a": 2**64})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": U64_MAX, "b": I64_MIN, "c": 2**63 - 1, "d": 2**63, "e": -1, "f": 0},
+        {"ns": 1_700_000_000_123_456_789, "list": [9_223_372_036_854_775_807]},
+        {"id": "12345678901234567890123456789", "t": "1" * 1000},
+        {"float": 1.2345678901234567e300, "small": 0.00012345678901234568, "neg": -1e-300},
+        {"big float": float(2**70), "as text": str(2**200)},
+        {"12": 1, "-1.5e+3": 2, "true": 3, "false": 4, "null": 5, "": 6, "e": 7, "v2": 8},
+        {"k": {"nested": {"12": [{"true": None}]}}},
+        {"bools": [True, False], "none": None},
+    ],
+    ids=[
+        "boundaries",
+        "nanoseconds",
+        "digits-in-strings",
+        "floats",
+        "big-float",
+        "word-keys",
+        "nested",
+        "bools",
+    ],
+)
+def test_encode_json_object_accepts_what_the_rust_core_reads(value: dict[str, Any]) -> None:
+    text = encode_json_object("metadata", value)
+    assert json.loads(text) == value
+    assert validate_operation("create_workflow", with_field("create_workflow", "metadata", text))
+
+
+def test_encode_json_object_explaining_an_error_stays_linear_on_shared_values() -> None:
+    shared: list[Any] = [{1, 2}]
+    for _ in range(80):
+        shared = [shared, shared]  # 2**80 paths to the set; a walk must not take them all
+    assert encode_reason("data", {"a": shared}).startswith("data is not JSON")
+    cyclic: list[Any] = []
+    cyclic.extend([cyclic, cyclic])
+    assert encode_reason("data", {"c": cyclic}).startswith("data is not JSON")
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __hash__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ((10**5000,), "<tuple>"),
+        (_Unprintable(), "<_Unprintable>"),
+        (tuple(range(100)), repr(tuple(range(100)))[:64] + "..."),
+    ],
+    ids=["int-too-long-for-repr", "repr-raises", "long"],
+)
+def test_a_key_that_cannot_be_shown_whole_is_cut_short_or_named_by_its_type(key: object, shown: str) -> None:
+    assert encode_reason("data", {key: 1}) == (
+        f"data has a key {shown} of type {type(key).__name__}; JSON object keys must be strings"
+    )
+
+
+def test_a_lone_surrogate_in_a_key_path_keeps_the_reason_storable() -> None:
+    # The encoder refuses the integer (too long for str()) before the text is checked for
+    # surrogates; the reason names the path to it and must itself be valid Unicode.
+    reason = encode_reason("data", {"k\ud800": {"x": 10**5000}})
+    reason.encode("utf-8")
+    assert reason.startswith('data["k\\ud800"]["x"] is a 16610-bit integer, outside the 64-bit range')
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"huge": 1180591620717411303425}', 'metadata["huge"] is 1180591620717411303425, outside'),
+        ('{"a": 18446744073709551616}', 'metadata["a"] is 18446744073709551616, outside the 64-bit'),
+        ('{"a": [1, {"b": -9223372036854775809}]}', 'metadata["a"][1]["b"] is -9223372036854775809'),
+        ('{\n  "a" : [ 0 ] , "b":1' + "0" * 30 + "}", 'metadata["b"] is 1' + "0" * 30 + ", outside"),
+    ],
+    ids=["huge", "u64-max-plus-one", "nested-i64-min-minus-one", "spaced"],
+)
+def test_json_object_text_refuses_integers_beyond_64_bits(text: str, reason: str) -> None:
+    full = reason_of("create_workflow", with_field("create_workflow", "metadata", text))
+    assert full.startswith(f"create_workflow: {reason}")
+    assert not json_integers_fit(text, json.loads(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 18446744073709551615, "b": -9223372036854775808}',
+        '{"id": "123456789012345678901234567890"}',
+        '{"f": 123456789012345678901234.5, "e": 1e30, "g": 0.00012345678901234568}',
+        '{"12": 1, "true": 2}',
+    ],
+    ids=["boundaries", "digits-in-a-string", "floats", "word-keys"],
+)
+def test_json_object_text_accepts_what_the_rust_core_reads(text: str) -> None:
+    assert validate_operation("audit_event", with_field("audit_event", "data", text))["data"] == text
+    assert json_integers_fit(text, json.loads(text))
+
+
+# Values JSON can carry, with the integers and keys that matter here made likely.
+_EDGES = [I64_MIN, -(10**18), 2**63, 10**19, U64_MAX]  # the range's ends; where 19 and 20 digits begin
+_INTS = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from(_EDGES).flatmap(lambda edge: st.integers(edge - 2, edge + 2)),
+    st.integers(min_value=-(10**19) + 1, max_value=I64_MIN - 1),  # out of range with only 19 digits
+)
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+_WORDS = st.sampled_from(["12", "-1", "2.5", "1e+16", "true", "false", "null", "", "e", "v2", "k0", "a1b2"])
+_TEXT = st.one_of(st.text(max_size=8), _WORDS, st.integers(10**16, 10**22).map(str))
+_NON_TEXT_KEYS = st.one_of(
+    st.integers(min_value=-(2**65), max_value=2**65), _FLOATS, st.booleans(), st.none()
+)
+# One key in ten is not text: one in a value is enough to walk it, which hides the rest.
+_KEYS = st.integers(0, 9).flatmap(lambda n: _NON_TEXT_KEYS if n == 0 else _TEXT)
+_SCALARS = st.one_of(st.none(), st.booleans(), _INTS, _FLOATS, _TEXT)
+
+
+def _json_like(keys: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[Any, Any]]:
+    values = st.recursive(
+        _SCALARS,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.lists(inner, max_size=3).map(tuple),
+            st.dictionaries(keys, inner, max_size=4),
+        ),
+        max_leaves=12,
+    )
+    return st.dictionaries(keys, values, max_size=5)
+
+
+def _outcome(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except InvalidOperation as exc:
+        return exc.reason
+    return None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=_json_like(_KEYS))
+def test_prefiltered_encode_agrees_with_a_full_walk(value: dict[Any, Any]) -> None:
+    walked = _outcome(lambda: check_json_value("metadata", value))
+    encoded = _outcome(lambda: encode_json_object("metadata", value))
+    assert encoded == walked
+    if walked is None:
+        assert encode_json_object("metadata", value) == json.dumps(
+            value, ensure_ascii=False, separators=(",", ":")
+        )
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=_json_like(_TEXT), indent=st.sampled_from([None, 0, 2]), ascii_only=st.booleans())
+def test_prefiltered_text_check_agrees_with_a_full_walk(
+    value: dict[str, Any], indent: int | None, ascii_only: bool
+) -> None:
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    walked = _outcome(lambda: check_json_value("data", json.loads(text)))
+    checked = _outcome(lambda: check_json_object_text("data", text))
+    assert checked == walked
+    assert json_integers_fit(text, json.loads(text)) is (walked is None)
 
 
 # --- the error type ----------------------------------------------------------------------------

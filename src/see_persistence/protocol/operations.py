@@ -5,6 +5,11 @@ and their kinds; `validate_operation` checks a payload against it and returns th
 the writer binds to its SQL. The same field checks run in the calling process (so a
 caller's mistake raises at once) and in the writer (so a peer's bad payload becomes a
 dead-letter reason).
+
+JSON objects (metadata, data) must be readable exactly by the app's Rust core, whose
+serde_json has no arbitrary_precision: object keys are strings (Python would turn 1, 2.5,
+None or True into the strings "1", "2.5", "null", "true") and integers lie within
+[-2**63, 2**64 - 1].
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ MAX_TEXT_CHARS = 1_048_576
 MAX_JSON_CHARS = 1_048_576
 MAX_JSON_DEPTH = 64
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # the Rust core reads execution_order as i32
+# The integers the Rust core's serde_json reads exactly: i64 and u64 (no arbitrary_precision).
+JSON_INT_MIN, JSON_INT_MAX = -(2**63), 2**64 - 1
 MAX_PID = 2**31 - 1
 
 HELLO = "hello"
@@ -154,39 +161,161 @@ def check_prunable_statuses(field: str, value: object) -> list[str]:
 
 
 def encode_json_object(field: str, value: object) -> str:
-    """Encode a caller's mapping as JSON text; None becomes '{}'."""
+    """Encode a caller's mapping as JSON text the Rust core reads exactly; None becomes '{}'."""
     if value is None:
         return "{}"
     if type(value) is not dict:
         if not isinstance(value, Mapping):
             raise InvalidOperation(f"{field} must be a dict, got {type(value).__name__}")
         value = dict(value)
+    if not value:
+        return "{}"
     try:
         text = _encode_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
+        # A non-string key or an integer too long to print may be behind it: name it if so.
+        found = _find_unreadable(value, 0, set())
+        if found is not None:
+            raise InvalidOperation(_unreadable_reason(field, found)) from None
         raise InvalidOperation(f"{field} is not JSON: {exc}") from None
     if len(text) > MAX_JSON_CHARS:
         raise InvalidOperation(f"{field} is {len(text)} characters of JSON; the limit is {MAX_JSON_CHARS}")
-    _check_json_depth(field, text)
-    _check_encodable(field, text)
+    try:
+        scan = text.encode().translate(_SCAN_TABLE).decode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidOperation(f"{field} contains text that is not valid Unicode") from None
+    if len(text) > MAX_JSON_DEPTH and scan.count("{") > MAX_JSON_DEPTH:
+        _check_json_depth(field, text)
+    # The prefilter: a few C-level scans of the text instead of a walk of the value in Python.
+    # Only an integer of 19 or more digits can be out of range (i64's limits have 19 digits,
+    # u64's 20). A key made from None or a bool is "null", "true" or "false", and one made
+    # from a number ends in a digit before '":' (1 -> "1":, 2.5 -> "2.5":, 1e16 -> "1e+16":);
+    # as a key like "v2" ends so too, such text is looked at again with every character a
+    # number can hold deleted: a number's key is then left as "":. A false alarm (a digit run
+    # inside a string, a time in ns, a key like "12") costs only the walk, which accepts it.
+    if (
+        "0000000000000000000" in scan
+        or '"true":' in text
+        or '"false":' in text
+        or '"null":' in text
+        or ('0":' in scan and '"":' in text.encode().translate(None, b"0123456789+-.e").decode("latin-1"))
+    ):
+        check_json_value(field, value)
     return text
 
 
 def check_json_object_text(field: str, value: object) -> str:
-    """Return `value` if it is JSON text of an object within the size and depth limits."""
+    """Return `value` if it is JSON text of an object within the limits that the Rust core reads exactly."""
     if not isinstance(value, str):
         raise InvalidOperation(f"{field} must be JSON text, got {type(value).__name__}")
+    if value == "{}":
+        return value
     if len(value) > MAX_JSON_CHARS:
         raise InvalidOperation(f"{field} is {len(value)} characters of JSON; the limit is {MAX_JSON_CHARS}")
-    _check_json_depth(field, value)
     try:
-        parsed = {} if value == "{}" else _JSON_DECODER.decode(value)
+        scan = value.encode().translate(_SCAN_TABLE).decode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidOperation(f"{field} contains text that is not valid Unicode") from None
+    if len(value) > MAX_JSON_DEPTH and scan.count("{") > MAX_JSON_DEPTH:
+        _check_json_depth(field, value)  # before decoding: the decoder recurses
+    try:
+        parsed = _JSON_DECODER.decode(value)
     except (ValueError, RecursionError) as exc:
         raise InvalidOperation(f"{field} is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise InvalidOperation(f"{field} must be a JSON object, got {type(parsed).__name__}")
-    _check_encodable(field, value)
+    # Decoded keys are strings: only an integer can be unreadable, and only one of 19+ digits.
+    if "0000000000000000000" in scan:
+        check_json_value(field, parsed)
     return value
+
+
+def json_integers_fit(text: str, value: object) -> bool:
+    """True unless `value`, decoded from the JSON `text`, holds an integer outside 64 bits."""
+    scan = text.encode("utf-8", "surrogatepass").translate(_SCAN_TABLE).decode("latin-1")
+    return "0000000000000000000" not in scan or _find_unreadable(value, 0) is None
+
+
+def check_json_value(field: str, value: object) -> None:
+    """Walk `value` fully; raise InvalidOperation at a non-string key or an integer outside 64 bits."""
+    found = _find_unreadable(value, 0)
+    if found is not None:
+        raise InvalidOperation(_unreadable_reason(field, found))
+
+
+# The text the prefilter scans: UTF-8 with every ASCII digit made "0" (so that one substring
+# test finds a run of digits) and "[" made "{" (so that one count bounds the nesting depth).
+# Multi-byte characters stay bytes >= 0x80; decoding as Latin-1 gives a str back, because a
+# substring test on bytes is slow in CPython (it first tries the needle as an int).
+_SCAN_TABLE = bytes(
+    ord("0") if chr(i).isdigit() and i < 0x80 else ord("{") if i == ord("[") else i for i in range(256)
+)
+
+
+# Where the walk found something unreadable: the path (outermost first) and what it found.
+_Found = tuple[list[object], str]
+
+
+def _find_unreadable(value: object, depth: int, seen: set[int] | None = None) -> _Found | None:
+    # Text the encoder wrote bounds the walk; explaining an encoder's error, depth and `seen`
+    # (every container walked once) bound it instead: the value may be cyclic or shared.
+    if isinstance(value, dict):
+        if depth > MAX_JSON_DEPTH or (seen is not None and _seen_before(seen, value)):
+            return None
+        for key, item in value.items():
+            if not isinstance(key, str):
+                kind = type(key).__name__
+                return [], f"has a key {_show(key)} of type {kind}; JSON object keys must be strings"
+            if isinstance(item, (dict, list, tuple, int)):
+                found = _find_unreadable(item, depth + 1, seen)
+                if found is not None:
+                    found[0].insert(0, key)
+                    return found
+    elif isinstance(value, (list, tuple)):
+        if depth > MAX_JSON_DEPTH or (seen is not None and _seen_before(seen, value)):
+            return None
+        for index, item in enumerate(value):
+            if isinstance(item, (dict, list, tuple, int)):
+                found = _find_unreadable(item, depth + 1, seen)
+                if found is not None:
+                    found[0].insert(0, index)
+                    return found
+    elif isinstance(value, int) and not isinstance(value, bool) and not JSON_INT_MIN <= value <= JSON_INT_MAX:
+        return [], f"is {_show(value)}, outside the 64-bit range the Rust core reads exactly"
+    return None
+
+
+def _seen_before(seen: set[int], container: object) -> bool:
+    if id(container) in seen:
+        return True
+    seen.add(id(container))
+    return False
+
+
+def _unreadable_reason(field: str, found: _Found) -> str:
+    path, what = found
+    steps = "".join(f"[{step}]" if isinstance(step, int) else f"[{_show_key(str(step))}]" for step in path)
+    return f"{field}{steps} {what}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"a {value.bit_length()}-bit integer"  # str() refuses past 4300 digits
+    try:
+        text = repr(value)
+    except Exception:  # a key of the caller's own type, or holding an int too long for str()
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 64 else text[:64] + "..."
+
+
+def _show_key(key: str) -> str:
+    text = json.dumps(key if len(key) <= 64 else key[:64] + "...", ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: keep the reason storable
+            text = json.dumps(key[:64], ensure_ascii=True)
+    return text
 
 
 def _reject_constant(name: str) -> None:
