@@ -1,21 +1,13 @@
-"""Ages on the command line: 30d, 12h, 90m, 3600s, 2w."""
+"""Ages on the command line: 30d, 12h, 90m, 3600s, 2w (parsed in protocol/durations.py)."""
 
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import timedelta
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+from ..protocol.durations import parse_duration
 
-
-def parse_duration(text: str) -> timedelta:
-    """Parse `<number><unit>` (s, m, h, d, w); raises ValueError naming the accepted forms."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration: use a number and a unit, like 30d, 12h, 90m or 3600s")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+__all__ = ["duration_argument", "parse_duration"]
 
 
 def duration_argument(text: str) -> timedelta:
