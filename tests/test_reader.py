@@ -118,7 +118,9 @@ def test_one_reader_serves_several_threads(populated):
     ],
 )
 @pytest.mark.parametrize("success", [None, 0, 1])
-@pytest.mark.parametrize("metadata", [None, "{}", '{"a": [1, 2]}', "[1]", "{not json"])
+@pytest.mark.parametrize(
+    "metadata", [None, "{}", '{"a": [1, 2]}', "[1]", '"text"', "null", "42", "{not json"]
+)
 def test_the_fast_row_path_gives_what_the_slow_one_does(created_at, success, metadata):
     from see_persistence.reader import queries
 

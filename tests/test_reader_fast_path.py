@@ -51,11 +51,15 @@ JSON_OBJECTS = [
     '{"a": 1} ',
     '{"a": NaN}',
     "[1]",
+    '["a", 1, null]',
     "3",
+    "-1.5e3",
+    "true",
     '"text"',
     "null",
     "{not json",
     '{"a": 1} {"b": 2}',
+    "[" * 100_000,  # nested deeper than Python builds: read as the text it is
     b"{}",
 ]
 JSON_LISTS = [
@@ -63,12 +67,16 @@ JSON_LISTS = [
     "[]",
     "",
     '["step 1", "step 2"]',
-    '["x", 3]',  # not all text: the validated path writes 3 as "3"
+    '["x", 3]',  # not all text: each item reads as the JSON value it is
+    '["a", 1, null]',
     '["x", {"a": 1}]',
     '{"a": 1}',
+    '"one line"',
+    "7",
     "[not json",
     ' ["x"]',
     "null",
+    "[" * 100_000,
 ]
 STATUSES = ["pending", "running", "completed", "failed", "cancelled", "PENDING", "weird", "", None, 1]
 SUCCESSES = [None, 0, 1, 2, 1.5, "true", "", b"1"]
@@ -178,6 +186,29 @@ def test_rows_as_the_writer_writes_them_take_the_fast_path(monkeypatch):
     assert queries._audits([_audit_row(), _audit_row(data="{}", workflow_id=None, task_id="t-1")])
 
 
+def test_json_values_other_than_objects_are_built_fast_too(monkeypatch):
+    """Any JSON value is what the model holds, so only text that is not one falls back."""
+
+    def refuse(row: tuple[Any, ...]) -> Any:
+        raise AssertionError(f"fell back for {row}")
+
+    for name in ("_validated_workflow", "_validated_task", "_validated_audit"):
+        monkeypatch.setattr(queries, name, refuse)
+    values = ['["a",1,null]', "[1,2,3]", "null", '"text"', "42", "-1.5", "false", '{"a":{"b":[]}}']
+    workflows = queries._workflows([_workflow_row(metadata=v) for v in values])
+    assert [w.metadata for w in workflows] == [json.loads(v) for v in values]
+    audits = queries._audits([_audit_row(data=v) for v in values])
+    assert [e.data for e in audits] == [json.loads(v) for v in values]
+    [task] = queries._tasks([_task_row(logs='["a",1,null,{"b":2}]')])
+    assert task.logs == ["a", 1, None, {"b": 2}]
+
+
+def _case_id(overrides: dict[str, Any]) -> str:
+    """The case's repr, cut short: one value is 100,000 characters of JSON."""
+    text = repr(overrides)
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} chars)"
+
+
 # Column by column, each odd value in a row that is otherwise as the writer writes it.
 WORKFLOW_CASES = [
     *({"created_at": t} for t in [*TIMESTAMPS, None]),
@@ -194,7 +225,7 @@ WORKFLOW_CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides", WORKFLOW_CASES, ids=repr)
+@pytest.mark.parametrize("overrides", WORKFLOW_CASES, ids=_case_id)
 def test_a_workflow_row_gives_what_the_validated_path_gives(overrides):
     row = _workflow_row(**overrides)
     _assert_same(_outcome(queries._workflow, row), _outcome(queries._validated_workflow, row))
@@ -219,7 +250,7 @@ TASK_CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides", TASK_CASES, ids=repr)
+@pytest.mark.parametrize("overrides", TASK_CASES, ids=_case_id)
 def test_a_task_row_gives_what_the_validated_path_gives(overrides):
     row = _task_row(**overrides)
     _assert_same(_outcome(queries._task, row), _outcome(queries._validated_task, row))
@@ -237,7 +268,7 @@ AUDIT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides", AUDIT_CASES, ids=repr)
+@pytest.mark.parametrize("overrides", AUDIT_CASES, ids=_case_id)
 def test_an_audit_row_gives_what_the_validated_path_gives(overrides):
     row = _audit_row(**overrides)
     _assert_same(_outcome(queries._audit, row), _outcome(queries._validated_audit, row))

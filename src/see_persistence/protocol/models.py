@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetPydanticSchema
+from pydantic_core import core_schema
 
 from .status import Status
 
 _FROZEN = ConfigDict(frozen=True, extra="ignore")
 
 
+def _serialized_as_any(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    # Validated as the union, serialized by the value's own type: a union serializer first
+    # tries each member to pick one, which doubled model_dump_json for a nested object.
+    return {**handler(source), "serialization": core_schema.simple_ser_schema("any")}
+
+
+JsonValue: TypeAlias = Annotated[
+    dict[str, Any] | list[Any] | str | int | float | bool | None,
+    GetPydanticSchema(_serialized_as_any),
+]
+"""One JSON value as json.loads gives it; isinstance(value, dict) tells an object from the rest.
+
+Only the outer type is checked (nested values are what JSON decoding made them): a recursive
+check, as pydantic.JsonValue does, costs ten times as much on a nested object.
+"""
+
+
 class WorkflowExecution(BaseModel):
-    """One run of a workflow (a row of `workflow_executions`)."""
+    """One run of a workflow (a row of `workflow_executions`).
+
+    `metadata` is the JSON value the row holds, as it was stored: an object (a dict) when
+    this package wrote it, since its Client takes only dicts, but the S_E_E seed lets the
+    app's Rust core store any JSON value, so it may also be a list, a str, a number, a bool
+    or None (JSON `null`). Tell them apart with isinstance(metadata, dict). A NULL column
+    reads as {} (the seed's "no metadata"), and text that is not JSON at all as that text,
+    a str (so a str is either a JSON string or such text; SQLite's json_valid() tells which).
+    """
 
     model_config = _FROZEN
 
@@ -25,13 +51,19 @@ class WorkflowExecution(BaseModel):
     completed_at: datetime | None = None
     success: bool | None = None
     error_message: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonValue = Field(default_factory=dict)
     instance_id: str | None = None
     last_updated: datetime | None = None
 
 
 class TaskExecution(BaseModel):
-    """One task of a workflow run (a row of `task_executions`)."""
+    """One task of a workflow run (a row of `task_executions`).
+
+    `logs` holds the items of the row's JSON array as they were stored: strs when this
+    package wrote them, any JSON value when another writer stored one (`["a", 1, null]`
+    reads as ["a", 1, None]). A NULL column or JSON `null` reads as [] (no logs); another
+    JSON value as a list of that one value, and text that is not JSON as a list of that text.
+    """
 
     model_config = _FROZEN
 
@@ -45,7 +77,7 @@ class TaskExecution(BaseModel):
     success: bool | None = None
     error_message: str | None = None
     output: str | None = None
-    logs: list[str] = Field(default_factory=list)
+    logs: list[JsonValue] = Field(default_factory=list)
     retry_count: int = 0
     execution_order: int = 0
     instance_id: str | None = None
@@ -53,7 +85,12 @@ class TaskExecution(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    """One entry of the audit trail (a row of `audit_events`)."""
+    """One entry of the audit trail (a row of `audit_events`).
+
+    `data` is the JSON value the row holds, read as WorkflowExecution.metadata is: a dict
+    when this package wrote it, any JSON value (isinstance(data, dict) tells) from another
+    writer, {} for a NULL column, and the text itself for text that is not JSON.
+    """
 
     model_config = _FROZEN
 
@@ -63,7 +100,7 @@ class AuditEvent(BaseModel):
     event_type: str
     message: str
     timestamp: datetime
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonValue = Field(default_factory=dict)
     instance_id: str | None = None
 
 

@@ -25,6 +25,7 @@ from ..protocol.models import (
     AuditEvent,
     Instance,
     InstanceStats,
+    JsonValue,
     Rejection,
     TaskExecution,
     WorkflowExecution,
@@ -183,24 +184,38 @@ def _time(text: str | None) -> Any:
     return timestamps.parse(text) if text else None
 
 
-def _json_object(text: str | None) -> dict[str, Any]:
-    if not text or text == "{}":
-        return {}
+# What a JSON column reads as, on both paths (the models' docstrings say it to callers).
+# Nothing is invented: a wrapper such as {"_value": ...} would be a value never stored, and
+# one a real object could hold too. Text that is not JSON (or nests deeper than Python can
+# build) reads as itself, so a GUI shows what is there and one odd row never fails a list.
+_NOT_JSON = (ValueError, RecursionError)
+
+
+def _json_value(text: str | None) -> JsonValue:
+    """The JSON value in a metadata/data column: NULL reads as {}, text that is not JSON as itself."""
+    if text is None or text == "{}":
+        return {}  # the seed's "no metadata": a NULL column
     try:
-        value = _JSON.decode(text)
-    except ValueError:
-        return {"_unparsed": text}  # written by someone else; show it rather than fail the read
-    return value if isinstance(value, dict) else {"_value": value}
+        return _JSON.decode(text)  # type: ignore[no-any-return]
+    except _NOT_JSON:
+        return text
 
 
-def _json_list(text: str | None) -> list[str]:
-    if not text or text == "[]":
+def _json_list(text: str | None) -> list[JsonValue]:
+    """The items of a logs column's JSON array as stored; NULL and JSON null read as [] (no logs).
+
+    Another JSON value reads as a list of that one value and text that is not JSON as a list
+    of that text: logs is a list, and these keep what is there visible in it.
+    """
+    if text is None or text == "[]":
         return []
     try:
         value = _JSON.decode(text)
-    except ValueError:
+    except _NOT_JSON:
         return [text]
-    return [v if isinstance(v, str) else json.dumps(v) for v in value] if isinstance(value, list) else [text]
+    if type(value) is list:
+        return value
+    return [] if value is None else [value]
 
 
 def _bool(value: Any) -> bool | None:
@@ -217,7 +232,7 @@ def _slow_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
         completed_at=_time(row[5]),
         success=_bool(row[6]),
         error_message=row[7],
-        metadata=_json_object(row[8]),
+        metadata=_json_value(row[8]),
         instance_id=row[9],
         last_updated=_time(row[10]),
     )
@@ -251,7 +266,7 @@ def _slow_audit(row: tuple[Any, ...]) -> AuditEvent:
         event_type=row[3],
         message=row[4],
         timestamp=_time(row[5]),
-        data=_json_object(row[6]),
+        data=_json_value(row[6]),
         instance_id=row[7],
     )
 
@@ -293,7 +308,7 @@ def _via_validator(
 
 
 def _validated_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
-    decoded = {"metadata": _json_object(row[8])}
+    decoded = {"metadata": _json_value(row[8])}
     return _via_validator(_validate_workflow, _WORKFLOW_FIELDS, row, decoded, _TIMES, _slow_workflow)  # type: ignore[no-any-return]
 
 
@@ -303,7 +318,7 @@ def _validated_task(row: tuple[Any, ...]) -> TaskExecution:
 
 
 def _validated_audit(row: tuple[Any, ...]) -> AuditEvent:
-    decoded = {"data": _json_object(row[6])}
+    decoded = {"data": _json_value(row[6])}
     return _via_validator(_validate_audit, _AUDIT_FIELDS, row, decoded, ("timestamp",), _slow_audit)  # type: ignore[no-any-return]
 
 
@@ -311,8 +326,10 @@ def _validated_audit(row: tuple[Any, ...]) -> AuditEvent:
 # without its per-field Python loop, for rows exactly as our writer writes them: ids and
 # names as text, a known status, success NULL/0/1, timestamps in the writer's 32-character
 # UTC form (`YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, which datetime.fromisoformat reads in C)
-# and JSON that decodes to the expected type. Anything else (another writer's 9-digit or
-# naive timestamps, blobs, NULLs where text belongs, odd JSON, unknown statuses) raises
+# and JSON text with nothing around the value: any JSON value in metadata and data (the
+# models hold each as decoded), an array in logs. Anything else (another writer's 9-digit or
+# naive timestamps, blobs, NULLs where text belongs, text that is not JSON or has
+# whitespace around it, logs that are not an array, unknown statuses) raises
 # inside the fast path and the row takes the validated path above, so the models are the
 # ones that path gives. The only visible difference: fast-path datetimes carry
 # datetime.timezone.utc rather than pydantic's equal TzInfo(0), as the slow path's do.
@@ -320,7 +337,8 @@ class _Odd(Exception):
     """A row the fast path does not take as it is."""
 
 
-_ODD_ROW = (_Odd, KeyError, ValueError, TypeError, StopIteration, IndexError)  # what odd rows raise
+# What odd rows raise (RecursionError: JSON nested deeper than Python builds).
+_ODD_ROW = (_Odd, KeyError, ValueError, TypeError, StopIteration, IndexError, RecursionError)
 _WRITER_TIMESTAMP_CHARS = 32  # len("2026-01-02T03:04:05.123456+00:00")
 _UTC = timezone.utc
 _STATUSES: dict[Any, Status] = {status.value: status for status in Status}
@@ -406,7 +424,7 @@ def _workflows(rows: list[tuple[Any, ...]]) -> list[WorkflowExecution]:
             else:
                 text = meta
                 meta, end = _scan_json(text, 0)
-                if end != len(text) or type(meta) is not dict:
+                if end != len(text):
                     raise _Odd
             model = _new(WorkflowExecution)
             _set_dict(
@@ -497,10 +515,7 @@ def _tasks(rows: list[tuple[Any, ...]]) -> list[TaskExecution]:
                 text = logs
                 logs, end = _scan_json(text, 0)
                 if end != len(text) or type(logs) is not list:
-                    raise _Odd
-                for line in logs:
-                    if type(line) is not str:
-                        raise _Odd  # the validated path turns other JSON values into their text
+                    raise _Odd  # JSON null or a lone value: the validated path makes it a list
             model = _new(TaskExecution)
             _set_dict(
                 model,
@@ -555,7 +570,7 @@ def _audits(rows: list[tuple[Any, ...]]) -> list[AuditEvent]:
             else:
                 text = data
                 data, end = _scan_json(text, 0)
-                if end != len(text) or type(data) is not dict:
+                if end != len(text):
                     raise _Odd
             model = _new(AuditEvent)
             _set_dict(
