@@ -95,6 +95,22 @@ def _bad_messages(suffix: str) -> dict[str, bytes]:
         "metadata is not valid JSON": msgpack.packb(
             [1, "rogue-g" + suffix, 1, [_op("create_workflow", id=wf, workflow_name="n", metadata="{nope")]]
         ),
+        # The Rust core's serde_json would read it back as 1.1805916207174113e+21.
+        'metadata["huge"] is 1180591620717411303425, outside the 64-bit range': msgpack.packb(
+            [
+                1,
+                "rogue-h" + suffix,
+                1,
+                [
+                    _op(
+                        "create_workflow",
+                        id=wf,
+                        workflow_name="n",
+                        metadata='{"huge":1180591620717411303425}',
+                    )
+                ],
+            ]
+        ),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 
 import pytest
 from conftest import wait_until
@@ -148,3 +149,25 @@ def test_a_client_never_closed_still_delivers_large_messages_at_exit(db, writers
     assert "Traceback" not in done.stderr, done.stderr
     rows = Reader(db).query("SELECT COUNT(*) FROM audit_events WHERE event_type = 'exit'")
     assert rows == [(4000,)]
+
+
+def test_prune_takes_the_command_lines_ages_and_refuses_others_as_a_callers_mistake(db):
+    with Client(db) as client:
+        for age in ("30d", "12h", "90m", "3600s", "2w", 3600, 1.5, timedelta(days=1)):
+            client.prune(age)
+        for bad in ("soon", "-3d", -1, float("nan"), True, None):
+            with pytest.raises(CallerError, match="older_than"):
+                client.prune(bad)  # type: ignore[arg-type]
+        assert client.stats.accepted == 8
+        client.close(timeout=0.1)
+
+
+def test_json_the_rust_core_would_read_differently_is_refused_in_the_caller(db):
+    with Client(db) as client:
+        with pytest.raises(CallerError, match=r"metadata has a key 1 of type int"):
+            client.create_workflow("w", metadata={1: "a"})
+        with pytest.raises(CallerError, match=r'data\["n"\]\["huge"\] is 1180591620717411303425, outside'):
+            client.log_audit_event("e", "m", data={"n": {"huge": 2**70 + 1}})
+        client.create_workflow("w", metadata={"max": 2**64 - 1, "min": -(2**63), "12": "a string key"})
+        assert client.stats.accepted == 1
+        client.close(timeout=0.1)

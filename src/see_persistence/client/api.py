@@ -23,8 +23,9 @@ from typing import Any
 
 from .. import leases, locations
 from ..idgen import new_id
+from ..protocol import durations
 from ..protocol import operations as ops
-from ..protocol.errors import CallerError, ClientClosed
+from ..protocol.errors import ClientClosed
 from ..protocol.models import Rejection
 from ..protocol.status import FINISHED_STATUSES, Status
 from ..reader import Reader
@@ -301,26 +302,25 @@ class Client:
 
     def prune(
         self,
-        older_than: timedelta | float,
+        older_than: timedelta | float | str,
         statuses: Iterable[Status | str] = FINISHED_STATUSES,
     ) -> str:
         """Ask the writer to delete finished workflows created more than `older_than` ago.
 
-        `older_than` is a timedelta or seconds. Tasks and audit events go with their
-        workflow; a pending or running workflow is never deleted. The writer applies it in
-        order with everything this client sent before, and records what it deleted in an
-        audit event whose id this returns (`Reader.get_audit_event(id).data` after a flush).
+        `older_than` is a timedelta, seconds, or an age as the command line takes it ("30d",
+        "12h", "90m", "3600s", "2w"). Tasks and audit events go with their workflow; a
+        pending or running workflow is never deleted. The writer applies it in order with
+        everything this client sent before, and records what it deleted in an audit event
+        whose id this returns (`Reader.get_audit_event(id).data` after a flush).
         """
-        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
-        if not seconds >= 0:
-            raise CallerError(f"older_than must be a non-negative age, got {older_than!r}")
+        seconds = durations.check_age("older_than", older_than)
         report_id = new_id()
         now_us = _now_us()
         self._put(
             ops.PRUNE,
             {
                 "id": report_id,
-                "older_than_us": max(0, now_us - int(seconds * 1_000_000)),
+                "older_than_us": durations.cutoff_us(now_us, seconds),
                 "statuses": ops.check_prunable_statuses("statuses", list(statuses)),
                 "at_us": now_us,
             },

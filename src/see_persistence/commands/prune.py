@@ -144,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
         event = reader.get_audit_event(report_id)
         if event is None:
             raise CommandError(f"the writer confirmed the prune but its report event {report_id} is missing")
-        result = {**event.data, "dry_run": False, "report_event": report_id}
-        message = _describe(event.data, str(event.data.get("older_than")), statuses, "deleted")
+        report = event.data if isinstance(event.data, dict) else {}  # our writer's report is an object
+        result = {**report, "dry_run": False, "report_event": report_id}
+        message = _describe(report, str(report.get("older_than")), statuses, "deleted")
     reader.close()
     print(json.dumps(result) if args.json else message)
     return 0

@@ -51,7 +51,7 @@ def json_object_ok(text: str) -> bool:
         except (ValueError, RecursionError, StopIteration):
             return False
         if end == len(text) and type(value) is dict:
-            return True
+            return ops.json_integers_fit(text, value)  # what the Rust core reads exactly
     # Whitespace around the object, or text the quick look cannot judge: the check decides.
     try:
         ops.check_json_object_text("", text)
