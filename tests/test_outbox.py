@@ -60,9 +60,29 @@ def test_confirm_frees_room_and_the_bound_counts_what_is_sent_but_unconfirmed():
     messages = box.take()
     assert not box.put("audit_event", {"n": 99})  # sent is still held until confirmed
     assert box.counts().dropped == 2
-    assert box.confirm(messages[-1].seq) == 10
+    assert box.confirm(messages[-1].seq, None, now=0.0) == 10
     assert box.counts().buffered == 0
-    assert box.wait_confirmed(10, timeout=0)
+    assert box.wait_noticed(10, timeout=0)
+    assert not box.wait_confirmed(10, timeout=0)  # the writer's word is not the file's
+    assert box.oldest_unverified_since() == 0.0
+    assert box.verify(messages[-1].seq) == 10
+    assert box.wait_confirmed(10, timeout=0) and box.oldest_unverified_since() is None
     assert box.put("audit_event", {"n": 100})
     assert box.unconfirmed() == []
     assert box.take()[0].seq == messages[-1].seq + 1
+
+
+def test_notices_the_file_does_not_bear_out_are_taken_back_for_a_resend():
+    box = Outbox("inst", limit=100)
+    _fill(box, 10)
+    messages = box.take()
+    box.confirm(messages[0].seq, None, now=1.0)
+    assert box.counts().buffered == 10 - messages[0].operations
+    assert box.disown_noticed() == 1
+    assert box.counts().buffered == 10
+    assert box.unconfirmed() == messages  # in order, the taken-back one first
+    assert not box.wait_noticed(1, timeout=0)
+    # A missed notice: the file alone confirms, and frees the room.
+    assert box.verify(messages[-1].seq, rejected=2) == 10
+    counts = box.counts()
+    assert (counts.buffered, counts.confirmed, counts.rejected) == (0, 10, 2)

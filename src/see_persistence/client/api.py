@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -40,6 +41,9 @@ DEFAULT_CLOSE_TIMEOUT_S = 5.0
 # At interpreter exit, every Client still open gets one bounded flush: this long for all of
 # them together, not each.
 EXIT_FLUSH_TIMEOUT_S = 2.0
+# A flush that was told of the commit but does not find it in the file looks again this soon
+# (meanwhile the sending thread may find the notices were not to be believed, and resend).
+VERIFY_RETRY_S = 0.05
 
 
 def _now_us() -> int:
@@ -459,12 +463,34 @@ class Client:
             self._sender.wake()
 
     def _settle(self, timeout: float) -> bool:
-        """Wait until everything accepted so far is committed (applied or rejected)."""
+        """Wait until the file holds everything accepted so far (applied or rejected).
+
+        The writer's notices say when to look; the file at the database's path decides.
+        """
         if self._fork_generation != _forks:
             return True  # a child that never recorded through this Client has nothing to wait for
-        target = self._outbox.accepted()
+        outbox = self._outbox
+        target = outbox.accepted()
         self._sender.wake()
-        return self._outbox.wait_confirmed(target, timeout)
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if outbox.wait_confirmed(target, 0.0):
+                return True
+            if not outbox.wait_noticed(target, deadline - time.monotonic()):
+                return False
+            self._verify_with_file()
+            if outbox.wait_confirmed(target, min(VERIFY_RETRY_S, deadline - time.monotonic())):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def _verify_with_file(self) -> None:
+        try:
+            instance = self._reader.get_instance(self.instance_id)
+        except (FileNotFoundError, sqlite3.Error):
+            return
+        if instance is not None:
+            self._outbox.verify(instance.last_seq, instance.rejected)
 
     def _writer_alive(self) -> bool:
         try:

@@ -1,9 +1,18 @@
-"""The Client's bounded outbox: what callers handed over and the writer has not yet committed.
+"""The Client's bounded outbox: what callers handed over and the file does not yet hold.
 
-No sockets and no clocks: callers `put` operations (packed at once); the sending thread
-`take`s them as numbered messages, keeps every message until a commit notice `confirm`s its sequence
-number, and can hand all unconfirmed messages back for a resend. The bound counts every
-operation held, sent or not; past it `put` drops and counts, or waits if asked to.
+No sockets and no clocks of its own: callers `put` operations (packed at once); the sending
+thread `take`s them as numbered messages. A message then goes through two steps:
+
+- a commit notice `confirm`s it: the writer says it committed it. The message no longer counts
+  against the bound, but is kept, because a notice is only the writer's word (it may have
+  committed into a file no name reaches any more, or not be our writer at all);
+- the file at the database's path `verify`s it: its instance row says the sequence number is
+  committed. Only then is the message forgotten and counted as confirmed, and only this is
+  what flush() waits for.
+
+Messages noticed but never verified go back to be sent again (`disown_noticed`). The bound
+counts every operation pending or sent and not noticed; past it `put` drops and counts, or
+waits if asked to.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +71,8 @@ class OutboxCounts:
     dropped: int
     confirmed: int
     buffered: int
-    unconfirmed_messages: int
+    unconfirmed_messages: int  # sent, no notice yet
+    noticed_messages: int  # noticed, not yet seen in the file
     next_seq: int
     confirmed_seq: int
     rejected: int  # operations the writer refused, as it last said (dead letters)
@@ -85,13 +95,16 @@ class Outbox:
         self._pack = codec.operation_packer()  # used under the lock: one packer, reused
         self._pending: list[bytes] = []  # packed operations not yet in a message
         self._unconfirmed: deque[OutgoingMessage] = deque()
-        self._held = 0  # operations pending or unconfirmed: what the limit bounds
-        self._unconfirmed_ops = 0
+        # Committed by the writer's word, not yet seen in the file: (message, when noticed).
+        self._noticed: deque[tuple[OutgoingMessage, float]] = deque()
+        self._held = 0  # operations pending or sent and not noticed: what the limit bounds
         self._next_seq = 1
         self._accepted = 0
         self._dropped = 0
-        self._confirmed_ops = 0
+        self._confirmed_ops = 0  # verified in the file
         self._confirmed_seq = 0
+        self._noticed_ops = 0  # noticed or verified
+        self._noticed_seq = 0
         self._confirmed_caller_ops = 0
         self._rejected = 0
         # Running numbers of the instance's own operations (hello, goodbye: two in a life),
@@ -135,10 +148,17 @@ class Outbox:
             return self._accepted
 
     def wait_confirmed(self, target: int, timeout: float) -> bool:
-        """Wait until the first `target` accepted operations are committed, at most `timeout` s."""
+        """Wait until the file holds the first `target` accepted operations, at most `timeout` s."""
+        return self._wait(lambda: self._confirmed_ops >= target, timeout)
+
+    def wait_noticed(self, target: int, timeout: float) -> bool:
+        """Wait until the writer said it committed the first `target` operations, at most `timeout` s."""
+        return self._wait(lambda: self._noticed_ops >= target, timeout)
+
+    def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
-            while self._confirmed_ops < target:
+            while not done():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -160,11 +180,12 @@ class Outbox:
                 confirmed=self._confirmed_ops,
                 buffered=self._held,
                 unconfirmed_messages=len(self._unconfirmed),
+                noticed_messages=len(self._noticed),
                 next_seq=self._next_seq,
                 confirmed_seq=self._confirmed_seq,
                 rejected=self._rejected,
                 internal=len(self._internal),
-                internal_held=sum(1 for n in self._internal if n > self._confirmed_ops),
+                internal_held=sum(1 for n in self._internal if n > self._noticed_ops),
                 caller_confirmed=self._confirmed_caller_ops,
             )
 
@@ -195,7 +216,6 @@ class Outbox:
                 del pending[:MAX_OPERATIONS_PER_TAKE]
             first_seq = self._next_seq
             before = self._accepted - len(self._pending) - len(taken)
-            self._unconfirmed_ops += len(taken)  # still held: counted until confirmed
             internal = [n for n in self._internal if n > before] if self._internal else []
         messages: list[OutgoingMessage] = []
         for chunk in _chunks(taken):
@@ -209,11 +229,33 @@ class Outbox:
             self._unconfirmed.extend(messages)
         return messages
 
-    def confirm(self, committed_seq: int, rejected: int | None = None) -> int:
-        """Forget every message up to `committed_seq`; return how many operations that confirmed.
+    def confirm(self, committed_seq: int, rejected: int | None, now: float) -> int:
+        """The writer's word (a commit notice): every message up to `committed_seq` is committed.
 
-        `rejected` is the writer's running total of this instance's refused operations, as of
-        that commit (None when it did not say).
+        They stop counting against the bound and wait for the file to `verify` them. `rejected`
+        is the writer's running total of this instance's refused operations (None: not said);
+        `now` is the sending thread's monotonic clock. Returns the operations noticed.
+        """
+        noticed = 0
+        with self._lock:
+            if rejected is not None and rejected > self._rejected:
+                self._rejected = rejected
+            if committed_seq <= self._noticed_seq:
+                return 0
+            while self._unconfirmed and self._unconfirmed[0].seq <= committed_seq:
+                message = self._unconfirmed.popleft()
+                self._held -= message.operations
+                self._noticed.append((message, now))
+                self._noticed_ops = message.last_operation
+                noticed += message.operations
+            self._noticed_seq = committed_seq
+            self._changed.notify_all()
+        return noticed
+
+    def verify(self, committed_seq: int, rejected: int | None = None) -> int:
+        """What the file says: every message up to `committed_seq` is committed; forget them.
+
+        Returns the operations this confirmed.
         """
         confirmed = 0
         with self._lock:
@@ -221,16 +263,44 @@ class Outbox:
                 self._rejected = rejected
             if committed_seq <= self._confirmed_seq:
                 return 0
+            while self._noticed and self._noticed[0][0].seq <= committed_seq:
+                message = self._noticed.popleft()[0]
+                self._confirmed(message)
+                confirmed += message.operations
             while self._unconfirmed and self._unconfirmed[0].seq <= committed_seq:
-                message = self._unconfirmed.popleft()
-                self._unconfirmed_ops -= message.operations
+                message = self._unconfirmed.popleft()  # its notice was missed
                 self._held -= message.operations
-                self._confirmed_ops = message.last_operation
-                self._confirmed_caller_ops += message.caller_operations
+                self._confirmed(message)
                 confirmed += message.operations
             self._confirmed_seq = committed_seq
+            if self._confirmed_ops > self._noticed_ops:
+                self._noticed_ops, self._noticed_seq = self._confirmed_ops, committed_seq
             self._changed.notify_all()
         return confirmed
+
+    def _confirmed(self, message: OutgoingMessage) -> None:
+        self._confirmed_ops = message.last_operation
+        self._confirmed_caller_ops += message.caller_operations
+
+    def oldest_unverified_since(self) -> float | None:
+        """When the oldest message noticed but not yet verified was noticed (None: none waits)."""
+        with self._lock:
+            return self._noticed[0][1] if self._noticed else None
+
+    def disown_noticed(self) -> int:
+        """The file never agreed with the notices: take those messages back to send them again.
+
+        Returns how many messages go back.
+        """
+        with self._lock:
+            messages = [message for message, _ in self._noticed]
+            self._noticed.clear()
+            for message in reversed(messages):
+                self._unconfirmed.appendleft(message)
+                self._held += message.operations
+            self._noticed_ops, self._noticed_seq = self._confirmed_ops, self._confirmed_seq
+            self._changed.notify_all()
+            return len(messages)
 
     def unconfirmed(self) -> list[OutgoingMessage]:
         """Every message sent and not yet confirmed, in sequence order (for a resend)."""

@@ -2,9 +2,12 @@
 and resends what a dead writer lost.
 
 It learns what is committed from the writer's commit notices (PUB/SUB: immediate, but a
-notice can be missed), and falls back to reading the instance row's last committed
-sequence number from the file (always right, but polled), which also reveals a new lease
-epoch when the old writer's socket still holds our connection (a stopped writer).
+notice can be missed, and is only the word of whoever holds the socket), and from the
+instance row's last committed sequence number in the file at the database's path (always
+right, but polled), which is what finally releases a message: a writer serving a file that
+was deleted or replaced, or a stranger's socket, cannot make the client forget what the file
+does not hold. The file also reveals a new lease epoch when the old writer's socket still
+holds our connection (a stopped writer).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ RETRY_SEND_S = 0.005  # while ZeroMQ's own queue is full
 FILE_CHECK_AFTER_S = 1.0  # no commit notice for this long while messages wait: read the file
 STALL_RESEND_AFTER_S = 5.0  # a live writer committing none of ours for this long: resend
 RESEND_MIN_INTERVAL_S = 0.5
+VERIFY_INTERVAL_S = 0.25  # how often the file is read while noticed messages wait for it
+# A commit is in the file before its notice is sent: a notice the file still does not bear
+# out this long after is not to be believed (the file was deleted or replaced under the
+# writer, or the socket is not our writer's). Those messages are sent again.
+DISOWN_NOTICES_AFTER_S = 3.0
 
 
 class Sender:
@@ -67,6 +75,7 @@ class Sender:
         self._last_progress = time.monotonic()
         self._last_resend = 0.0
         self._last_file_check = 0.0
+        self._last_verify = 0.0
         self.thread = threading.Thread(target=self._run, name="see-persistence-sender", daemon=True)
 
     # -- called from any thread ----------------------------------------------------------------
@@ -199,8 +208,37 @@ class Sender:
                     self._resend("the writer saw a gap in our sequence")
 
     def _confirm(self, committed_seq: int, rejected: int | None) -> None:
-        if self.outbox.confirm(committed_seq, rejected):
+        now = time.monotonic()
+        if self.outbox.confirm(committed_seq, rejected, now):
+            self._last_progress = now
+
+    def _verify(self, committed_seq: int, rejected: int | None) -> None:
+        if self.outbox.verify(committed_seq, rejected):
             self._last_progress = time.monotonic()
+
+    def _verify_noticed(self, transport: ZmqTransport, now: float) -> None:
+        """Let the file confirm what notices said; take back what it never bears out."""
+        oldest = self.outbox.oldest_unverified_since()
+        if oldest is None or now - self._last_verify < VERIFY_INTERVAL_S:
+            return
+        self._last_verify = now
+        try:
+            instance = self.reader.get_instance(self.outbox.instance_id)
+        except (FileNotFoundError, sqlite3.Error):
+            instance = None
+        if instance is not None:
+            self._verify(instance.last_seq, instance.rejected)
+        oldest = self.outbox.oldest_unverified_since()
+        if oldest is not None and now - oldest >= DISOWN_NOTICES_AFTER_S:
+            taken_back = self.outbox.disown_noticed()
+            log.warning(
+                "the file at %s does not hold %d messages the writer said it committed; sending them again",
+                self.reader.db_path,
+                taken_back,
+            )
+            transport.reconnect()
+            self.reconnects += 1
+            self._resend("commit notices the file did not bear out", force=True)
 
     def _on_new_writer(self, transport: ZmqTransport, epoch: int, *, reconnect: bool) -> None:
         first = self.writer_epoch == 0
@@ -229,6 +267,7 @@ class Sender:
     def _maintain(self, transport: ZmqTransport) -> None:
         """When notices stop while messages wait: read the file, and act on what it says."""
         now = time.monotonic()
+        self._verify_noticed(transport, now)
         if now - self._last_file_check < FILE_CHECK_AFTER_S:
             return
         if self.outbox.counts().unconfirmed_messages == 0 and self.writer_epoch != 0:
@@ -242,7 +281,7 @@ class Sender:
         except (FileNotFoundError, sqlite3.Error):
             status, instance = None, None
         if instance is not None:
-            self._confirm(instance.last_seq, instance.rejected)
+            self._verify(instance.last_seq, instance.rejected)
         if status is None or not status.alive:
             if self.spawner is not None:
                 self.spawner.maybe_spawn(now)

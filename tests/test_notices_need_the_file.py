@@ -1,0 +1,49 @@
+"""A commit notice is only the word of whoever holds the writer's socket: the client forgets
+nothing until the file at the database's path holds it."""
+
+from __future__ import annotations
+
+import msgpack
+import zmq
+from conftest import wait_until
+
+from see_persistence import Client, Reader, locations
+from see_persistence.protocol import codec
+
+
+def test_notices_the_file_does_not_bear_out_make_no_flush_true_and_lose_nothing(db, writers):
+    endpoints = locations.endpoints_for(db)
+    locations.ensure_private_directory(endpoints.directory)
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pub = context.socket(zmq.PUB)
+    pull.bind(endpoints.pull)  # an impostor at the writer's endpoints, claiming every commit
+    pub.bind(endpoints.pub)
+    client = Client(db)
+    ids = [client.create_workflow(f"w{n}") for n in range(20)]
+    try:
+        highest: dict[str, int] = {}
+
+        def claim_commits() -> bool:
+            while pull.poll(0):
+                _, instance_id, seq, _ = msgpack.unpackb(pull.recv())
+                highest[instance_id] = max(seq, highest.get(instance_id, 0))
+            for instance_id, seq in highest.items():
+                pub.send_multipart(codec.encode_commit_notice(instance_id, 1, seq))
+            return client._outbox.counts().noticed_messages > 0
+
+        wait_until(claim_commits, 20, "the client to take the impostor's notices")
+        assert client.flush(timeout=1.0) is False  # there is no file: nothing is confirmed
+        assert client.stats.confirmed == 0
+        # The sending thread gives up on the notices and takes the messages back.
+        wait_until(lambda: claim_commits() and client.stats.resent > 0, 20, "the notices to be disowned")
+    finally:
+        pull.close(linger=0)
+        pub.close(linger=0)
+        context.term()
+    writers(db).wait_holding_lease()
+    assert client.flush(timeout=30) is True
+    reader = Reader(db)
+    assert all(reader.get_workflow(wid) is not None for wid in ids)
+    assert client.stats.confirmed == 20
+    assert client.close(timeout=10)
