@@ -47,3 +47,41 @@ def test_notices_the_file_does_not_bear_out_make_no_flush_true_and_lose_nothing(
     assert all(reader.get_workflow(wid) is not None for wid in ids)
     assert client.stats.confirmed == 20
     assert client.close(timeout=10)
+
+
+def _file_with_workflows(path, count: int) -> None:
+    import sqlite3
+
+    from see_persistence.protocol import schema
+
+    conn = sqlite3.connect(path)
+    for statement in schema.upgrade_statements(0):
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO workflow_executions (id, workflow_name, status, created_at) VALUES (?, 'w', 'pending', ?)",
+        [(f"w{n}", "2026-01-01T00:00:00.000000+00:00") for n in range(count)],
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_a_reader_follows_the_path_to_the_file_now_there(tmp_path):
+    path, other = tmp_path / "wf.db", tmp_path / "restored.db"
+    _file_with_workflows(path, 1)
+    _file_with_workflows(other, 2)
+    reader = Reader(path)
+    assert reader.count_rows()["workflow_executions"] == 1
+    other.replace(path)  # as a restore does: the old inode lives on in the open connection
+    reader.recheck_file()
+    assert reader.count_rows()["workflow_executions"] == 2
+    path.unlink()
+    reader.recheck_file()
+    try:
+        reader.count_rows()
+    except FileNotFoundError as exc:
+        assert str(path) in str(exc)
+    else:
+        raise AssertionError("a Reader read a file that no name leads to")
+    # Without being asked, it notices within FILE_IDENTITY_CHECK_S as well.
+    _file_with_workflows(path, 3)
+    wait_until(lambda: reader.count_rows()["workflow_executions"] == 3, 10, "the new file")

@@ -486,6 +486,7 @@ class Client:
 
     def _verify_with_file(self) -> None:
         try:
+            self._reader.recheck_file()  # what releases messages must be the file at the path
             instance = self._reader.get_instance(self.instance_id)
         except (FileNotFoundError, sqlite3.Error):
             return

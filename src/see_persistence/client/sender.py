@@ -223,6 +223,7 @@ class Sender:
             return
         self._last_verify = now
         try:
+            self.reader.recheck_file()  # what releases messages must be the file at the path
             instance = self.reader.get_instance(self.outbox.instance_id)
         except (FileNotFoundError, sqlite3.Error):
             instance = None

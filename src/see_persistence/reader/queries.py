@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -673,6 +674,19 @@ def _page(limit: int | None, offset: int) -> tuple[int, int]:
     return (-1 if limit is None else _count(limit, "limit (or None for all)")), _count(offset, "offset")
 
 
+# How often a thread's connection checks that the path still leads to the file it opened.
+FILE_IDENTITY_CHECK_S = 0.5
+
+
+def _identity_of(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, or None if there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 # A connection must not be used on both sides of a fork. Counting forks in the child is
 # cheaper than asking for the pid on every query (os.getpid is a system call).
 _forks = 0
@@ -700,14 +714,33 @@ class Reader:
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
-        # (connection, _forks when opened): a forked child opens its own connection.
-        state: tuple[sqlite3.Connection, int] | None = getattr(self._local, "state", None)
+        # (connection, _forks when opened, the file's identity, when it was last compared):
+        # a forked child opens its own connection, and so does a thread whose file was
+        # deleted, moved away or replaced (by a restore): an open connection keeps reading the
+        # old inode, and nothing errors.
+        state: list[Any] | None = getattr(self._local, "state", None)
         if state is not None and state[1] == _forks:
-            return state[0]
+            now = time.monotonic()
+            if now - state[3] < FILE_IDENTITY_CHECK_S:
+                return state[0]  # type: ignore[no-any-return]
+            state[3] = now
+            if _identity_of(self.db_path) == state[2]:
+                return state[0]  # type: ignore[no-any-return]
+            state[0].close()
+            log.info("%s is another file than the one this Reader had open: reopening", self.db_path)
         conn = open_read_only(self.db_path)
-        self._local.state = (conn, _forks)
+        self._local.state = [conn, _forks, _identity_of(self.db_path), time.monotonic()]
         self._local.columns = set()  # what this connection has seen of the file's tables
         return conn
+
+    def recheck_file(self) -> None:
+        """Make this thread's next query check that the path still leads to the file it has open.
+
+        (Queries check it at most every FILE_IDENTITY_CHECK_S on their own.)
+        """
+        state: list[Any] | None = getattr(self._local, "state", None)
+        if state is not None:
+            state[3] = float("-inf")
 
     def _has(self, table: str, column: str = "id") -> bool:
         """True if the file has `table` with `column` (by default: has the table at all).
