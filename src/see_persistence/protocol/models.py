@@ -119,6 +119,7 @@ class Instance(BaseModel):
     state: str
     last_seq: int = 0
     rejected: int = 0  # operations of this instance the writer refused (see Reader.get_rejections)
+    boot_id: str | None = None  # the boot its process ran in (None: registered before boot ids)
 
 
 class Rejection(BaseModel):
@@ -145,7 +146,11 @@ class InstanceStats(BaseModel):
 
 
 class WriterStatus(BaseModel):
-    """The writer lease as a Reader sees it; `alive` is checked against the process table."""
+    """The writer lease as a Reader sees it; `alive` is checked against the process table.
+
+    `heartbeat_age_s` is the time since the last heartbeat on CLOCK_BOOTTIME when the holder
+    is of this boot, which no wall-clock step moves; else `now - heartbeat` on the wall clock.
+    """
 
     model_config = _FROZEN
 
@@ -157,3 +162,5 @@ class WriterStatus(BaseModel):
     heartbeat: datetime
     released: datetime | None = None
     alive: bool
+    boot_id: str | None = None  # the holder's boot (None: a lease from before boot ids)
+    heartbeat_age_s: float | None = None

@@ -28,12 +28,33 @@ from .status import STATUS_EFFECTS, Status
 
 
 def _status_update(table: str, status: Status, *, with_output: bool) -> str:
+    """The UPDATE that applies `status` to a row of `table` (params: the payload's, :now and :at).
+
+    Within a record completed_at is never before started_at, though :at is the caller's wall
+    clock, which may step back between two calls: completed_at is the later of :at and
+    started_at, and a started_at set after completion is at most completed_at. Our writer's
+    times are all `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, which compare as text in time order;
+    a time in another writer's form (the Rust core's nine digits or `Z`, SQLite's
+    `YYYY-MM-DD HH:MM:SS`) is compared by julianday(), to the millisecond, and text that is
+    no time at all is not compared: :at stands.
+    """
     effect = STATUS_EFFECTS[status]
     sets = ["status = :status", "last_updated = :now"]
+
+    def bounded(column: str, pick: str, beyond: str) -> str:
+        # :at, or `column` where `column` is `beyond` it (">": later; "<": earlier). :at is
+        # named once, in a subquery: each mention is a parameter the writer formats and binds.
+        return (
+            f"(SELECT CASE WHEN {column} IS NULL THEN caller_at"
+            f" WHEN {column} GLOB '????-??-??T??:??:??.??????+00:00' THEN {pick}(caller_at, {column})"
+            f" WHEN julianday({column}) {beyond} julianday(caller_at) THEN {column} ELSE caller_at END"
+            " FROM (SELECT :at AS caller_at))"
+        )
+
     if effect.sets_started_at:
-        sets.append("started_at = COALESCE(started_at, :at)")
+        sets.append(f"started_at = COALESCE(started_at, {bounded('completed_at', 'MIN', '<')})")
     if effect.sets_completed_at:
-        sets.append("completed_at = :at")
+        sets.append(f"completed_at = {bounded('started_at', 'MAX', '>')}")
     if effect.success is not None:
         sets.append(f"success = {int(effect.success)}")
     sets.append("error_message = COALESCE(:error_message, error_message)")
@@ -50,12 +71,17 @@ TASK_STATUS_UPDATES: dict[str, str] = {
 }
 
 INSERTS: dict[str, str] = {
-    HELLO: """INSERT INTO instances (id, pid, process_create_time, host, started_at, last_seen, state)
-        VALUES (:instance_id, :pid, :process_create_time, :host, :at, :now, 'live')
+    # boot_id: the writer's own, from the lease it holds in this very transaction (the fence
+    # just renewed it). A hello reaches the writer over an ipc socket, so it comes from a
+    # process of the same machine and boot, whatever host name the process reported.
+    HELLO: """INSERT INTO instances (id, pid, process_create_time, host, started_at, last_seen, state,
+            boot_id)
+        VALUES (:instance_id, :pid, :process_create_time, :host, :at, :now, 'live',
+            (SELECT boot_id FROM writer_lease WHERE id = 1))
         ON CONFLICT(id) DO UPDATE SET pid = excluded.pid,
             process_create_time = excluded.process_create_time, host = excluded.host,
             started_at = excluded.started_at, last_seen = excluded.last_seen, state = 'live',
-            ended_at = NULL""",
+            ended_at = NULL, boot_id = excluded.boot_id""",
     GOODBYE: """UPDATE instances SET state = 'ended', ended_at = :at, last_seen = :now
         WHERE id = :instance_id""",
     CREATE_WORKFLOW: """INSERT INTO workflow_executions

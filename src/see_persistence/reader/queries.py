@@ -46,11 +46,14 @@ _TASK_COLUMNS = (
 )
 _AUDIT_COLUMNS = "id, workflow_id, task_id, event_type, message, timestamp, data, instance_id"
 _INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, ended_at, state, last_seq"
-# `rejected` came with schema version 4; on an older file a literal 0 stands in for it, so
-# every instance row has the same shape.
+# `rejected` and `boot_id` came with schema version 4; on an older file a literal 0 and NULL
+# stand in for them, so every instance row has the same shape. Keyed by (has rejected, has
+# boot_id).
 _INSTANCE_SELECT = {
-    True: f"SELECT {_INSTANCE_COLUMNS}, rejected FROM instances",
-    False: f"SELECT {_INSTANCE_COLUMNS}, 0 FROM instances",
+    (rejected, boot): f"SELECT {_INSTANCE_COLUMNS}, {'rejected' if rejected else '0'},"
+    f" {'boot_id' if boot else 'NULL'} FROM instances"
+    for rejected in (True, False)
+    for boot in (True, False)
 }
 
 # The record queries' SQL, built once: the same string each call is found in the
@@ -620,6 +623,7 @@ def _instance(row: tuple[Any, ...]) -> Instance:
         state=row[7],
         last_seq=row[8] or 0,
         rejected=row[9] or 0,
+        boot_id=row[10],
     )
 
 
@@ -762,7 +766,13 @@ class Reader:
         """Rows of `instances` (with `rejected`, 0 if the file has none); [] if it has no such table."""
         if not self._has("instances"):
             return []
-        return self._fetch(_INSTANCE_SELECT[self._has("instances", "rejected")] + where, params)
+        rejected = self._has("instances", "rejected")
+        # boot_id comes with rejected, in one upgrade: the table_info read that found (or is
+        # still looking for) `rejected` lists it too. A lookup of its own would repeat on every
+        # call on a file stamped 4 before boot_id joined that version; such a file reads NULL
+        # (the host-name rule) until the connection is opened again.
+        boot = ("instances", "boot_id") in self._local.columns
+        return self._fetch(_INSTANCE_SELECT[rejected, boot] + where, params)
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self._conn().execute(sql, params)
@@ -876,9 +886,9 @@ class Reader:
         return _instance(rows[0]) if rows else None
 
     def get_active_instances(self) -> list[Instance]:
-        """Instances registered live whose process still runs (pid and create time checked)."""
+        """Instances registered live whose process still runs (pid, create time and boot checked)."""
         rows = self._instances(" WHERE state = 'live' ORDER BY started_at")
-        return [_instance(r) for r in rows if leases.is_alive(r[1], r[2], r[3])]
+        return [_instance(r) for r in rows if leases.is_alive(r[1], r[2], r[3], r[10])]
 
     def get_instance_stats(self) -> InstanceStats:
         """Total workflows, live instances, and how many workflows each live instance has."""
@@ -897,23 +907,30 @@ class Reader:
         """The writer lease and whether its holder is alive; None if no writer ever ran."""
         if not self._has("writer_lease"):  # a file no writer of ours has upgraded yet
             return None
+        # boot_id and heartbeat_boot_ns came with schema version 4: NULL on an older file.
+        boot_columns = "boot_id, heartbeat_boot_ns" if self._has("writer_lease", "boot_id") else "NULL, NULL"
         rows = self._fetch(
             "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
-            " released_at FROM writer_lease WHERE id = 1"
+            f" released_at, {boot_columns} FROM writer_lease WHERE id = 1"
         )
         if not rows:
             return None
-        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released = rows[0]
-        alive = released is None and leases.is_alive(pid, ctime, host)
+        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released, boot, boot_ns = rows[0]
+        alive = released is None and leases.is_alive(pid, ctime, host, boot)
+        heartbeat_at = _time(heartbeat)
+        heartbeat_us = int(heartbeat_at.timestamp() * 1_000_000)
+        age_s = leases.silence_s(heartbeat_us, leases.wall_clock_us(), boot, boot_ns)
         return WriterStatus(
             pid=pid,
             host=host,
             endpoint=endpoint,
             epoch=epoch,
             since=_time(acquired),
-            heartbeat=_time(heartbeat),
+            heartbeat=heartbeat_at,
             released=_time(released),
             alive=alive,
+            boot_id=boot,
+            heartbeat_age_s=round(age_s, 3),
         )
 
     def get_counters(self) -> dict[str, int]:

@@ -3,6 +3,12 @@
 The lease is decided before any socket is bound (a second bind on an ipc path silently
 steals it from the first writer), renewed by a heartbeat, and checked inside the same
 transaction as every batch, so a writer that lost it can never commit again.
+
+A holder's silence is measured on CLOCK_BOOTTIME when the lease is of this boot, so that no
+wall-clock step (an NTP correction, a resume from sleep) makes a heartbeating writer look
+dead, nor a frozen one look alive; a standby also counts only the time it has itself watched
+the heartbeat stand still (CLOCK_MONOTONIC, which stops while the machine sleeps), so a
+machine waking from sleep does not make its writer look silent for the whole nap.
 """
 
 from __future__ import annotations
@@ -48,25 +54,42 @@ class LeaseRow:
     acquired_at: str
     heartbeat_at: str
     released_at: str | None
+    boot_id: str | None = None  # the holder's boot (None: written before boot ids were)
+    heartbeat_boot_ns: int | None = None  # its last heartbeat on that boot's CLOCK_BOOTTIME
 
 
 def read_lease(conn: sqlite3.Connection) -> LeaseRow | None:
     """The current lease row, or None if no writer ever held one."""
     row = conn.execute(
-        "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at, released_at"
-        " FROM writer_lease WHERE id = 1"
+        "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at, released_at,"
+        " boot_id, heartbeat_boot_ns FROM writer_lease WHERE id = 1"
     ).fetchone()
     return LeaseRow(*row) if row else None
 
 
-def holder_is_active(lease: LeaseRow | None, now_us: int) -> bool:
+def _heartbeat_of(lease: LeaseRow) -> tuple[int, str, int | None]:
+    return (lease.epoch, lease.heartbeat_at, lease.heartbeat_boot_ns)
+
+
+def holder_silence_s(lease: LeaseRow, now_us: int, watched_s: float | None = None) -> float:
+    """How long the holder has been silent: on CLOCK_BOOTTIME if of this boot, else the wall clock.
+
+    `watched_s`, when given, is how long the caller itself has seen this very heartbeat
+    stand still, on its CLOCK_MONOTONIC: the silence is then at most that. Every process of
+    the machine sleeps alike, so a nap is no silence of the holder's, yet CLOCK_BOOTTIME
+    counts it; CLOCK_MONOTONIC does not.
+    """
+    silent_s = leases.silence_s(_to_us(lease.heartbeat_at), now_us, lease.boot_id, lease.heartbeat_boot_ns)
+    return silent_s if watched_s is None else min(silent_s, watched_s)
+
+
+def holder_is_active(lease: LeaseRow | None, now_us: int, watched_s: float | None = None) -> bool:
     """True if the lease is held by a live process that has heartbeated recently."""
     if lease is None or lease.released_at is not None:
         return False
-    if not leases.is_alive(lease.pid, lease.process_create_time, lease.host):
+    if not leases.is_alive(lease.pid, lease.process_create_time, lease.host, lease.boot_id):
         return False
-    silent_s = (now_us - _to_us(lease.heartbeat_at)) / 1e6
-    return silent_s <= LEASE_STALE_AFTER_S
+    return holder_silence_s(lease, now_us, watched_s) <= LEASE_STALE_AFTER_S
 
 
 def _to_us(text: str) -> int:
@@ -82,6 +105,26 @@ class WriterLease:
         self._me = me
         self._endpoint = endpoint
         self.epoch = 0
+        # The holder's heartbeat as last seen (_heartbeat_of), and when (CLOCK_MONOTONIC) this
+        # process first saw it so.
+        self._watched: tuple[tuple[int, str, int | None], float] | None = None
+
+    def _watched_s(self, lease: LeaseRow | None) -> float | None:
+        """How long this process has seen `lease`'s heartbeat unchanged (None: not seen before)."""
+        if lease is None:
+            self._watched = None
+            return None
+        heartbeat = _heartbeat_of(lease)
+        now = time.monotonic()
+        if self._watched is None or self._watched[0] != heartbeat:
+            # A first look has only the clocks to judge by: a writer started beside a holder
+            # frozen long ago takes over at once, as before.
+            self._watched = (heartbeat, now)
+            return None
+        return now - self._watched[1]
+
+    def _holder_is_active(self, lease: LeaseRow | None, now_us: int) -> bool:
+        return holder_is_active(lease, now_us, self._watched_s(lease))
 
     def try_acquire(self, now_us: int) -> LeaseRow | None:
         """Take the lease if no active holder has it; return the holder's row if one does.
@@ -90,18 +133,33 @@ class WriterLease:
         active writer; only a lease that looks free is taken, inside BEGIN IMMEDIATE.
         """
         current = read_lease(self._conn)
-        if holder_is_active(current, now_us) and not self._is_me(current):
+        watched_s = self._watched_s(current)
+        if holder_is_active(current, now_us, watched_s) and not self._is_me(current):
             return current
         with self._busy_timeout(TAKEOVER_BUSY_TIMEOUT_MS), immediate_transaction(self._conn):
+            looked_at = current
             current = read_lease(self._conn)
-            if holder_is_active(current, now_us) and not self._is_me(current):
+            if current is None or looked_at is None or _heartbeat_of(current) != _heartbeat_of(looked_at):
+                watched_s = self._watched_s(current)  # it changed since the look: judge it afresh
+            if holder_is_active(current, now_us, watched_s) and not self._is_me(current):
                 return current
             epoch = (current.epoch if current else 0) + 1
             now = timestamps.format_us(now_us)
             self._conn.execute(
                 "INSERT OR REPLACE INTO writer_lease (id, pid, process_create_time, host, endpoint,"
-                " epoch, acquired_at, heartbeat_at, released_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                (self._me.pid, self._me.create_time, self._me.host, self._endpoint, epoch, now, now),
+                " epoch, acquired_at, heartbeat_at, released_at, boot_id, heartbeat_boot_ns)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                (
+                    self._me.pid,
+                    self._me.create_time,
+                    self._me.host,
+                    self._endpoint,
+                    epoch,
+                    now,
+                    now,
+                    leases.boot_id(),
+                    leases.boot_time_ns(),
+                ),
             )
         if current is not None and current.released_at is None:
             log.warning(
@@ -125,7 +183,7 @@ class WriterLease:
         locked_out_since: float | None = None
         while True:
             try:
-                holder = self.try_acquire(time.time_ns() // 1000)
+                holder = self.try_acquire(leases.wall_clock_us())
                 locked_out_since = None
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
@@ -171,11 +229,17 @@ class WriterLease:
     def _kill_frozen_holder(self) -> None:
         """SIGKILL a stale holder that keeps the write lock: it is presumed dead, yet blocks everyone."""
         holder = read_lease(self._conn)
-        if holder is None or holder.host != self._me.host or self._is_me(holder):
+        if holder is None or self._is_me(holder):
             return
-        if holder_is_active(holder, time.time_ns() // 1000):
+        # Only a process of this boot can be signalled (whatever the host is called now).
+        local = leases.of_this_boot(holder.boot_id) or (
+            holder.boot_id is None and holder.host == self._me.host
+        )
+        if not local:
+            return
+        if self._holder_is_active(holder, leases.wall_clock_us()):
             return  # it woke up and heartbeats again: not frozen
-        if not leases.is_alive(holder.pid, holder.process_create_time, holder.host):
+        if not leases.is_alive(holder.pid, holder.process_create_time, holder.host, holder.boot_id):
             return
         log.error(
             "writer pid %d (epoch %d) is presumed dead but holds the database's write lock; killing it",
@@ -190,9 +254,9 @@ class WriterLease:
     def fence(self, now: str) -> None:
         """Inside an open transaction: renew the heartbeat, or raise LeaseLostError."""
         changed = self._conn.execute(
-            "UPDATE writer_lease SET heartbeat_at = ? WHERE id = 1 AND epoch = ? AND pid = ?"
-            " AND released_at IS NULL",
-            (now, self.epoch, self._me.pid),
+            "UPDATE writer_lease SET heartbeat_at = ?, heartbeat_boot_ns = ?"
+            " WHERE id = 1 AND epoch = ? AND pid = ? AND released_at IS NULL",
+            (now, leases.boot_time_ns(), self.epoch, self._me.pid),
         ).rowcount
         if changed != 1:
             holder = read_lease(self._conn)
@@ -210,7 +274,10 @@ class WriterLease:
         else could write meanwhile: the lock was its own), but it still gives the lease up
         rather than go on as a writer the others presumed dead.
         """
-        started = time.monotonic()  # before BEGIN: a stop while taking the lock counts too
+        # Before BEGIN: a stop while taking the lock counts too. CLOCK_MONOTONIC, as the
+        # standbys' watch: no wall-clock step counts, nor a nap of the whole machine (which
+        # stops the standbys as well).
+        started = time.monotonic()
         with immediate_transaction(self._conn):
             self.fence(timestamps.format_us(now_us))
             yield self._conn
@@ -235,9 +302,9 @@ class WriterLease:
         now = timestamps.format_us(now_us)
         with immediate_transaction(self._conn):
             self._conn.execute(
-                "UPDATE writer_lease SET released_at = ?, heartbeat_at = ?"
+                "UPDATE writer_lease SET released_at = ?, heartbeat_at = ?, heartbeat_boot_ns = ?"
                 " WHERE id = 1 AND epoch = ? AND pid = ?",
-                (now, now, self.epoch, self._me.pid),
+                (now, now, leases.boot_time_ns(), self.epoch, self._me.pid),
             )
         log.info("released the writer lease (epoch %d)", self.epoch)
 

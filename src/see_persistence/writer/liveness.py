@@ -2,7 +2,9 @@
 the workflows and tasks they left pending or running become failed, "abandoned: ...".
 
 Dead means the pid checked with psutil (gone, a zombie, or reused by a process with another
-create time), never a quiet spell: nothing is deleted because an instance is idle.
+create time), never a quiet spell: nothing is deleted because an instance is idle. An
+instance of another boot is dead too: after a reboot none of the previous boot's processes
+runs, whatever the machine is called now (leases.is_alive has the rule).
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ log = logging.getLogger("see_persistence.writer")
 SWEEP_INTERVAL_S = 1.0
 _ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
 _ACTIVE_SQL = ", ".join(f"'{s}'" for s in _ACTIVE)
+# completed_at is :now (the writer's clock), but never before the row's started_at (the
+# caller's clock, which may run ahead of it after a step): the rule of statements._status_update.
+_NOT_BEFORE_STARTED = (
+    "CASE WHEN started_at IS NULL THEN :now"
+    " WHEN started_at GLOB '????-??-??T??:??:??.??????+00:00' THEN MAX(:now, started_at)"
+    " WHEN julianday(started_at) > julianday(:now) THEN started_at ELSE :now END"
+)
 
 
 @dataclass(frozen=True)
@@ -32,14 +41,24 @@ class DeadInstance:
     pid: int
 
 
+# The live-registered instances whose process this writer can judge: every one with a boot id
+# (a boot id decides by itself, whatever the host name: leases.is_alive), and the older rows
+# without one on this host name. A row without a boot id from another host name is left
+# alone, as before boot ids: it cannot be checked from here.
+CHECKABLE_LIVE_INSTANCES = "state = 'live' AND pid IS NOT NULL AND (boot_id IS NOT NULL OR host = :host)"
+
+
 def find_dead_instances(conn: sqlite3.Connection) -> list[DeadInstance]:
-    """Live-registered instances on this host whose process no longer runs."""
+    """Live-registered instances whose process no longer runs: gone, reused, or of another boot."""
     rows = conn.execute(
-        "SELECT id, pid, process_create_time FROM instances"
-        " WHERE state = 'live' AND pid IS NOT NULL AND host = ?",
-        (leases.host_name(),),
+        f"SELECT id, pid, process_create_time, host, boot_id FROM instances WHERE {CHECKABLE_LIVE_INSTANCES}",
+        {"host": leases.host_name()},
     ).fetchall()
-    return [DeadInstance(iid, pid) for iid, pid, ctime in rows if not leases.is_alive(pid, ctime)]
+    return [
+        DeadInstance(iid, pid)
+        for iid, pid, ctime, host, boot in rows
+        if not leases.is_alive(pid, ctime, host, boot)
+    ]
 
 
 def abandon(conn: sqlite3.Connection, dead: DeadInstance, now_us: int) -> int:
@@ -59,9 +78,10 @@ def abandon(conn: sqlite3.Connection, dead: DeadInstance, now_us: int) -> int:
     ]
     for table in ("workflow_executions", "task_executions"):
         conn.execute(
-            f"UPDATE {table} SET status = 'failed', success = 0, completed_at = ?, last_updated = ?,"
-            f" error_message = ? WHERE instance_id = ? AND status IN ({_ACTIVE_SQL})",
-            (now, now, reason, dead.instance_id),
+            f"UPDATE {table} SET status = 'failed', success = 0, completed_at = {_NOT_BEFORE_STARTED},"
+            f" last_updated = :now, error_message = :reason"
+            f" WHERE instance_id = :instance_id AND status IN ({_ACTIVE_SQL})",
+            {"now": now, "reason": reason, "instance_id": dead.instance_id},
         )
     data = json.dumps({"instance_id": dead.instance_id, "pid": dead.pid})
     conn.executemany(
