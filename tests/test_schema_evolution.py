@@ -104,3 +104,18 @@ def test_the_upgrade_is_one_transaction(tmp_path):
     assert begins == ["BEGIN IMMEDIATE"] and commits == ["COMMIT"]
     creates = [s for s in statements if s.lstrip().startswith("CREATE")]
     assert statements.index(begins[0]) < statements.index(creates[0]) < statements.index(commits[0])
+
+
+def test_a_column_of_ours_missing_from_an_up_to_date_file_is_added(tmp_path):
+    from see_persistence.writer.storage import upgrade_schema
+
+    path = tmp_path / "wf.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in schema.upgrade_statements(0):  # the tables, but none of the added columns
+        conn.execute(statement)
+    conn.execute(schema.version_row_statement(), (schema.SCHEMA_VERSION, "2026-01-01T00:00:00.000000+00:00"))
+    assert upgrade_schema(conn, 0) == schema.SCHEMA_VERSION
+    for table, column, _ in schema.column_additions(0):
+        assert column in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}, (table, column)
+    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)  # no second version row
+    conn.close()

@@ -117,7 +117,9 @@ def _lease(reader: Reader) -> Outcome:
     if writer.released is not None:
         return Outcome("lease", True, f"released by pid {writer.pid} at {writer.released.isoformat()}")
     if writer.alive:
-        age = (datetime.now(timezone.utc) - writer.heartbeat).total_seconds()
+        age = writer.heartbeat_age_s  # on CLOCK_BOOTTIME where it can: a wall-clock step is no silence
+        if age is None:
+            age = (datetime.now(timezone.utc) - writer.heartbeat).total_seconds()
         if age > LEASE_STALE_AFTER_S:
             return Outcome(
                 "lease",

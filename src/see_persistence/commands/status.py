@@ -50,7 +50,10 @@ def _writer(reader: Reader, now: datetime) -> dict[str, Any] | None:
     report = status.model_dump(mode="json")
     report["state"] = "alive" if status.alive else ("released" if status.released else "dead")
     report["uptime_s"] = round((now - status.since).total_seconds(), 3) if status.alive else None
-    report["heartbeat_age_s"] = round((now - status.heartbeat).total_seconds(), 3)
+    age_s = status.heartbeat_age_s  # on CLOCK_BOOTTIME where it can: a wall-clock step is no silence
+    if age_s is None:
+        age_s = (now - status.heartbeat).total_seconds()
+    report["heartbeat_age_s"] = round(age_s, 3)
     return report
 
 
@@ -95,7 +98,7 @@ def _instances(reader: Reader, tables: set[str], limit: int) -> dict[str, Any]:
         entry = instance.model_dump(mode="json")
         entry["workflows"] = per_instance.get(instance.id, 0)
         running = instance.state == "live" and leases.is_alive(
-            instance.pid, instance.process_create_time, instance.host
+            instance.pid, instance.process_create_time, instance.host, instance.boot_id
         )
         if running:
             live.append(entry)

@@ -362,8 +362,8 @@ class Writer:
         assert self._conn is not None
         try:
             row = self._conn.execute(
-                "SELECT COUNT(*) FROM instances WHERE state = 'live' AND pid IS NOT NULL AND host = ?",
-                (leases.host_name(),),
+                f"SELECT COUNT(*) FROM instances WHERE {liveness.CHECKABLE_LIVE_INSTANCES}",
+                {"host": leases.host_name()},
             ).fetchone()
         except sqlite3.Error as exc:
             log.error("could not count the live instances: %s", exc)

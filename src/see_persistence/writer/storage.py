@@ -271,15 +271,40 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """This layer's added columns that a table of the file lacks (whatever its version says)."""
+    missing: list[tuple[str, str, str]] = []
+    present: dict[str, set[str]] = {}
+    for table, column, declaration in schema.column_additions(0):
+        if table not in present:
+            present[table] = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if present[table] and column not in present[table]:
+            missing.append((table, column, declaration))
+    return missing
+
+
 def upgrade_schema(conn: sqlite3.Connection, now_us: int) -> int:
     """Bring the file up to SCHEMA_VERSION in one transaction; return the version found.
 
     Looks first without a lock: a standby starting beside a busy writer must not compete
     for the write lock (and fail with "database is locked") when there is nothing to do.
+    A column this layer adds is added wherever it is missing, even to a file whose version
+    row says it is up to date (ALTER TABLE has no IF NOT EXISTS, so each one is looked up).
     """
     found = schema_version(conn)
-    if found >= schema.SCHEMA_VERSION:
+    if found >= schema.SCHEMA_VERSION and not _missing_columns(conn):
         return found
+    with immediate_transaction(conn):
+        found = schema_version(conn)
+        for statement in schema.upgrade_statements(found):
+            conn.execute(statement)
+        for table, column, declaration in _missing_columns(conn):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if found < schema.SCHEMA_VERSION:
+            conn.execute(schema.version_row_statement(), (schema.SCHEMA_VERSION, timestamps.format_us(now_us)))
+    if found < schema.SCHEMA_VERSION:
+        log.info("schema of the database upgraded from version %d to %d", found, schema.SCHEMA_VERSION)
+    return found
     with immediate_transaction(conn):
         found = schema_version(conn)
         if found >= schema.SCHEMA_VERSION:
