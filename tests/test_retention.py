@@ -56,6 +56,6 @@ def test_prune_refuses_active_statuses_in_the_caller(db):
     with Client(db) as client:
         with pytest.raises(CallerError, match="never pruned"):
             client.prune(60, statuses=["running"])
-        with pytest.raises(CallerError, match="non-negative"):
+        with pytest.raises(CallerError, match="older_than"):
             client.prune(-1)
         client.close(timeout=0.1)
