@@ -1,12 +1,20 @@
-"""The Client's sockets, owned by its sending thread alone (pyzmq sockets are not thread-safe)."""
+"""The Client's sockets, owned by its sending thread alone (pyzmq sockets are not thread-safe).
+
+Before it connects, and whenever it connects again, it checks the socket directory as the
+writer does (ours, owner-only; socket files ours): in a directory another user controls,
+that user could bind the writer's names, read what the Client sends and answer with commit
+notices of its own. Refused, it stays unconnected: send() keeps everything in the outbox.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from typing import Any, NamedTuple
 
 import zmq
 
+from .. import locations
 from ..locations import Endpoints
 from ..protocol import codec
 from ..protocol.errors import RejectedMessage
@@ -19,30 +27,72 @@ SEND_HIGH_WATER_MARK = 100
 CLOSE_LINGER_MS = 200
 
 
+class _DirectoryStamp(NamedTuple):
+    """The socket directory as it was checked: the same directory, still ours and closed."""
+
+    device: int
+    inode: int
+    uid: int
+    mode: int
+
+
+def _stamp(directory: os.PathLike[str] | str) -> _DirectoryStamp | None:
+    try:
+        info = os.lstat(directory)
+    except OSError:
+        return None
+    return _DirectoryStamp(info.st_dev, info.st_ino, info.st_uid, info.st_mode)
+
+
 class ZmqTransport:
-    """PUSH to the writer's PULL, SUB to its notices. `send` never waits."""
+    """PUSH to the writer's PULL, SUB to its notices. `send` never waits.
+
+    Raises PermissionError, naming the directory and why, when the socket directory is not
+    this user's own (from the constructor, before any socket exists; from reconnect() and
+    verify(), which leave it unconnected).
+    """
 
     def __init__(self, context: zmq.Context[Any], endpoints: Endpoints, instance_id: str) -> None:
         self._context = context
         self._endpoints = endpoints
         self._topics = (codec.NOTICE_COMMIT_PREFIX + instance_id.encode(), codec.NOTICE_HEARTBEAT)
+        self._checked: _DirectoryStamp | None = None
+        self.connected = False
         self.push: zmq.Socket[Any]
         self.sub: zmq.Socket[Any]
+        self._check()  # before any socket exists: a refused constructor leaves nothing to close
         self._open()
 
-    def _open(self) -> None:
+    @property
+    def endpoints(self) -> Endpoints:
+        """The endpoints connected to (or last checked)."""
+        return self._endpoints
+
+    def _check(self) -> None:
+        """Make sure the directory is ours and owner-only (creating it if missing); remember it."""
+        self.connected = False
+        self._checked = None
+        locations.ensure_private_directory(self._endpoints.directory)
+        locations.check_socket_files(self._endpoints)
+        self._checked = _stamp(self._endpoints.directory)
+
+    def _open(self, *, connect: bool = True) -> None:
         self.push = self._context.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, SEND_HIGH_WATER_MARK)
         self.push.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
-        self.push.connect(self._endpoints.pull)  # queues at once, before any writer exists
         self.sub = self._context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         for topic in self._topics:
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sub.connect(self._endpoints.pub)
+        if connect:
+            self.push.connect(self._endpoints.pull)  # queues at once, before any writer exists
+            self.sub.connect(self._endpoints.pub)
+            self.connected = True
 
     def send(self, raw: bytes) -> bool:
-        """Queue one message; False if ZeroMQ's queue is full (the caller keeps it)."""
+        """Queue one message; False if ZeroMQ's queue is full or nothing is connected (caller keeps it)."""
+        if not self.connected:
+            return False
         try:
             # Always copied: zero-copy hands the buffer to pyzmq's garbage-collector thread,
             # which refuses to start during interpreter shutdown, when a forgotten Client
@@ -66,11 +116,43 @@ class ZmqTransport:
                 log.debug("ignored a malformed notice: %s", exc)
 
     def reconnect(self) -> None:
-        """Drop both connections and queues and connect anew (after a writer change)."""
+        """Drop both connections and queues, check the directory again, and connect anew.
+
+        The endpoints are derived again from the database path: the socket directory may
+        have changed (/run/user/<uid> appeared), or the database's directory was replaced.
+        Raises PermissionError if the directory is no longer safe; the transport then stays
+        unconnected (send() returns False, notices() is empty) until a reconnect succeeds.
+        """
         self.close(linger_ms=0)
+        if self._endpoints.database is not None:
+            self._endpoints = locations.endpoints_for(self._endpoints.database)
+        try:
+            self._check()
+        except OSError:
+            self._open(connect=False)  # sockets to poll and close, connected to nothing
+            raise
         self._open()
+
+    def verify(self) -> bool:
+        """Cheaply check (two or three lstat calls) that the directory connected through is unchanged.
+
+        ZeroMQ reconnects on its own to whatever binds the path: if the directory was removed
+        (a /tmp cleaner) and made again by someone else, that would be them. So when it is no
+        longer the directory checked, or a socket file there is not ours, this reconnects
+        (returns True) - or raises PermissionError as reconnect() does. False: nothing changed.
+        Call it about once a second.
+        """
+        if self.connected and _stamp(self._endpoints.directory) == self._checked:
+            try:
+                locations.check_socket_files(self._endpoints)
+                return False
+            except PermissionError:
+                pass
+        self.reconnect()
+        return True
 
     def close(self, linger_ms: int = CLOSE_LINGER_MS) -> None:
         """Close both sockets, waiting at most `linger_ms` for queued messages to leave."""
+        self.connected = False
         self.push.close(linger=linger_ms)
         self.sub.close(linger=0)

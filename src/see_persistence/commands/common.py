@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import locations
 from ..protocol import schema
 from .base import CommandError
 
@@ -21,11 +22,13 @@ def describe_sqlite_error(exc: sqlite3.Error) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def open_database(db: Path, *, accept_damaged: bool = False) -> Reader:
+def open_database(db: Path, *, accept_damaged: bool = False, single_name: bool = True) -> Reader:
     """A Reader on `db` once the file is known to exist and to hold the S_E_E tables.
 
-    Raises CommandError (one line) for a missing file, a file that is not SQLite, or an
-    SQLite file without the seed's three tables, before any command reads it. With
+    Raises CommandError (one line) for a missing file, a file that is not SQLite, an SQLite
+    file without the seed's three tables, or (unless not `single_name`: a backup made by a
+    tool that hard-links its copies) a file with more than one name, before any command
+    reads it: SQLite keeps the WAL beside the name, so each name has its own. With
     `accept_damaged`, an SQLite file whose schema cannot be read is returned as it is
     (for `check`, which reports the damage), and only a file that is not SQLite at all is
     refused.
@@ -34,6 +37,11 @@ def open_database(db: Path, *, accept_damaged: bool = False) -> Reader:
         raise CommandError(f"no see-persistence database at {db}")
     if db.is_dir():
         raise CommandError(f"{db} is a directory, not a database file")
+    if single_name:
+        try:
+            locations.check_single_name(db)
+        except locations.HardLinkedDatabase as exc:
+            raise CommandError(str(exc)) from None
     from ..reader import Reader  # here, not at the top: see TYPE_CHECKING above
 
     reader = Reader(db)

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -16,7 +17,7 @@ import zmq
 
 from .. import leases, locations
 from ..protocol import codec, statements
-from ..protocol.errors import LeaseLostError
+from ..protocol.errors import LeaseLostError, SeePersistenceError
 from . import liveness
 from .batch import BatchResult, SequenceBook, apply_messages
 from .checkpointer import WAL_RESTART_PAGES, Checkpointer
@@ -39,17 +40,101 @@ PUB_LINGER_MS = 200
 # 8 paced GUIs took the writer to 142 MB. A full queue pushes back into the clients' outboxes,
 # which then send fewer, larger messages: cheaper for the writer exactly when it is behind.
 RECEIVE_HIGH_WATER_MARK = 100
+# How often the writer looks whether its path still leads to the file it has open, and whether
+# its socket files and directories are still there and its own: a stat or two, once a second.
+PATH_CHECK_INTERVAL_S = 1.0
+_COMPANION_SUFFIXES = ("-wal", "-shm")
+
+
+class DatabaseFileGone(SeePersistenceError):
+    """The database path no longer leads to the file this writer has open (deleted, moved, replaced)."""
 
 
 def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _inode(path: str) -> int | None:
+def _inode(path: str | Path) -> int | None:
     try:
         return os.stat(path).st_ino
     except OSError:
         return None
+
+
+@dataclass
+class _Listener:
+    """The writer's two sockets bound in one socket directory, and the inodes of the files they made."""
+
+    endpoints: locations.Endpoints
+    pull_inode: int | None
+    pub_inode: int | None
+
+    def intact(self) -> bool:
+        """True while both socket files are still the ones this writer bound."""
+        pull_path, pub_path = self.endpoints.paths()
+        return _inode(pull_path) == self.pull_inode and _inode(pub_path) == self.pub_inode
+
+
+def _unbind(socket: zmq.Socket[Any], endpoint: str) -> None:
+    try:
+        socket.unbind(endpoint)
+    except zmq.ZMQError:
+        pass  # never bound, or its file already gone
+
+
+def _remove_socket_files_if_ours(listener: _Listener) -> None:
+    # libzmq leaves the ipc file behind on close; remove it only if it is still the one we
+    # bound (same inode), never a file a newer writer bound at the same path.
+    for path, inode in zip(
+        listener.endpoints.paths(), (listener.pull_inode, listener.pub_inode), strict=True
+    ):
+        if inode is not None and _inode(path) == inode:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _files_open_as(paths: list[Path]) -> dict[Path, locations.FileIdentity]:
+    """Of `paths`, those this process has open under that very name: path -> the open file's identity.
+
+    Read from /proc/self/fd (Linux); a file deleted or renamed since it was opened shows
+    under its new name there, so it is not matched. Empty where /proc is not available.
+    """
+    wanted = {str(path): path for path in paths}
+    found: dict[Path, locations.FileIdentity] = {}
+    try:
+        descriptors = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for fd in descriptors:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target in wanted:
+                info = os.stat(f"/proc/self/fd/{fd}")
+                found[wanted[target]] = locations.FileIdentity(info.st_dev, info.st_ino)
+        except OSError:
+            continue  # closed meanwhile (the fd of the listing itself, say)
+    return found
+
+
+def _where_the_file_went(identity: locations.FileIdentity) -> str:
+    """'deleted', 'moved to PATH', or '' if this process has no descriptor of that file (Linux /proc)."""
+    try:
+        descriptors = os.listdir("/proc/self/fd")
+    except OSError:
+        return ""
+    for fd in descriptors:
+        try:
+            info = os.stat(f"/proc/self/fd/{fd}")
+            if (info.st_dev, info.st_ino) != identity:
+                continue
+            if info.st_nlink == 0:
+                return "deleted"
+            return f"moved to {os.readlink(f'/proc/self/fd/{fd}')}"
+        except OSError:
+            continue
+    return ""
 
 
 class Writer:
@@ -58,7 +143,10 @@ class Writer:
     Raises LeaseHeldError from run() when another live writer holds the lease (unless
     `standby`, which waits and takes over), and LeaseLostError when fenced off. Refuses,
     with DatabaseRefused, a file that is not SQLite or holds someone else's tables (unless
-    `adopt`), and a missing directory other than the default one (FileNotFoundError).
+    `adopt`), and a missing directory other than the default one (FileNotFoundError); a file
+    with more than one name (HardLinkedDatabase); a socket directory that is not the user's
+    own (PermissionError). Raises DatabaseFileGone once its path no longer leads to the file
+    it has open (deleted, moved or replaced): it then commits and confirms nothing more.
 
     With `exit_when_idle_s` it also stops on its own, as after `stop()`, once no message has
     arrived and no live GUI instance has been seen for that long: a writer a GUI spawned
@@ -99,8 +187,14 @@ class Writer:
         self._pull: zmq.Socket[Any] | None = None
         self._checkpointer: Checkpointer | None = None
         self._pub: zmq.Socket[Any] | None = None
-        self._pull_inode: int | None = None
-        self._pub_inode: int | None = None
+        self._listeners: dict[Path, _Listener] = {}  # socket directory -> what is bound there
+        self._refusals: dict[Path, str] = {}  # socket directory -> why it was last refused (logged once)
+        self._unreachable_logged = False
+        self._file_identity: locations.FileIdentity | None = None  # of the file this writer has open
+        self._file_gone: str | None = None  # why the path no longer leads to it, once seen
+        self._links_logged = 1
+        self._next_file_check = 0.0
+        self._next_socket_check = 0.0
         self._book = SequenceBook()
         self._metrics: WriterMetrics | None = None
         self._notifier = SystemdNotifier()
@@ -144,7 +238,8 @@ class Writer:
     def initialize(self) -> bool:
         """Open and upgrade the file, take the lease, then bind. False if stopped while standing by."""
         prepare_database_file(self.db_path, adopt=self.adopt)
-        locations.ensure_private_directory(self.endpoints.directory)
+        directories = self._socket_directories()
+        self.endpoints = locations.endpoints_for(self.db_path, directories[0])
         try:
             self._conn = open_write_connection(self.db_path, self.synchronous)
             upgrade_schema(self._conn, _now_us())
@@ -152,27 +247,32 @@ class Writer:
             # SQLite's messages name no file ("attempt to write a readonly database").
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DatabaseRefused(f"cannot open {self.db_path} for writing: {first_line}") from exc
+        # The file SQLite just opened: from now on the path must keep leading to it. (A
+        # rename between the open and this stat is caught by the check after the second open.)
+        self._file_identity = locations.file_identity(self.db_path)
+        self._check_database_file()
         me = leases.current_process()
         self._lease = WriterLease(self._conn, me, self.endpoints.pull)
-        if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
+        if not self._lease.acquire(standby=self.standby, should_stop=self._should_stop_standing_by):
             return False
         # Checkpoints move to a thread of their own: inside a commit they stall it. SQLite's
         # own stays, rarely, to let the WAL start over (see writer/checkpointer.py).
         self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_RESTART_PAGES}")
+        self._check_database_file()  # before the checkpointer opens the path (and creates a file there)
         self._checkpointer = Checkpointer(self.db_path, self.synchronous)
+        self._check_database_file()  # the checkpointer opened the path again: the same file?
         # Only now, holding the lease, may we bind: a bind on an ipc path steals it.
         self._context = zmq.Context()
         self._pull = self._context.socket(zmq.PULL)
         self._pull.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE_BYTES)
         self._pull.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MARK)
         self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(self.endpoints.pull)
-        self._pull_inode = self._socket_inode()
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
-        self._pub.bind(self.endpoints.pub)
-        self._pub_inode = _inode(self.endpoints.pub[len("ipc://") :])
+        for directory in directories:
+            self._listen(directory)
         self._next_heartbeat = time.monotonic()
+        self._next_file_check = self._next_socket_check = time.monotonic() + PATH_CHECK_INTERVAL_S
         self._next_sweep = time.monotonic()
         self._next_publish = time.monotonic()
         self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
@@ -186,13 +286,21 @@ class Writer:
         """Wait briefly for messages, commit them as one batch, then do what is due."""
         assert self._pull is not None
         now = time.monotonic()
-        timeout_s = max(0.0, min(IDLE_POLL_S, self._next_heartbeat - now, self._next_sweep - now))
+        timeout_s = max(
+            0.0,
+            min(IDLE_POLL_S, self._next_heartbeat - now, self._next_sweep - now, self._next_file_check - now),
+        )
         if self._pull.poll(int(timeout_s * 1000)):
             raws = self._receive_batch()
             if raws:
                 self._last_needed = time.monotonic()
                 self._commit(raws)
         now = time.monotonic()
+        if now >= self._next_file_check:
+            self._check_database_file()
+        if now >= self._next_socket_check:
+            self._check_sockets()
+            self._next_socket_check = now + PATH_CHECK_INTERVAL_S
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
@@ -208,10 +316,17 @@ class Writer:
     def shutdown(self) -> None:
         """Release the lease and close sockets and the connection (safe to call twice)."""
         if self._pull is not None:
-            self._remove_socket_file_if_ours()
+            self._remove_socket_files_if_ours()
             self._pull.close(linger=0)
             self._pull = None
-        if self._lease is not None and self._lease.epoch and self._conn is not None:
+        if (
+            self._lease is not None
+            and self._lease.epoch
+            and self._conn is not None
+            and self._file_gone is None
+        ):
+            # (Not in a file the path no longer leads to: a standby there would take it over at
+            # once, before it too sees the file gone. Once this process ends it is not held.)
             try:
                 self._lease.release(_now_us())
             except sqlite3.Error as exc:
@@ -227,6 +342,8 @@ class Writer:
             self._checkpointer.stop()
             self._checkpointer = None
         if self._conn is not None:
+            if self._file_gone is not None:
+                self._retire_companions()
             self._conn.close()
             self._conn = None
 
@@ -281,6 +398,10 @@ class Writer:
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
         if failures:
             log.info("batch committed after %d failed attempts", failures)
+        if time.monotonic() >= self._next_file_check:
+            # Before telling clients it is committed: into the file their path leads to? (At
+            # most once a second: a client confirms what a notice says against the file too.)
+            self._check_database_file()
         self._book.commit(result.committed_seq, result.rejected_total)
         if self._checkpointer is not None:
             self._checkpointer.committed()
@@ -317,7 +438,6 @@ class Writer:
             log.error("could not renew the lease heartbeat: %s", exc)
             return
         self._send_notice(codec.encode_heartbeat(self.epoch))
-        self._check_socket_file()
 
     def _sweep(self) -> None:
         assert self._conn is not None and self._lease is not None
@@ -404,42 +524,187 @@ class Writer:
             drained,
         )
 
-    # -- the socket file ----------------------------------------------------------------------
+    # -- the database file -------------------------------------------------------------------
 
-    def _socket_path(self) -> str:
-        return self.endpoints.pull[len("ipc://") :]
+    def _check_database_file(self) -> None:
+        """Raise DatabaseFileGone unless the path still leads to the file this writer has open.
 
-    def _socket_inode(self) -> int | None:
-        return _inode(self._socket_path())
-
-    def _remove_socket_file_if_ours(self) -> None:
-        # libzmq leaves the ipc file behind on close; remove it only if it is still the one we
-        # bound (same inode), never a file a newer writer bound at the same path.
-        if self._pull_inode is not None and self._socket_inode() == self._pull_inode:
-            try:
-                os.unlink(self._socket_path())
-            except OSError:
-                pass
-        pub_path = self.endpoints.pub[len("ipc://") :]
-        if self._pub_inode is not None and _inode(pub_path) == self._pub_inode:
-            try:
-                os.unlink(pub_path)
-            except OSError:
-                pass
-
-    def _check_socket_file(self) -> None:
-        """Rebind if our socket file vanished or was replaced (someone removed the path)."""
-        assert self._pull is not None
-        inode = self._socket_inode()
-        if inode is not None and inode == self._pull_inode:
-            return
-        log.warning("socket file %s was removed or replaced; binding it again", self._socket_path())
+        rm of the file (or of its directory), mv, or another file put in its place: the writer
+        would go on committing into a file no name reaches, and confirming it to clients. It
+        stops instead, and says where the file went.
+        """
+        self._next_file_check = time.monotonic() + PATH_CHECK_INTERVAL_S
+        if self._file_gone is not None:
+            raise DatabaseFileGone(self._file_gone)
         try:
-            self._pull.unbind(self.endpoints.pull)
+            info: os.stat_result | None = os.stat(self.db_path)
+        except (FileNotFoundError, NotADirectoryError):
+            info = None
+        except OSError as exc:
+            log.warning("cannot check that %s is still the file this writer has open: %s", self.db_path, exc)
+            return  # cannot tell (a directory made unreadable): not a reason to stop
+        opened = self._file_identity
+        if info is not None and opened is not None and (info.st_dev, info.st_ino) == opened:
+            if info.st_nlink > self._links_logged:
+                log.warning(
+                    "%s now has %d names (hard links): writers and clients refuse it under any of"
+                    " them from now on; this writer goes on serving it under this one",
+                    self.db_path,
+                    info.st_nlink,
+                )
+            self._links_logged = info.st_nlink
+            return
+        went = _where_the_file_went(opened) if opened is not None else ""
+        if info is None:
+            what = f"the database file {self.db_path} is gone"
+        else:
+            what = f"{self.db_path} is now another file than the one this writer opened"
+        if went:
+            what += f" (the file this writer had open was {went})"
+        self._file_gone = (
+            f"{what}: this writer stops, committing and confirming nothing more; clients keep what"
+            " they sent for a writer of the file now at that path"
+        )
+        log.error("%s", self._file_gone)
+        raise DatabaseFileGone(self._file_gone)
+
+    def _should_stop_standing_by(self) -> bool:
+        """A standby's question while it waits: stopped? (Raises if its file is gone meanwhile.)"""
+        self._check_database_file()  # each poll: a stat every 0.1 s, and a takeover never lags it
+        return self._stop.is_set()
+
+    def _retire_companions(self) -> None:
+        """Once the path no longer leads to our file: fold its WAL into it, and free the old names.
+
+        SQLite skips its checkpoint on close once it sees the file moved, so a moved file would
+        lack what only its WAL holds; and the -wal and -shm at the old path are still this
+        file's: a writer starting there would take them for its own (SQLite shares the -shm
+        index between every process that opens the name). The names are removed only while
+        they lead to the very files this process has open, and the -wal of a moved file only
+        once everything in it is in the file.
+        """
+        assert self._conn is not None
+        try:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            log.error("could not checkpoint the WAL into the file that was at %s: %s", self.db_path, exc)
+            busy = 1
+        went = _where_the_file_went(self._file_identity) if self._file_identity is not None else ""
+        companions = [Path(f"{self.db_path}{suffix}") for suffix in _COMPANION_SUFFIXES]
+        for path, identity in _files_open_as(companions).items():
+            if busy and went != "deleted" and path.name.endswith("-wal"):
+                log.error(
+                    "%s still holds commits of the file that was at %s (%s); it is left in place",
+                    path,
+                    self.db_path,
+                    went or "moved",
+                )
+                continue
+            if locations.file_identity(path) != identity:
+                continue
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log.error(
+                    "could not remove %s, which belongs to the file that was at %s: %s",
+                    path,
+                    self.db_path,
+                    exc,
+                )
+                continue
+            log.info("removed %s: it belongs to the file that was at %s", path, self.db_path)
+
+    # -- the socket files and directories ------------------------------------------------------
+
+    def _socket_directories(self) -> list[Path]:
+        """The socket directories this writer can listen in, made owner-only; raises if none.
+
+        One refused while another serves (someone squats /tmp/see-persistence-<uid>, but
+        /run/user/<uid> is ours) is logged and tried again every second.
+        """
+        usable: list[Path] = []
+        refused: list[tuple[Path, OSError]] = []
+        for directory in locations.runtime_dirs():
+            try:
+                locations.ensure_private_directory(directory)
+                locations.check_socket_files(locations.endpoints_for(self.db_path, directory))
+            except OSError as exc:
+                refused.append((directory, exc))
+                continue
+            usable.append(directory)
+        if not usable:
+            raise refused[0][1]
+        for directory, error in refused:
+            self._note_refusal(directory, str(error))
+        return usable
+
+    def _listen(self, directory: Path) -> None:
+        """Bind both sockets in `directory`, which the caller made sure is ours and owner-only."""
+        assert self._pull is not None and self._pub is not None
+        endpoints = locations.endpoints_for(self.db_path, directory)
+        locations.check_socket_files(endpoints)
+        self._pull.bind(endpoints.pull)
+        try:
+            self._pub.bind(endpoints.pub)
         except zmq.ZMQError:
-            pass
-        self._pull.bind(self.endpoints.pull)
-        self._pull_inode = self._socket_inode()
+            _unbind(self._pull, endpoints.pull)
+            raise
+        pull_path, pub_path = endpoints.paths()
+        self._listeners[directory] = _Listener(endpoints, _inode(pull_path), _inode(pub_path))
+
+    def _unlisten(self, directory: Path) -> None:
+        assert self._pull is not None and self._pub is not None
+        listener = self._listeners.pop(directory)
+        _unbind(self._pull, listener.endpoints.pull)
+        _unbind(self._pub, listener.endpoints.pub)
+        _remove_socket_files_if_ours(listener)
+
+    def _note_refusal(self, directory: Path, reason: str) -> None:
+        """Log why a socket directory is not listened in, once per reason."""
+        if self._refusals.get(directory) != reason:
+            self._refusals[directory] = reason
+            log.warning("not listening in %s: %s", directory, reason)
+
+    def _check_sockets(self) -> None:
+        """Keep both sockets bound, as our own files, in every socket directory that is ours.
+
+        Rebinds where a socket file vanished or was replaced (someone removed the path, a /tmp
+        cleaner removed the directory), binds where /run/user/<uid> appeared after the start
+        (the user logged in after a supervisor started this writer), unbinds where it went.
+        """
+        wanted = locations.runtime_dirs()
+        for directory in [d for d in self._listeners if d not in wanted]:
+            log.info(
+                "%s is no longer a socket directory (the session ended?): not listening there", directory
+            )
+            self._unlisten(directory)
+        for directory in wanted:
+            listener = self._listeners.get(directory)
+            problem = locations.private_directory_problem(directory)
+            if listener is not None and problem is None and listener.intact():
+                continue
+            if listener is not None:
+                log.warning(
+                    "socket %s was removed or replaced%s; binding it again",
+                    listener.endpoints.paths()[0],
+                    f" ({problem})" if problem else "",
+                )
+                self._unlisten(directory)
+            try:
+                locations.ensure_private_directory(directory)
+                self._listen(directory)
+            except (OSError, zmq.ZMQError) as exc:
+                self._note_refusal(directory, str(exc))
+                continue
+            if self._refusals.pop(directory, None) is not None or listener is None:
+                log.info("listening in %s", directory)
+        if not self._listeners and not self._unreachable_logged:
+            log.error("no socket directory can be used: no client can reach this writer until one can")
+        self._unreachable_logged = not self._listeners
+
+    def _remove_socket_files_if_ours(self) -> None:
+        for listener in self._listeners.values():
+            _remove_socket_files_if_ours(listener)
 
     # -- signals -------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ and, before any of that, whether the writer may take the file at all."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shlex
@@ -25,6 +26,9 @@ NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smbfs", "smb3", "sshfs"
 OWNER_ONLY_MODE = 0o600
 OTHERS_BITS = 0o077  # group and others: any of these lets someone else open the file
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+# SQLite's unix VFS holds a read lock on this byte of the -shm file for as long as a
+# connection has it open ("dead man switch": UNIX_SHM_DMS in os_unix.c, (22 + 8) * 4 + 8).
+SHM_DEAD_MAN_SWITCH_BYTE = 128
 
 
 def filesystem_type(path: Path) -> str | None:
@@ -64,8 +68,10 @@ def prepare_database_file(db_path: Path, *, adopt: bool = False) -> None:
     anywhere else a missing directory is more likely a mistyped path than a wish, and the
     writer would otherwise start a fresh, empty database there. Refuses a file that is not
     SQLite, and an SQLite file holding tables that are neither the seed's nor this layer's
-    unless `adopt` (the writer's tables would land in someone else's database). Every error
-    names the path.
+    unless `adopt` (the writer's tables would land in someone else's database), and a file
+    with more than one name (locations.HardLinkedDatabase). Removes a -wal and -shm left
+    beside a missing or empty file, or refuses while a process still has them open. Every
+    error names the path.
     """
     refuse_network_filesystem(db_path)
     directory = db_path.parent
@@ -87,6 +93,8 @@ def prepare_database_file(db_path: Path, *, adopt: bool = False) -> None:
     if not os.access(directory, os.W_OK | os.X_OK):
         # SQLite creates the -wal and -shm files beside the database.
         raise PermissionError(f"permission denied: the writer cannot create files in {directory}")
+    locations.check_single_name(db_path)
+    clear_orphaned_companions(db_path)
     if not db_path.exists():
         return
     if not os.access(db_path, os.R_OK | os.W_OK):
@@ -108,6 +116,64 @@ def prepare_database_file(db_path: Path, *, adopt: bool = False) -> None:
             " (writer --adopt, or Writer(adopt=True))"
         )
     log.warning("adopting %s: its %s neither S_E_E's nor this layer's", db_path, tables_are)
+
+
+def clear_orphaned_companions(db_path: Path) -> None:
+    """Remove the -wal and -shm beside a missing or empty `db_path`; refuse while they are in use.
+
+    They belong to a database that was deleted or moved while open (`rm wf.db`, `mv wf.db
+    old.db`): SQLite would take them for the new file's, and a -shm some process still has
+    open would be one index shared by two databases. Raises DatabaseRefused, naming them,
+    while a process holds them; removes them (and says so) once none does.
+    """
+    try:
+        if db_path.stat().st_size > 0:
+            return
+        state = "is empty"
+    except FileNotFoundError:
+        state = "does not exist"
+    leftovers = [Path(f"{db_path}{suffix}") for suffix in ("-wal", "-shm")]
+    leftovers = [path for path in leftovers if path.exists()]
+    if not leftovers:
+        return
+    shm = Path(f"{db_path}-shm")
+    if shm.exists() and _shm_in_use(shm):
+        names = " and ".join(str(path) for path in leftovers)
+        raise DatabaseRefused(
+            f"{db_path} {state}, but {names} beside it are still open in another process: they"
+            " belong to a database deleted or moved while in use, and a new one there would share"
+            f" them; stop the processes that have it open (fuser {shlex.quote(str(shm))} names"
+            " them), then start the writer again"
+        )
+    for path in leftovers:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        log.warning(
+            "removed %s: %s %s, and it belonged to a database deleted or moved before", path, db_path, state
+        )
+
+
+def _shm_in_use(shm: Path) -> bool:
+    """True if some other process has the -shm open through SQLite (holds its dead man switch).
+
+    Call only before this process opens the database: closing any descriptor of a file drops
+    every POSIX lock the process holds on it, SQLite's included.
+    """
+    try:
+        fd = os.open(shm, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, SHM_DEAD_MAN_SWITCH_BYTE)
+        except OSError:  # EAGAIN / EACCES: another process holds it
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, SHM_DEAD_MAN_SWITCH_BYTE)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _table_names(db_path: Path) -> set[str]:
