@@ -367,7 +367,9 @@ def upgrade_schema(conn: sqlite3.Connection, now_us: int) -> int:
         for table, column, declaration in _missing_columns(conn):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         if found < schema.SCHEMA_VERSION:
-            conn.execute(schema.version_row_statement(), (schema.SCHEMA_VERSION, timestamps.format_us(now_us)))
+            conn.execute(
+                schema.version_row_statement(), (schema.SCHEMA_VERSION, timestamps.format_us(now_us))
+            )
     if found < schema.SCHEMA_VERSION:
         log.info("schema of the database upgraded from version %d to %d", found, schema.SCHEMA_VERSION)
     return found
