@@ -731,6 +731,7 @@ class Reader:
             if _identity_of(self.db_path) == state[2]:
                 return state[0]  # type: ignore[no-any-return]
             state[0].close()
+            self._local.state = None  # if the open below fails, the next query tries again
             log.info("%s is another file than the one this Reader had open: reopening", self.db_path)
         conn = open_read_only(self.db_path)
         self._local.state = [conn, _forks, _identity_of(self.db_path), time.monotonic()]
