@@ -121,9 +121,6 @@ def test_a_client_sends_nothing_into_a_socket_directory_that_is_not_only_ours(db
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True, reason="until Client() calls locations.checked_endpoints: then remove this mark"
-)
 def test_the_client_constructor_refuses_a_squatted_socket_directory_at_once(db, runtime):
     _squat(runtime, NOBODY, 0o777)
     client = subprocess.run(

@@ -144,6 +144,10 @@ class Client:
     background writer when no live one holds the lease. The outbox holds `buffer_limit`
     unconfirmed operations; past that a call drops the operation and counts it in `stats`,
     or waits for room if `block_when_full`. Safe to use from several threads.
+
+    Raises at once (no thread started) for a database file with more than one name
+    (`locations.HardLinkedDatabase`) and for a socket directory that is not this user's
+    alone (PermissionError saying why).
     """
 
     def __init__(
@@ -155,6 +159,11 @@ class Client:
         block_when_full: bool = False,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
+        # Refused at once, in the caller: a file with two names (two WALs for one database),
+        # and a socket directory that is not this user's alone (anyone there could read what
+        # we send and answer with commit notices).
+        locations.check_single_name(self.db_path)
+        self._endpoints = locations.checked_endpoints(self.db_path)
         self._buffer_limit = buffer_limit
         self._block_when_full = block_when_full
         self._spawn_wanted = spawn_writer
@@ -173,7 +182,7 @@ class Client:
         self._spawner = WriterSpawner(self.db_path) if self._spawn_wanted else None
         self._sender = Sender(
             self._outbox,
-            locations.endpoints_for(self.db_path),
+            self._endpoints,
             self._reader,
             spawner=self._spawner,
         )
@@ -387,6 +396,12 @@ class Client:
         if self._fork_generation != _forks:
             return []  # a child that never recorded through this Client: no instance of its own yet
         return self._reader.get_rejections(self.instance_id, limit=limit)
+
+    @property
+    def connection_error(self) -> str | None:
+        """Why this client cannot reach the writer's socket now (a socket directory that is not
+        this user's alone), or None; what it records waits in its outbox meanwhile."""
+        return self._sender.refusal
 
     @property
     def spawn_error(self) -> str | None:

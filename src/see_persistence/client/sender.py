@@ -36,6 +36,7 @@ RETRY_SEND_S = 0.005  # while ZeroMQ's own queue is full
 FILE_CHECK_AFTER_S = 1.0  # no commit notice for this long while messages wait: read the file
 STALL_RESEND_AFTER_S = 5.0  # a live writer committing none of ours for this long: resend
 RESEND_MIN_INTERVAL_S = 0.5
+SOCKET_CHECK_INTERVAL_S = 1.0  # how often the socket directory is checked again
 VERIFY_INTERVAL_S = 0.25  # how often the file is read while noticed messages wait for it
 # A commit is in the file before its notice is sent: a notice the file still does not bear
 # out this long after is not to be believed (the file was deleted or replaced under the
@@ -76,6 +77,8 @@ class Sender:
         self._last_resend = 0.0
         self._last_file_check = 0.0
         self._last_verify = 0.0
+        self._last_socket_check = 0.0
+        self.refusal: str | None = None  # why the socket directory was refused, while it is
         self.thread = threading.Thread(target=self._run, name="see-persistence-sender", daemon=True)
 
     # -- called from any thread ----------------------------------------------------------------
@@ -99,15 +102,24 @@ class Sender:
 
     def _run(self) -> None:
         context: zmq.Context[Any] = zmq.Context()
-        transport = ZmqTransport(context, self.endpoints, self.outbox.instance_id)
+        transport: ZmqTransport | None = None
         try:
+            while transport is None:
+                try:
+                    transport = ZmqTransport(context, self.endpoints, self.outbox.instance_id)
+                except PermissionError as exc:  # the socket directory is not ours (alone)
+                    self._refused(exc)
+                    if self._stop.wait(SOCKET_CHECK_INTERVAL_S):
+                        return
+            self.refusal = None
             self._loop(transport)
         except Exception:  # the thread must never die silently: callers would buffer forever
             log.exception("the see-persistence sender thread failed")
             raise
         finally:
             linger_ms = int(max(0.0, self._stop_deadline - time.monotonic()) * 1000)
-            transport.close(linger_ms=min(linger_ms, 1000))
+            if transport is not None:
+                transport.close(linger_ms=min(linger_ms, 1000))
             context.term()
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -141,11 +153,12 @@ class Sender:
                 poller = self._poller(transport)
             # Gather while sending succeeds, and while ZeroMQ's queue is full (retry soon);
             # otherwise sleep until a caller writes to the pipe or a notice arrives.
-            gathering = sent > 0 or bool(self._queue)
+            # (Unconnected, after a refused reconnect: nothing can go out, so do not spin.)
+            gathering = (sent > 0 or bool(self._queue)) and transport.connected
             sleep_s = GATHER_S if sent else RETRY_SEND_S
             self._wake_pending = gathering
             # A caller that saw the flag still set did not wake us: look before sleeping.
-            look_now = not gathering and self.outbox.has_pending()
+            look_now = not gathering and transport.connected and self.outbox.has_pending()
 
     def _poller(self, transport: ZmqTransport) -> zmq.Poller:
         poller = zmq.Poller()
@@ -237,8 +250,7 @@ class Sender:
                 self.reader.db_path,
                 taken_back,
             )
-            transport.reconnect()
-            self.reconnects += 1
+            self._reconnect(transport)
             self._resend("commit notices the file did not bear out", force=True)
 
     def _on_new_writer(self, transport: ZmqTransport, epoch: int, *, reconnect: bool) -> None:
@@ -247,8 +259,7 @@ class Sender:
         if first and not reconnect:
             return  # the first writer we hear of: nothing was sent to another one
         if reconnect:
-            transport.reconnect()
-            self.reconnects += 1
+            self._reconnect(transport)
         self._resend(f"a new writer holds the lease (epoch {epoch})", force=True)
 
     def _resend(self, why: str, *, force: bool = False) -> None:
@@ -265,9 +276,41 @@ class Sender:
         self._queue = deque(unconfirmed)
         log.info("resending %d unconfirmed messages: %s", len(unconfirmed), why)
 
+    def _refused(self, exc: PermissionError) -> None:
+        if str(exc) != self.refusal:
+            log.error("not sending to the writer: %s", exc)
+        self.refusal = str(exc)
+
+    def _reconnect(self, transport: ZmqTransport) -> bool:
+        """Connect anew (checking the socket directory first); False if it was refused."""
+        self.reconnects += 1
+        try:
+            transport.reconnect()
+        except PermissionError as exc:
+            self._refused(exc)
+            return False
+        self.refusal = None
+        return True
+
+    def _check_socket_directory(self, transport: ZmqTransport, now: float) -> None:
+        """Once a second: is the directory we connect through still ours, and the same one?"""
+        if now - self._last_socket_check < SOCKET_CHECK_INTERVAL_S:
+            return
+        self._last_socket_check = now
+        try:
+            changed = transport.verify()
+        except PermissionError as exc:
+            self._refused(exc)
+            return
+        self.refusal = None
+        if changed:
+            self.reconnects += 1
+            self._resend("connected anew: the socket directory changed", force=True)
+
     def _maintain(self, transport: ZmqTransport) -> None:
         """When notices stop while messages wait: read the file, and act on what it says."""
         now = time.monotonic()
+        self._check_socket_directory(transport, now)
         self._verify_noticed(transport, now)
         if now - self._last_file_check < FILE_CHECK_AFTER_S:
             return
@@ -297,6 +340,5 @@ class Sender:
         if self.outbox.counts().unconfirmed_messages and now - self._last_progress >= STALL_RESEND_AFTER_S:
             # No commit of ours for long, under a live writer: our connection may lead to a
             # writer that is gone or frozen. A fresh connection and a resend cost little.
-            transport.reconnect()
-            self.reconnects += 1
+            self._reconnect(transport)
             self._resend("the writer has committed none of our messages for a while", force=True)
