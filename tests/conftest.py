@@ -38,6 +38,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.02)
 
 
+def hello_op() -> tuple[str, dict]:
+    """A hello naming the test process, to open a raw instance's first message: the writer
+    applies nothing of an instance it has not been introduced to."""
+    from see_persistence import leases
+
+    me = leases.current_process()
+    return (
+        "hello",
+        {
+            "pid": me.pid,
+            "process_create_time": me.create_time,
+            "host": me.host,
+            "at_us": time.time_ns() // 1000,
+        },
+    )
+
+
 def old_workflow_ops(wid: str, status: str, at_us: int) -> list[tuple[str, dict]]:
     """The operations of a workflow recorded long ago, with one task and one audit event."""
     return [

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 
 import zmq
-from conftest import wait_until
+from conftest import hello_op, wait_until
 
 from see_persistence import locations
 from see_persistence.protocol import codec
@@ -31,7 +31,7 @@ def _message(instance: str, seq: int) -> bytes:
         )
         for n in range(OPS_PER_MESSAGE)
     ]
-    return codec.encode_message(instance, seq, ops)
+    return codec.encode_message(instance, seq, [hello_op(), *ops] if seq == 1 else ops)
 
 
 def test_a_writer_killed_under_load_leaves_no_message_half_applied(db, writers):

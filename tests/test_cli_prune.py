@@ -9,7 +9,7 @@ import time
 import pytest
 import zmq
 from cli_support import assert_one_line_error, cli, counts, make_unwritten_db
-from conftest import old_workflow_ops, wait_until
+from conftest import hello_op, old_workflow_ops, wait_until
 
 from see_persistence import Reader, locations
 from see_persistence.protocol import codec
@@ -31,7 +31,7 @@ def _record_old_workflows(db) -> list[str]:
     try:
         sock = context.socket(zmq.PUSH)
         sock.connect(locations.endpoints_for(db).pull)
-        sock.send(codec.encode_message("old-instance", 1, ops))
+        sock.send(codec.encode_message("old-instance", 1, [hello_op(), *ops]))
         sock.close(linger=5000)
     finally:
         context.term()

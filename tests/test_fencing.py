@@ -10,9 +10,10 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import wait_until
+from conftest import hello_op, wait_until
 
 from see_persistence import Reader, leases, locations
+from see_persistence.protocol import codec
 from see_persistence.protocol.errors import LeaseLostError
 from see_persistence.writer import lease as lease_module
 from see_persistence.writer.lease import LEASE_STALE_AFTER_S, LOCKED_OUT_KILL_AFTER_S, WriterLease
@@ -29,7 +30,7 @@ def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(db, writ
     context = zmq.Context()
     rogue = context.socket(zmq.PUSH)
     rogue.connect(locations.endpoints_for(db).pull)
-    first = msgpack.packb([1, "fenced-check", 1, [["goodbye", {"at_us": 1}]]])
+    first = codec.encode_message("fenced-check", 1, [hello_op()])
     rogue.send(first)
     reader = Reader(db)
     wait_until(

@@ -58,7 +58,8 @@ def _file_with_workflows(path, count: int) -> None:
     for statement in schema.upgrade_statements(0):
         conn.execute(statement)
     conn.executemany(
-        "INSERT INTO workflow_executions (id, workflow_name, status, created_at) VALUES (?, 'w', 'pending', ?)",
+        "INSERT INTO workflow_executions (id, workflow_name, status, created_at)"
+        " VALUES (?, 'w', 'pending', ?)",
         [(f"w{n}", "2026-01-01T00:00:00.000000+00:00") for n in range(count)],
     )
     conn.commit()

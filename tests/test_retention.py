@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 import zmq
-from conftest import old_workflow_ops, wait_until
+from conftest import hello_op, old_workflow_ops, wait_until
 
 from see_persistence import CallerError, Client, Reader, Status, locations
 from see_persistence.protocol import codec
@@ -25,7 +25,7 @@ def test_prune_deletes_old_finished_workflows_with_their_tasks_and_events(db, wr
     context = zmq.Context()
     sock = context.socket(zmq.PUSH)
     sock.connect(locations.endpoints_for(db).pull)
-    sock.send(codec.encode_message("old-instance", 1, ops))
+    sock.send(codec.encode_message("old-instance", 1, [hello_op(), *ops]))
     reader = Reader(db)
     wait_until(lambda: reader.count_rows()["workflow_executions"] == 15, 20, "the old workflows")
     with Client(db) as client:
