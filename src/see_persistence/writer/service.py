@@ -39,7 +39,11 @@ PUB_LINGER_MS = 200
 # it is committed, so a deep queue here only duplicates it: 10,000 small messages from each of
 # 8 paced GUIs took the writer to 142 MB. A full queue pushes back into the clients' outboxes,
 # which then send fewer, larger messages: cheaper for the writer exactly when it is behind.
-RECEIVE_HIGH_WATER_MARK = 100
+# It counts messages, not bytes (ZeroMQ has no byte limit), and a message may be up to
+# MAX_MESSAGE_BYTES: per connected sender this queue may hold 16 x 16 MiB. At 100, a sender of
+# 16 MiB messages the writer was slow to apply took it to 615 MB; at 16, 375 MB. A flooding
+# GUI's messages carry 512 operations each: 16 of them still fill several batches.
+RECEIVE_HIGH_WATER_MARK = 16
 # How often the writer looks whether its path still leads to the file it has open, and whether
 # its socket files and directories are still there and its own: a stat or two, once a second.
 PATH_CHECK_INTERVAL_S = 1.0
