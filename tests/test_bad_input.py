@@ -1,14 +1,19 @@
-"""Bad input never stops the writer: every bad message lands in dead_letters with a reason."""
+"""Bad input never stops the writer: every bad message lands in dead_letters with a reason.
+
+A rogue instance that registers itself (a hello first, at seq 1) gets its bad operations
+dead-lettered; one that never says hello has nothing applied, and no instance row.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import zmq
 from conftest import wait_until
 
-from see_persistence import Reader, locations
+from see_persistence import Reader, leases, locations
 from see_persistence.protocol import codec
 
 
@@ -22,6 +27,21 @@ def _push(db: Path) -> tuple[zmq.Context, zmq.Socket]:
 
 def _op(name: str, **payload: object) -> list[object]:
     return [name, {**payload, "at_us": 1_700_000_000_000_000}]
+
+
+def _hello(token: str | None = None) -> list[object]:
+    """A hello registering this test process (`token`: the instance's; None: an older client's)."""
+    me = leases.current_process()
+    payload: dict[str, Any] = {"pid": me.pid, "process_create_time": me.create_time, "host": me.host}
+    if token is not None:
+        payload["token"] = token
+    return _op("hello", **payload)
+
+
+def _registering(instance_id: str, *ops: list[object]) -> bytes:
+    """Seq 1 of a new instance: its hello, then `ops`; version 2 with a token of its own."""
+    token = (instance_id * 16)[:32]
+    return msgpack.packb([2, instance_id, 1, token, [_hello(token), *ops]])
 
 
 def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commits(db, writers, clients):
@@ -52,11 +72,19 @@ def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commi
     # The sequence number of a rogue instance whose operation failed still advanced, so a
     # resend of that message is a duplicate, not a second dead letter.
     assert reader.get_instance("rogue-e-1").last_seq == 1
+    assert reader.get_instance("rogue-e-1").rejected == 1
     sock.send(expected["FOREIGN KEY constraint failed"])
+    # A rogue that never says hello: nothing applied, no dead letter, no instance row.
+    silent = [_op("create_workflow", id="w-silent", workflow_name="silent", metadata="{}")]
+    sock.send(msgpack.packb([1, "rogue-silent", 1, silent]))
+    sock.send(msgpack.packb([2, "rogue-silent-2", 4, "s" * 32, silent]))
     marker = [_op("create_workflow", id="w-marker", workflow_name="marker", metadata="{}")]
-    sock.send(msgpack.packb([1, "marker-instance", 1, marker]))  # one connection is FIFO
+    sock.send(_registering("marker-instance", *marker))  # one connection is FIFO
     wait_until(lambda: reader.get_workflow("w-marker"), 20, "the marker after the resend")
     assert sum("FOREIGN KEY" in r[0] for r in reader.query("SELECT reason FROM dead_letters")) == 2
+    assert reader.count_rows()["dead_letters"] == 2 * len(expected)
+    assert reader.get_workflow("w-silent") is None
+    assert reader.get_instance("rogue-silent") is None and reader.get_instance("rogue-silent-2") is None
     sock.close()
     context.term()
 
@@ -66,49 +94,39 @@ def _bad_messages(suffix: str) -> dict[str, bytes]:
     return {
         "not msgpack": b"\xc1\xc1\xc1",
         "must be a msgpack array": msgpack.packb({"v": 1}),
-        "must have 4 items": msgpack.packb([1, "x", 1]),
+        "must have 5 items (version 2) or 4 (version 1), got 3": msgpack.packb([1, "x", 1]),
         "unsupported protocol version 99": msgpack.packb([99, "rogue-a" + suffix, 1, [_op("goodbye")]]),
         "seq must be an integer": msgpack.packb([1, "rogue-b" + suffix, 0, [_op("goodbye")]]),
-        "unknown operation 'drop_tables'": msgpack.packb([1, "rogue-c" + suffix, 1, [["drop_tables", {}]]]),
-        "workflow_name must not be empty": msgpack.packb(
-            [1, "rogue-d" + suffix, 1, [_op("create_workflow", id=wf, workflow_name=" ", metadata="{}")]]
+        "token must be ASCII text": msgpack.packb([2, "rogue-i" + suffix, 1, "short", [_hello("short")]]),
+        "unknown operation 'drop_tables'": _registering("rogue-c" + suffix, ["drop_tables", {}]),
+        "workflow_name must not be empty": _registering(
+            "rogue-d" + suffix, _op("create_workflow", id=wf, workflow_name=" ", metadata="{}")
         ),
-        "FOREIGN KEY constraint failed": msgpack.packb(
-            [
-                1,
-                "rogue-e" + suffix,
-                1,
-                [
-                    _op(
-                        "create_task",
-                        id="t-1",
-                        workflow_id="no-such-workflow",
-                        task_name="orphan",
-                        execution_order=1,
-                    )
-                ],
-            ]
+        "FOREIGN KEY constraint failed": _registering(
+            "rogue-e" + suffix,
+            _op(
+                "create_task", id="t-1", workflow_id="no-such-workflow", task_name="orphan", execution_order=1
+            ),
         ),
-        "no record with id 'no-such-task'": msgpack.packb(
-            [1, "rogue-f" + suffix, 1, [_op("append_task_log", id="no-such-task", line="x")]]
+        "no record with id 'no-such-task'": _registering(
+            "rogue-f" + suffix, _op("append_task_log", id="no-such-task", line="x")
         ),
-        "metadata is not valid JSON": msgpack.packb(
-            [1, "rogue-g" + suffix, 1, [_op("create_workflow", id=wf, workflow_name="n", metadata="{nope")]]
+        "metadata is not valid JSON": _registering(
+            "rogue-g" + suffix, _op("create_workflow", id=wf, workflow_name="n", metadata="{nope")
         ),
         # The Rust core's serde_json would read it back as 1.1805916207174113e+21.
-        'metadata["huge"] is 1180591620717411303425, outside the 64-bit range': msgpack.packb(
+        'metadata["huge"] is 1180591620717411303425, outside the 64-bit range': _registering(
+            "rogue-h" + suffix,
+            _op("create_workflow", id=wf, workflow_name="n", metadata='{"huge":1180591620717411303425}'),
+        ),
+        # Its hello is refused (its pid is none), and so is the rest: nothing of an instance
+        # that could not register is applied.
+        "pid must be a positive process id": msgpack.packb(
             [
                 1,
-                "rogue-h" + suffix,
+                "rogue-j" + suffix,
                 1,
-                [
-                    _op(
-                        "create_workflow",
-                        id=wf,
-                        workflow_name="n",
-                        metadata='{"huge":1180591620717411303425}',
-                    )
-                ],
+                [_op("hello", pid=0, process_create_time=1.0, host="h"), _op("goodbye")],
             ]
         ),
     }
@@ -123,7 +141,7 @@ def test_strings_are_stored_exactly_as_sent(db, writers):
         _op("create_task", id="t-tricky", workflow_id="w-tricky", task_name=tricky, execution_order=-5),
         _op("append_task_log", id="t-tricky", line=tricky),
     ]
-    sock.send(codec.encode_message("exact-instance", 1, [(n, p) for n, p in ops]))
+    sock.send(codec.encode_message("exact-instance", 1, [(n, p) for n, p in [_hello(), *ops]]))
     reader = Reader(db)
     run = wait_until(lambda: reader.get_workflow("w-tricky"), 20, "the workflow")
     assert run.workflow_name == tricky
@@ -153,7 +171,7 @@ def test_the_dead_letter_table_keeps_the_newest_rows_and_counts_the_dropped(db, 
     for n in range(25):
         sock.send(b"garbage-%d" % n)
     marker = [_op("create_workflow", id="w-marker", workflow_name="marker", metadata="{}")]
-    sock.send(msgpack.packb([1, "marker-instance", 1, marker]))
+    sock.send(_registering("marker-instance", *marker))
     reader = Reader(db)
     wait_until(lambda: reader.get_workflow("w-marker"), 20, "the marker after the garbage")
     kept = [bytes(r[0]) for r in reader.query("SELECT raw FROM dead_letters ORDER BY id")]

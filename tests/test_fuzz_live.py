@@ -1,6 +1,7 @@
 """A live fuzz: thousands of generated bad messages straight at a running writer's socket,
 interleaved with a good client. The writer stays up, every good record commits, every bad
-message gets exactly one dead-letter row, and odd-but-valid strings are stored as sent."""
+message gets exactly one dead-letter row, and odd-but-valid strings are stored as sent.
+Messages of instances that never said hello are not applied and leave nothing behind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import msgpack
 import zmq
 from conftest import wait_until
 
-from see_persistence import Reader, locations
+from see_persistence import Reader, leases, locations
 from see_persistence.protocol import codec, operations
 
 AT = 1_700_000_000_000_000
@@ -27,11 +28,24 @@ def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+def _hello(token: str | None) -> tuple[str, dict[str, Any]]:
+    """A hello registering this test process as an instance (None: an older client's, no token)."""
+    me = leases.current_process()
+    payload = {"pid": me.pid, "process_create_time": me.create_time, "host": me.host, "at_us": AT}
+    return ("hello", payload if token is None else {**payload, "token": token})
+
+
+def _token(n: int) -> str | None:
+    return None if n % 3 == 0 else f"fuzz-token-{n:021d}"  # every third one an older client's
+
+
 # Each generator returns one message that must become exactly one dead letter. Envelopes that
-# decode use a fresh instance id and seq 1, so the dedup rules cannot hide a bad operation.
+# decode use a fresh instance id and seq 1, registering it with a hello before the bad
+# operation, so neither the dedup rules nor the unknown-instance rule can hide it.
 def _bad_generators() -> list[Callable[[random.Random, int], bytes]]:
     def envelope(n: int, op: list[Any]) -> bytes:
-        return msgpack.packb([codec.PROTOCOL_VERSION, f"fz-inst-{n}", 1, [op]])
+        token = _token(n)
+        return codec.encode_message(f"fz-inst-{n}", 1, [_hello(token), tuple(op)], token)
 
     def with_field(n: int, rng: random.Random, field: str, value: Any) -> bytes:
         payload = _valid_create(rng, n)
@@ -128,11 +142,17 @@ def test_thousands_of_bad_messages_each_leave_one_dead_letter_while_good_traffic
                 "metadata": json.dumps({"n": index, "s": weird_names[index % len(weird_names)]}),
                 "at_us": AT,
             }
-            sock.send(codec.encode_message(f"fz-good-{index}", 1, [("create_workflow", payload)]))
+            token = _token(index)
+            ops = [_hello(token), ("create_workflow", payload)]
+            sock.send(codec.encode_message(f"fz-good-{index}", 1, ops, token))
+            # Never registered: nothing of it is applied, and it leaves no dead letter either.
+            sock.send(
+                codec.encode_message(f"fz-stranger-{index}", 1 + index % 2, [("create_workflow", payload)])
+            )
     report = good.finish(timeout=90)
     assert report["flushed"] is True
     marker = {"id": "fz-marker", "workflow_name": "marker", "metadata": "{}", "at_us": AT}
-    sock.send(codec.encode_message("fz-marker-instance", 1, [("create_workflow", marker)]))
+    sock.send(codec.encode_message("fz-marker-instance", 1, [_hello(None), ("create_workflow", marker)]))
     reader = Reader(db)
     wait_until(lambda: reader.get_workflow("fz-marker"), 60, "the fuzz traffic to drain")
     assert writer.process.poll() is None
@@ -140,6 +160,7 @@ def test_thousands_of_bad_messages_each_leave_one_dead_letter_while_good_traffic
     reasons = reader.query("SELECT reason FROM dead_letters WHERE reason = '' OR reason IS NULL")
     assert reasons == []
     assert len(reader.get_workflows_for_instance(report["instance_id"])) == 60
+    assert reader.query("SELECT COUNT(*) FROM instances WHERE id LIKE 'fz-stranger-%'") == [(0,)]
     for index in range(300):
         run = reader.get_workflow(f"fz-ok-{index}")
         assert run is not None

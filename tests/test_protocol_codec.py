@@ -14,6 +14,7 @@ from see_persistence.protocol.codec import (
     MAX_OPERATIONS_PER_MESSAGE,
     MAX_SEQ,
     PROTOCOL_VERSION,
+    PROTOCOL_VERSION_WITHOUT_TOKEN,
     Envelope,
     Notice,
     assemble_message,
@@ -23,11 +24,13 @@ from see_persistence.protocol.codec import (
     encode_heartbeat,
     encode_message,
     encode_operation,
+    token_digest,
 )
 from see_persistence.protocol.errors import InvalidOperation, RejectedMessage
 from see_persistence.protocol.operations import OPERATIONS, validate_operation
 
 INSTANCE = "0190a6f2-7c3e-7d41-8a9b-1c2d3e4f5a6b"
+TOKEN = "5f0c2b8e9d41a7736e0b1c9d2f4a6e80"  # as secrets.token_hex(16) makes them
 AT_US = 1_700_000_000_123_456
 
 # One valid payload per operation (test_every_operation_has_a_payload keeps this complete).
@@ -37,6 +40,7 @@ VALID_PAYLOADS: dict[str, dict[str, Any]] = {
         "process_create_time": 1_700_000_000.25,
         "host": "build-box",
         "at_us": AT_US,
+        "token": TOKEN,
     },
     "goodbye": {"at_us": AT_US},
     "create_workflow": {
@@ -110,17 +114,18 @@ def test_every_operation_has_a_payload() -> None:
 
 @pytest.mark.parametrize(("name", "payload"), ALL_OPERATIONS, ids=[n for n, _ in ALL_OPERATIONS])
 def test_single_operation_round_trip(name: str, payload: dict[str, Any]) -> None:
-    envelope = decode_message(encode_message(INSTANCE, 7, [(name, payload)]))
-    assert envelope == Envelope(PROTOCOL_VERSION, INSTANCE, 7, [(name, payload)])
+    envelope = decode_message(encode_message(INSTANCE, 7, [(name, payload)], TOKEN))
+    assert envelope == Envelope(PROTOCOL_VERSION, INSTANCE, 7, [(name, payload)], TOKEN)
     values = validate_operation(*envelope.operations[0])
     assert values == {field.name: payload.get(field.name) for field in OPERATIONS[name]}
 
 
 def test_all_operations_in_one_message_round_trip() -> None:
-    envelope = decode_message(encode_message(INSTANCE, MAX_SEQ, ALL_OPERATIONS))
-    assert envelope.version == PROTOCOL_VERSION
+    envelope = decode_message(encode_message(INSTANCE, MAX_SEQ, ALL_OPERATIONS, TOKEN))
+    assert envelope.version == PROTOCOL_VERSION == 2
     assert envelope.instance_id == INSTANCE
     assert envelope.seq == MAX_SEQ
+    assert envelope.token == TOKEN
     assert envelope.operations == ALL_OPERATIONS
     for name, payload in envelope.operations:
         assert validate_operation(name, payload) == {
@@ -128,17 +133,42 @@ def test_all_operations_in_one_message_round_trip() -> None:
         }
 
 
+def test_a_message_without_a_token_is_version_1_with_four_items() -> None:
+    """What clients older than tokens send: still decoded, with no token."""
+    raw = encode_message(INSTANCE, 7, [("goodbye", {"at_us": 1})])
+    assert msgpack.unpackb(raw) == [1, INSTANCE, 7, [["goodbye", {"at_us": 1}]]]
+    envelope = decode_message(raw)
+    assert envelope == Envelope(PROTOCOL_VERSION_WITHOUT_TOKEN, INSTANCE, 7, [("goodbye", {"at_us": 1})])
+    assert envelope.token is None
+
+
+def test_a_message_with_a_token_is_version_2_with_the_token_before_the_operations() -> None:
+    raw = encode_message(INSTANCE, 7, [("goodbye", {"at_us": 1})], TOKEN)
+    assert msgpack.unpackb(raw) == [2, INSTANCE, 7, TOKEN, [["goodbye", {"at_us": 1}]]]
+
+
+def test_token_digest_is_the_hex_sha256_of_the_token() -> None:
+    assert token_digest("0123456789abcdef") == (
+        "9f9f5111f7b27a781f1f1ddde5ebc2dd2b796bfc7365c9c28b548e564176929f"
+    )
+    assert len(token_digest(TOKEN)) == 64
+    assert token_digest(TOKEN) != token_digest(TOKEN.upper())
+
+
+@pytest.mark.parametrize("token", [None, TOKEN, "t" * 16, "t" * 128], ids=["v1", "v2", "shortest", "longest"])
 @pytest.mark.parametrize("count", [1, 15, 16, 17, MAX_OPERATIONS_PER_MESSAGE])
-def test_assemble_message_matches_encode_message(count: int) -> None:
+def test_assemble_message_matches_encode_message(count: int, token: str | None) -> None:
     ops = goodbye_ops(count)
-    assembled = assemble_message(INSTANCE, 12, [encode_operation(n, p) for n, p in ops])
-    assert assembled == encode_message(INSTANCE, 12, ops)
-    assert decode_message(assembled).operations == ops
+    assembled = assemble_message(INSTANCE, 12, [encode_operation(n, p) for n, p in ops], token)
+    assert assembled == encode_message(INSTANCE, 12, ops, token)
+    envelope = decode_message(assembled)
+    assert (envelope.operations, envelope.token) == (ops, token)
 
 
-def test_assemble_message_with_mixed_operations_matches_encode_message() -> None:
-    assembled = assemble_message(INSTANCE, 3, [encode_operation(n, p) for n, p in ALL_OPERATIONS])
-    assert assembled == encode_message(INSTANCE, 3, ALL_OPERATIONS)
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["v1", "v2"])
+def test_assemble_message_with_mixed_operations_matches_encode_message(token: str | None) -> None:
+    assembled = assemble_message(INSTANCE, 3, [encode_operation(n, p) for n, p in ALL_OPERATIONS], token)
+    assert assembled == encode_message(INSTANCE, 3, ALL_OPERATIONS, token)
 
 
 @pytest.mark.parametrize("count", [0xFFFF, 0x10000, 70_000])
@@ -219,9 +249,26 @@ MALFORMED: dict[str, tuple[object, str, str | None, int | None]] = {
     "int": (pack(1), "must be a msgpack array, got int", None, None),
     "string": (pack("hello"), "must be a msgpack array, got str", None, None),
     "nil": (pack(None), "must be a msgpack array, got NoneType", None, None),
-    "three-items": (pack([1, INSTANCE, 1]), "must have 4 items, got 3", None, None),
-    "five-items": (pack([1, INSTANCE, 1, ONE_OP, 0]), "must have 4 items, got 5", None, None),
-    "zero-items": (pack([]), "must have 4 items, got 0", None, None),
+    "three-items": (
+        pack([1, INSTANCE, 1]),
+        "must have 5 items (version 2) or 4 (version 1), got 3",
+        None,
+        None,
+    ),
+    "six-items": (pack([2, INSTANCE, 1, TOKEN, ONE_OP, 0]), "or 4 (version 1), got 6", None, None),
+    "v1-five-items": (
+        pack([1, INSTANCE, 1, ONE_OP, 0]),
+        "a version 1 message must have 4 items, got 5",
+        None,
+        None,
+    ),
+    "v2-four-items": (
+        pack([2, INSTANCE, 1, ONE_OP]),
+        "a version 2 message must have 5 items, got 4",
+        None,
+        None,
+    ),
+    "zero-items": (pack([]), "or 4 (version 1), got 0", None, None),
     "version-str": (
         pack(["1", INSTANCE, 1, ONE_OP]),
         "version must be an integer, got str",
@@ -240,8 +287,16 @@ MALFORMED: dict[str, tuple[object, str, str | None, int | None]] = {
         None,
         None,
     ),
-    "version-2": (pack([2, INSTANCE, 1, ONE_OP]), "unsupported protocol version 2", None, None),
+    "version-3": (pack([3, INSTANCE, 1, TOKEN, ONE_OP]), "unsupported protocol version 3", None, None),
     "version-0": (pack([0, INSTANCE, 1, ONE_OP]), "unsupported protocol version 0", None, None),
+    "token-nil": (pack([2, INSTANCE, 4, None, ONE_OP]), "token must be ASCII text of 16 to 128", INSTANCE, 4),
+    "token-int": (pack([2, INSTANCE, 4, 7, ONE_OP]), "token must be ASCII text", INSTANCE, 4),
+    "token-bin": (pack([2, INSTANCE, 4, TOKEN.encode(), ONE_OP]), "token must be ASCII text", INSTANCE, 4),
+    "token-short": (pack([2, INSTANCE, 4, "t" * 15, ONE_OP]), "token must be ASCII text", INSTANCE, 4),
+    "token-long": (pack([2, INSTANCE, 4, "t" * 129, ONE_OP]), "token must be ASCII text", INSTANCE, 4),
+    "token-not-ascii": (pack([2, INSTANCE, 4, "é" * 16, ONE_OP]), "token must be ASCII text", INSTANCE, 4),
+    "v2-seq-0": (pack([2, INSTANCE, 0, TOKEN, ONE_OP]), "seq must be an integer from 1 to", INSTANCE, None),
+    "v2-ops-empty": (pack([2, INSTANCE, 5, TOKEN, []]), "operations must be a non-empty array", INSTANCE, 5),
     "instance-empty": (
         pack([1, "", 1, ONE_OP]),
         "instance_id must be a non-empty string",
@@ -366,6 +421,31 @@ def test_commit_notice_gap_defaults_to_false() -> None:
     assert decode_notice(encode_commit_notice("é-instance", 1, 0)) == Notice("é-instance", 1, 0, False, 0)
 
 
+def test_a_notice_carries_four_items_unless_the_instance_is_unknown() -> None:
+    """A client of the previous version decodes only three or four items: it still gets these."""
+    frames = encode_commit_notice(INSTANCE, 3, 41, gap=True, rejected=2)
+    assert msgpack.unpackb(frames[1]) == [3, 41, True, 2]
+    assert decode_notice(frames).unknown is False
+
+
+def test_an_unknown_instance_notice_round_trips_with_its_fifth_item() -> None:
+    frames = encode_commit_notice(INSTANCE, 3, 0, gap=True, unknown=True)
+    assert msgpack.unpackb(frames[1]) == [3, 0, True, 0, True]
+    assert decode_notice(frames) == Notice(INSTANCE, 3, 0, True, 0, True)
+
+
+def test_a_five_item_notice_saying_false_is_not_unknown() -> None:
+    frames = [b"c" + INSTANCE.encode(), msgpack.packb([3, 41, False, 0, False])]
+    assert decode_notice(frames) == Notice(INSTANCE, 3, 41, False, 0, False)
+
+
+@pytest.mark.parametrize("bad", [1, 0, "yes", None, []])
+def test_a_notice_whose_unknown_flag_is_not_a_boolean_is_refused(bad: object) -> None:
+    frames = [b"c" + INSTANCE.encode(), msgpack.packb([3, 41, False, 0, bad])]
+    with pytest.raises(RejectedMessage, match="unknown flag is a boolean"):
+        decode_notice(frames)
+
+
 def test_a_notice_of_an_older_writer_carries_no_rejected_count() -> None:
     frames = [b"c" + INSTANCE.encode(), msgpack.packb([3, 41, False])]
     assert decode_notice(frames) == Notice(INSTANCE, 3, 41, False, None)
@@ -399,6 +479,7 @@ MALFORMED_NOTICES: dict[str, tuple[list[bytes], str]] = {
     "heartbeat-two-values": ([b"h", pack([1, 2])], "unknown notice"),
     "heartbeat-not-array": ([b"h", pack(1)], "unknown notice"),
     "commit-two-values": ([b"cabc", pack([1, 2])], "unknown notice"),
+    "commit-six-values": ([b"cabc", pack([1, 2, False, 0, True, 0])], "unknown notice"),
     "commit-not-array": ([b"cabc", pack({"epoch": 1})], "unknown notice"),
 }
 
@@ -482,16 +563,27 @@ def mutated_operation(draw: st.DrawFn) -> list[Any]:
 
 RAW_PAIRS = st.tuples(st.one_of(st.sampled_from(sorted(OPERATIONS)), DECODABLE), PAYLOADS)
 OPERATION_PAIRS = st.lists(st.one_of(mutated_operation(), RAW_PAIRS.map(list)), min_size=0, max_size=4)
-ENVELOPE_SHAPED = st.tuples(
-    st.one_of(st.just(PROTOCOL_VERSION), MSGPACKABLE),
-    st.one_of(st.just(INSTANCE), st.text(max_size=130), MSGPACKABLE),
-    st.one_of(st.integers(min_value=-1, max_value=3), INT64, MSGPACKABLE),
-    st.one_of(OPERATION_PAIRS, MSGPACKABLE),
+TOKENS = st.text(alphabet=st.characters(max_codepoint=127), min_size=16, max_size=128)
+ENVELOPE_SHAPED = st.one_of(
+    st.tuples(
+        st.one_of(st.just(PROTOCOL_VERSION_WITHOUT_TOKEN), MSGPACKABLE),
+        st.one_of(st.just(INSTANCE), st.text(max_size=130), MSGPACKABLE),
+        st.one_of(st.integers(min_value=-1, max_value=3), INT64, MSGPACKABLE),
+        st.one_of(OPERATION_PAIRS, MSGPACKABLE),
+    ),
+    st.tuples(
+        st.one_of(st.just(PROTOCOL_VERSION), MSGPACKABLE),
+        st.one_of(st.just(INSTANCE), st.text(max_size=130), MSGPACKABLE),
+        st.one_of(st.integers(min_value=-1, max_value=3), INT64, MSGPACKABLE),
+        st.one_of(st.just(TOKEN), TOKENS, st.text(max_size=140), MSGPACKABLE),
+        st.one_of(OPERATION_PAIRS, MSGPACKABLE),
+    ),
 ).map(list)
 VALID_ENVELOPES = st.tuples(
     st.just(PROTOCOL_VERSION),
     st.one_of(st.just(INSTANCE), st.text(min_size=1, max_size=128)),
     st.integers(min_value=1, max_value=MAX_SEQ),
+    st.one_of(st.just(TOKEN), TOKENS),
     st.lists(st.one_of(mutated_operation(), RAW_PAIRS.map(list)), min_size=1, max_size=4),
 ).map(list)
 
@@ -546,13 +638,14 @@ def test_envelope_shaped_msgpack_decodes_or_rejects(obj: list[Any]) -> None:
 @given(VALID_ENVELOPES)
 def test_valid_envelopes_with_odd_operations_decode_and_validate_or_reject(obj: list[Any]) -> None:
     envelope = decode_message(pack(obj))
-    assert envelope.operations == [tuple(op) for op in obj[3]]
+    assert envelope.token == obj[3]
+    assert envelope.operations == [tuple(op) for op in obj[4]]
     decode_and_validate(pack(obj))
 
 
 @PROPERTY_SETTINGS
 @given(st.binary(min_size=1, max_size=64), st.integers(min_value=0, max_value=200))
 def test_corrupted_valid_message_decodes_or_rejects(noise: bytes, position: int) -> None:
-    raw = encode_message(INSTANCE, 1, ALL_OPERATIONS)
+    raw = encode_message(INSTANCE, 1, ALL_OPERATIONS, TOKEN)
     cut = position % len(raw)
     decode_and_validate(raw[:cut] + noise + raw[cut + len(noise) :])

@@ -21,6 +21,8 @@ from see_persistence.protocol.operations import (
     MAX_NAME_CHARS,
     MAX_PID,
     MAX_TEXT_CHARS,
+    MAX_TOKEN_CHARS,
+    MIN_TOKEN_CHARS,
     OPERATIONS,
     check_json_object_text,
     check_json_value,
@@ -35,7 +37,13 @@ AT_US = 1_700_000_000_123_456
 
 # One valid payload per operation, every optional field present.
 VALID: dict[str, dict[str, Any]] = {
-    "hello": {"pid": 4242, "process_create_time": 1_700_000_000.25, "host": "box", "at_us": AT_US},
+    "hello": {
+        "pid": 4242,
+        "process_create_time": 1_700_000_000.25,
+        "host": "box",
+        "at_us": AT_US,
+        "token": "5f0c2b8e9d41a7736e0b1c9d2f4a6e80",
+    },
     "goodbye": {"at_us": AT_US},
     "create_workflow": {"id": "wf-1", "workflow_name": "nightly", "metadata": "{}", "at_us": AT_US},
     "update_workflow_status": {
@@ -176,6 +184,22 @@ FIELD_RULES: list[tuple[str, str, object, str]] = [
     ("create_workflow", "workflow_name", None, "workflow_name must be a string, got NoneType"),
     ("create_task", "task_name", "", "task_name must not be empty"),
     ("hello", "host", " ", "host must not be empty"),
+    # the instance's secret
+    (
+        "hello",
+        "token",
+        "t" * (MIN_TOKEN_CHARS - 1),
+        "token must be ASCII text of 16 to 128 characters, got 15",
+    ),
+    (
+        "hello",
+        "token",
+        "t" * (MAX_TOKEN_CHARS + 1),
+        "token must be ASCII text of 16 to 128 characters, got 129",
+    ),
+    ("hello", "token", "é" * 32, "token must be ASCII text of 16 to 128 characters, got 32"),
+    ("hello", "token", 12345678901234567890, "token must be a string, got int"),
+    ("hello", "token", b"0123456789abcdef", "token must be a string, got bytes"),
     ("audit_event", "event_type", "", "event_type must not be empty"),
     # ids
     ("create_workflow", "id", 5, "id must be a string id, got int"),
@@ -302,6 +326,8 @@ ACCEPTED_LIMITS: list[tuple[str, str, object, object]] = [
     ("hello", "pid", MAX_PID, MAX_PID),
     ("hello", "process_create_time", 0, 0.0),
     ("hello", "process_create_time", 12, 12.0),
+    ("hello", "token", "t" * MIN_TOKEN_CHARS, "t" * MIN_TOKEN_CHARS),
+    ("hello", "token", "t" * MAX_TOKEN_CHARS, "t" * MAX_TOKEN_CHARS),
     ("create_workflow", "id", "x" * MAX_ID_CHARS, "x" * MAX_ID_CHARS),
     ("create_workflow", "workflow_name", "n" * MAX_NAME_CHARS, "n" * MAX_NAME_CHARS),
     ("create_workflow", "workflow_name", " padded ", " padded "),
@@ -790,3 +816,9 @@ def test_prune_statuses_must_be_finished_ones(statuses: object, reason: str) -> 
 def test_prune_statuses_are_normalised() -> None:
     values = validate_operation("prune", with_field("prune", "statuses", ["FAILED", "completed", "failed"]))
     assert values["statuses"] == ["completed", "failed"]
+
+
+def test_a_hello_without_a_token_is_a_client_older_than_tokens() -> None:
+    """The token is optional: such a hello registers an instance without one (version 1 messages)."""
+    payload = {k: v for k, v in VALID["hello"].items() if k != "token"}
+    assert validate_operation("hello", payload)["token"] is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import sqlite3
 import sys
 import threading
@@ -175,7 +176,11 @@ class Client:
         """Register a new instance of this process: outbox, sending thread, hello."""
         self.instance_id: str = new_id()
         self._identity = leases.current_process()
-        self._outbox = Outbox(self.instance_id, self._buffer_limit, block_when_full=self._block_when_full)
+        # The instance's secret: only messages carrying it are this instance's (see codec).
+        token = secrets.token_hex(16)
+        self._outbox = Outbox(
+            self.instance_id, self._buffer_limit, block_when_full=self._block_when_full, token=token
+        )
         self._closed = False
         self._close_lock = threading.Lock()
         self._rejected_reported = 0  # the rejected count the last flush() answered for
@@ -193,6 +198,7 @@ class Client:
                 "process_create_time": self._identity.create_time,
                 "host": self._identity.host,
                 "at_us": _now_us(),
+                "token": token,
             },
         )
         if self._spawner is not None and not self._writer_alive():

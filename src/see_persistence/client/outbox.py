@@ -84,10 +84,13 @@ class OutboxCounts:
 class Outbox:
     """Thread-safe: any thread may put; one sending thread takes, confirms and resends."""
 
-    def __init__(self, instance_id: str, limit: int, *, block_when_full: bool = False) -> None:
+    def __init__(
+        self, instance_id: str, limit: int, *, block_when_full: bool = False, token: str | None = None
+    ) -> None:
         if limit < 1:
             raise ValueError("the outbox limit must be at least 1 operation")
         self.instance_id = instance_id
+        self.token = token  # the instance's secret, in every message (None: version 1 messages)
         self.limit = limit
         self.block_when_full = block_when_full
         self._lock = threading.Lock()
@@ -221,7 +224,7 @@ class Outbox:
         for chunk in _chunks(taken):
             start, before = before, before + len(chunk)
             seq = first_seq + len(messages)
-            raw = codec.assemble_message(self.instance_id, seq, chunk)
+            raw = codec.assemble_message(self.instance_id, seq, chunk, self.token)
             own = sum(1 for n in internal if start < n <= before) if internal else 0
             messages.append(OutgoingMessage(seq, raw, len(chunk), before, len(chunk) - own))
         with self._lock:

@@ -44,6 +44,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_days(text: str) -> float:
+    """An argparse type: a finite number of days above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of days, got {text!r}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the writer command's arguments."""
     parser.add_argument(
@@ -62,6 +73,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="keep the newest N dead letters; older ones are dropped and counted"
         f" (default {statements.DEAD_LETTERS_KEPT})",
+    )
+    parser.add_argument(
+        "--dead-letters-kept-bytes",
+        type=int,
+        default=statements.DEAD_LETTER_BYTES_KEPT,
+        metavar="N",
+        help="keep at most N bytes of raw received data in dead letters together (each one keeps"
+        f" up to {statements.DEAD_LETTER_RAW_KEPT_BYTES}); past it the oldest are dropped and counted"
+        f" (default {statements.DEAD_LETTER_BYTES_KEPT})",
+    )
+    parser.add_argument(
+        "--instances-kept-days",
+        type=positive_days,
+        default=statements.INSTANCES_KEPT_S / 86_400,
+        metavar="N",
+        help="delete the rows of GUI instances ended or dead for more than N days (their workflows"
+        f" stay; default {statements.INSTANCES_KEPT_S // 86_400}); live instances are never deleted",
     )
     parser.add_argument(
         "--adopt",
@@ -92,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         dead_letters_kept=args.dead_letters_kept,
         adopt=args.adopt,
         exit_when_idle_s=args.exit_when_idle,
+        instances_kept_s=args.instances_kept_days * 86_400,
+        dead_letter_bytes_kept=args.dead_letters_kept_bytes,
     )
     try:
         writer.run()

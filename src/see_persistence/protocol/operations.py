@@ -33,6 +33,10 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # the Rust core reads execution_orde
 # The integers the Rust core's serde_json reads exactly: i64 and u64 (no arbitrary_precision).
 JSON_INT_MIN, JSON_INT_MAX = -(2**63), 2**64 - 1
 MAX_PID = 2**31 - 1
+# An instance's secret (the Client's is secrets.token_hex(16): 32 characters). At least 16
+# characters, so that nothing as short as a guessable word passes for one.
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 128
 
 HELLO = "hello"
 GOODBYE = "goodbye"
@@ -133,6 +137,23 @@ def check_create_time(field: str, value: object) -> float:
     if not finite or value < 0:
         raise InvalidOperation(f"{field}={value!r} is not a valid create time")
     return float(value)
+
+
+def check_token(field: str, value: object) -> str:
+    """Return `value` if it is an instance token: ASCII text of 16 to 128 characters."""
+    if type(value) is str and MIN_TOKEN_CHARS <= len(value) <= MAX_TOKEN_CHARS and value.isascii():
+        return value
+    if not isinstance(value, str):
+        raise InvalidOperation(f"{field} must be a string, got {type(value).__name__}")
+    raise InvalidOperation(
+        f"{field} must be ASCII text of {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} characters,"
+        f" got {len(value)} characters"
+    )
+
+
+def check_optional_token(field: str, value: object) -> str | None:
+    """Like check_token, but None passes through (the hello of a client older than tokens)."""
+    return None if value is None else check_token(field, value)
 
 
 def check_status(field: str, value: object) -> str:
@@ -407,6 +428,9 @@ OPERATIONS: dict[str, tuple[Field, ...]] = {
         Field("process_create_time", check_create_time),
         Field("host", check_name),
         _AT,
+        # The instance's secret: from this hello on, only messages that carry it are the
+        # instance's (codec's version 2 envelope). A client older than tokens sends none.
+        Field("token", check_optional_token, required=False),
     ),
     GOODBYE: (_AT,),
     CREATE_WORKFLOW: (

@@ -74,14 +74,18 @@ INSERTS: dict[str, str] = {
     # boot_id: the writer's own, from the lease it holds in this very transaction (the fence
     # just renewed it). A hello reaches the writer over an ipc socket, so it comes from a
     # process of the same machine and boot, whatever host name the process reported.
+    # token_hash: sha256 of the hello's token (NULL without one). The writer lets through
+    # only a hello whose sender owns the instance; the WHERE keeps it so in SQL too: a row's
+    # token_hash is set by its first hello and never changed.
     HELLO: """INSERT INTO instances (id, pid, process_create_time, host, started_at, last_seen, state,
-            boot_id)
+            boot_id, token_hash)
         VALUES (:instance_id, :pid, :process_create_time, :host, :at, :now, 'live',
-            (SELECT boot_id FROM writer_lease WHERE id = 1))
+            (SELECT boot_id FROM writer_lease WHERE id = 1), :token_hash)
         ON CONFLICT(id) DO UPDATE SET pid = excluded.pid,
             process_create_time = excluded.process_create_time, host = excluded.host,
             started_at = excluded.started_at, last_seen = excluded.last_seen, state = 'live',
-            ended_at = NULL, boot_id = excluded.boot_id""",
+            ended_at = NULL, boot_id = excluded.boot_id
+        WHERE instances.token_hash IS excluded.token_hash""",
     GOODBYE: """UPDATE instances SET state = 'ended', ended_at = :at, last_seen = :now
         WHERE id = :instance_id""",
     CREATE_WORKFLOW: """INSERT INTO workflow_executions
@@ -104,11 +108,27 @@ INSERTS: dict[str, str] = {
 # unknown record, which the writer reports as a dead letter rather than ignore.
 MUST_CHANGE_A_ROW = frozenset({APPEND_TASK_LOG, GOODBYE, UPDATE_WORKFLOW_STATUS, UPDATE_TASK_STATUS})
 
-RECORD_INSTANCE_SEQ = """INSERT INTO instances (id, last_seq, last_seen, state, rejected)
-    VALUES (:instance_id, :seq, :now, 'live', :rejected)
-    ON CONFLICT(id) DO UPDATE SET last_seq = excluded.last_seq, last_seen = excluded.last_seen,
-        rejected = excluded.rejected"""
+# Only an UPDATE: a row is made by a hello, never by a message that merely names an id.
+RECORD_INSTANCE_SEQ = """UPDATE instances SET last_seq = :seq, last_seen = :now, rejected = :rejected
+    WHERE id = :instance_id"""
 """Records how far an instance is committed, and its running total of rejected operations."""
+
+INSTANCE_CREDENTIALS = "SELECT last_seq, rejected, token_hash FROM instances WHERE id = ?"
+"""What the writer needs of an instance to judge a message: seq, rejected total, owner's token hash."""
+
+# Ended and dead instances, and rows no hello made (older writers made one for any instance
+# id a message named: no pid, 'live' forever), idle since the cutoff by the writer's clock
+# (last_seen) and by ended_at (the client's clock, for a goodbye): a client's clock set far back
+# cannot expire its instance early. Live instances with a pid are never chosen.
+EXPIRED_INSTANCES = """SELECT id FROM instances
+    WHERE (state IN ('ended', 'dead') OR (state = 'live' AND pid IS NULL))
+        AND COALESCE(last_seen, ended_at) < :cutoff AND COALESCE(ended_at, last_seen) < :cutoff
+    LIMIT :limit"""
+
+DELETE_INSTANCE = "DELETE FROM instances WHERE id = ?"
+
+INSTANCES_KEPT_S = 30 * 86_400
+"""Ended and dead instance rows are deleted once they have been so for this long."""
 
 INSERT_DEAD_LETTER = """INSERT INTO dead_letters (received_at, instance_id, seq, reason, raw)
     VALUES (?, ?, ?, ?, ?)"""
@@ -116,10 +136,27 @@ INSERT_DEAD_LETTER = """INSERT INTO dead_letters (received_at, instance_id, seq,
 DEAD_LETTERS_KEPT = 100_000
 """The dead-letter table keeps this many rows; older ones are dropped and counted."""
 
+DEAD_LETTER_RAW_KEPT_BYTES = 64 * 1024
+"""A dead letter keeps at most this many bytes of what was received; its reason says if cut."""
+
+DEAD_LETTER_BYTES_KEPT = 64 * 1024 * 1024
+"""The raw bytes of all dead letters together; past it the oldest rows are dropped and counted."""
+
 DEAD_LETTERS_DROPPED_COUNTER = "dead_letters_dropped"
 
 # Rows only ever leave from the oldest end, so the ids kept are one contiguous range.
 TRIM_DEAD_LETTERS = "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"
+
+# The raw bytes the row cap's trim is about to delete (the same rows as TRIM_DEAD_LETTERS).
+DEAD_LETTER_BYTES_TO_TRIM = """SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters
+    WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"""
+
+# length() of a blob reads the record header, not the blob's pages.
+DEAD_LETTER_BYTES = "SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters"
+
+OLDEST_DEAD_LETTER_SIZES = "SELECT id, COALESCE(length(raw), 0) FROM dead_letters ORDER BY id"
+
+TRIM_DEAD_LETTERS_UP_TO = "DELETE FROM dead_letters WHERE id <= ?"
 
 ADD_TO_COUNTER = """INSERT INTO counters (name, value) VALUES (?, ?)
     ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"""

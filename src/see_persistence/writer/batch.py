@@ -1,15 +1,26 @@
 """Applying one batch of raw messages inside one transaction.
 
+An instance belongs to the sender of its first hello. A message of an instance the file has
+no row of is applied only if it registers it (seq 1, a hello first); otherwise it is held
+back, as after a gap, and the instance is told it is unknown. A message of a registered
+instance whose token is not the one it registered with (codec's version 2 envelope; none for
+an instance registered without one) is another sender's: a dead letter that does not advance
+the instance's sequence, count against it, or touch it.
+
 Per instance, a message is applied only when its sequence number is the next one: a
 duplicate (a resend of something committed) is skipped, a message after a gap is held
 back (the client resends from the gap). A message or operation that is wrong goes to
-`dead_letters` with its reason; everything else in the batch commits with it.
+`dead_letters` with its reason (at most DEAD_LETTER_RAW_KEPT_BYTES of what was received);
+everything else in the batch commits with it. The table is kept within a number of rows and
+of raw bytes; the oldest rows go first.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -23,6 +34,38 @@ log = logging.getLogger("see_persistence.writer")
 # opposed to the database as a whole (disk full, I/O error), which fails the batch.
 _STATEMENT_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
 _STATEMENT_ERROR_NAMES = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT"})
+_UNVERIFIED = ""  # no token is this short: an instance with a token_hash starts unverified
+
+
+class InstanceEntry:
+    """What the writer knows of one registered instance: committed seq, rejected total, owner.
+
+    `token` caches the last token found to match `token_hash`, so that the usual message costs
+    a string comparison rather than a hash; None for an instance registered without a token.
+    """
+
+    __slots__ = ("last_seq", "rejected", "token", "token_hash")
+
+    def __init__(self, last_seq: int, rejected: int, token_hash: str | None, token: str | None) -> None:
+        self.last_seq = last_seq
+        self.rejected = rejected
+        self.token_hash = token_hash
+        self.token = token
+
+    def owned_by(self, token: str | None) -> bool:
+        """True if a message carrying `token` (None: a version 1 message) is this instance's."""
+        if token == self.token:
+            return True
+        if token is None or self.token_hash is None:
+            return False
+        if hmac.compare_digest(codec.token_digest(token), self.token_hash):
+            self.token = token
+            return True
+        return False
+
+
+def _entry_for(token_hash: str | None, last_seq: int = 0, rejected: int = 0) -> InstanceEntry:
+    return InstanceEntry(last_seq, rejected, token_hash, None if token_hash is None else _UNVERIFIED)
 
 
 @dataclass
@@ -33,55 +76,135 @@ class BatchResult:
     operations_applied: int = 0
     duplicates: int = 0
     gaps: int = 0
+    unknown: int = 0  # messages of instances with no row that did not register one: held back
+    not_owner: int = 0  # messages refused: their instance belongs to another sender
     dead_letters: int = 0
     dead_letters_dropped: int = 0
     committed_seq: dict[str, int] = field(default_factory=dict)  # instance -> last seq now committed
     rejected_total: dict[str, int] = field(default_factory=dict)  # instance -> operations refused, ever
     gap_instances: set[str] = field(default_factory=set)
+    unknown_instances: set[str] = field(default_factory=set)
+    registered: dict[str, InstanceEntry] = field(default_factory=dict)  # by this batch's hellos
+    dead_letter_bytes: int | None = None  # raw bytes of all dead letters after it (None: not looked)
 
 
 class SequenceBook:
-    """Per instance, the last committed sequence number and the running total of rejected
-    operations, cached from `instances`."""
+    """What the writer knows of the file, cached: per registered instance its last committed
+    sequence number, running total of rejected operations and owner's token hash; and the raw
+    bytes of all dead letters. Instances the file does not know are not remembered."""
 
     def __init__(self) -> None:
-        self._committed: dict[str, tuple[int, int]] = {}
+        self._entries: dict[str, InstanceEntry] = {}
+        self._dead_letter_bytes: int | None = None
 
-    def _entry(self, conn: sqlite3.Connection, instance_id: str) -> tuple[int, int]:
-        entry = self._committed.get(instance_id)
+    def entry(self, conn: sqlite3.Connection, instance_id: str) -> InstanceEntry | None:
+        """The registered instance `instance_id` as committed, or None if the file has no row of it."""
+        entry = self._entries.get(instance_id)
         if entry is None:
-            row = conn.execute(
-                "SELECT last_seq, rejected FROM instances WHERE id = ?", (instance_id,)
-            ).fetchone()
-            entry = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
-            self._committed[instance_id] = entry
+            row = conn.execute(statements.INSTANCE_CREDENTIALS, (instance_id,)).fetchone()
+            if row is None:
+                return None  # not cached: a flood of made-up ids must not grow the book
+            entry = _entry_for(row[2], int(row[0]), int(row[1] or 0))
+            self._entries[instance_id] = entry
         return entry
 
     def last(self, conn: sqlite3.Connection, instance_id: str) -> int:
         """The last committed seq for `instance_id` (0 if it never committed anything)."""
-        return self._entry(conn, instance_id)[0]
+        entry = self.entry(conn, instance_id)
+        return entry.last_seq if entry is not None else 0
 
     def rejected(self, conn: sqlite3.Connection, instance_id: str) -> int:
         """How many operations of `instance_id` were rejected in committed batches."""
-        return self._entry(conn, instance_id)[1]
+        entry = self.entry(conn, instance_id)
+        return entry.rejected if entry is not None else 0
 
-    def commit(self, committed: dict[str, int], rejected: dict[str, int]) -> None:
-        """Record what a batch committed (only after its COMMIT succeeded): seqs and totals."""
+    def dead_letter_bytes(self) -> int | None:
+        """The raw bytes of every dead letter as committed, if known (None: read the file)."""
+        return self._dead_letter_bytes
+
+    def commit(
+        self,
+        committed: dict[str, int],
+        rejected: dict[str, int],
+        *,
+        registered: Mapping[str, InstanceEntry] | None = None,
+        dead_letter_bytes: int | None = None,
+    ) -> None:
+        """Record what a batch committed (only after its COMMIT succeeded): seqs and totals, the
+        instances its hellos registered and the dead letters' raw bytes. What it is not told it
+        reads from the file again when next needed."""
         for instance_id, seq in committed.items():
-            self._committed[instance_id] = (seq, rejected[instance_id])
+            entry = self._entries.get(instance_id)
+            if entry is None and registered is not None:
+                entry = registered.get(instance_id)
+            if entry is None:
+                continue
+            entry.last_seq = seq
+            entry.rejected = rejected[instance_id]
+            self._entries[instance_id] = entry
+        self._dead_letter_bytes = dead_letter_bytes
+
+    def discard(self, instance_ids: Iterable[str]) -> None:
+        """Forget instances whose rows were deleted."""
+        for instance_id in instance_ids:
+            self._entries.pop(instance_id, None)
 
     def forget(self) -> None:
         """Drop the cache, e.g. after losing the lease: the file is the truth."""
-        self._committed.clear()
+        self._entries.clear()
+        self._dead_letter_bytes = None
+
+
+def _add_dropped(conn: sqlite3.Connection, dropped: int) -> None:
+    conn.execute(statements.ADD_TO_COUNTER, (statements.DEAD_LETTERS_DROPPED_COUNTER, dropped))
 
 
 def trim_dead_letters(conn: sqlite3.Connection, keep: int) -> int:
     """Drop the oldest dead letters beyond `keep`, count them in `counters`; return how many."""
+    return trim_dead_letters_measured(conn, keep)[0]
+
+
+def trim_dead_letters_measured(conn: sqlite3.Connection, keep: int) -> tuple[int, int]:
+    """Like trim_dead_letters; returns (rows dropped, their raw bytes)."""
+    freed = int(conn.execute(statements.DEAD_LETTER_BYTES_TO_TRIM, (keep,)).fetchone()[0])
     dropped = conn.execute(statements.TRIM_DEAD_LETTERS, (keep,)).rowcount
     if dropped > 0:
-        conn.execute(statements.ADD_TO_COUNTER, (statements.DEAD_LETTERS_DROPPED_COUNTER, dropped))
+        _add_dropped(conn, dropped)
         log.warning("dead-letter table full: dropped the %d oldest rows", dropped)
-    return max(dropped, 0)
+    return max(dropped, 0), freed
+
+
+def trim_dead_letter_bytes(conn: sqlite3.Connection, total: int, keep_bytes: int) -> tuple[int, int]:
+    """Drop the oldest dead letters until their raw bytes are within `keep_bytes`; count them.
+
+    `total` is the table's raw bytes now. Returns (rows dropped, their raw bytes).
+    """
+    excess = total - keep_bytes
+    if excess <= 0:
+        return 0, 0
+    freed = 0
+    last_id: int | None = None
+    cursor = conn.execute(statements.OLDEST_DEAD_LETTER_SIZES)
+    try:
+        for row_id, size in cursor:
+            freed += int(size)
+            last_id = int(row_id)
+            if freed >= excess:
+                break
+    finally:
+        cursor.close()
+    if last_id is None:
+        return 0, 0
+    dropped = max(conn.execute(statements.TRIM_DEAD_LETTERS_UP_TO, (last_id,)).rowcount, 0)
+    if dropped:
+        _add_dropped(conn, dropped)
+        log.warning(
+            "dead letters past %d bytes of raw: dropped the %d oldest rows (%d bytes)",
+            keep_bytes,
+            dropped,
+            freed,
+        )
+    return dropped, freed
 
 
 def _is_statement_error(exc: sqlite3.Error) -> bool:
@@ -104,18 +227,25 @@ class _Pending(NamedTuple):
 class _Applier:
     """Runs operations in order, each run of the same statement as one executemany."""
 
-    def __init__(self, conn: sqlite3.Connection, result: BatchResult, now: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, result: BatchResult, now: str, raw_kept: int) -> None:
         self.conn = conn
         # One cursor for the batch: Connection.execute makes a new one for every statement.
         self.cursor = conn.cursor()
         self.result = result
         self.now = now
+        self.raw_kept = raw_kept
+        self.raw_bytes = 0  # raw bytes of the dead letters this batch inserted
         self.run_statement: statements.Statement | None = None
         self.run: list[_Pending] = []
         self.rejected: dict[str, int] = {}  # instance -> operations refused in this batch
 
     def dead_letter(self, raw: bytes, reason: str, instance_id: str | None, seq: int | None) -> None:
+        if len(raw) > self.raw_kept:
+            # 24 garbage messages of 16 MiB once made 384 MiB of dead letters: keep the start.
+            reason = f"{reason}; raw cut to {self.raw_kept} of {len(raw)} bytes"
+            raw = raw[: self.raw_kept]
         self.conn.execute(statements.INSERT_DEAD_LETTER, (self.now, instance_id, seq, reason, raw))
+        self.raw_bytes += len(raw)
         self.result.dead_letters += 1
         log.debug("dead letter from %s seq %s: %s", instance_id, seq, reason)
 
@@ -184,6 +314,33 @@ class _Applier:
         self.result.operations_applied += 1
 
 
+def _not_owner_reason(instance_id: str, seq: int, token: str | None, entry: InstanceEntry) -> str:
+    if token is None:
+        why = "the message carries no token; the instance registered with one"
+    elif entry.token_hash is None:
+        why = "the message carries a token; the instance registered without one"
+    else:
+        why = "the message's token is not the one it registered with"
+    return f"instance {instance_id} belongs to another sender: {why} (seq {seq} not applied)"
+
+
+def _registration(envelope: codec.Envelope) -> str | None:
+    """None if `envelope` may register its unknown instance; else why it cannot, if it tried to.
+
+    Raises LookupError if it did not try (it does not start with a hello at seq 1).
+    """
+    operations_ = envelope.operations
+    if envelope.seq != 1 or operations_[0][0] != operations.HELLO:
+        raise LookupError(envelope.instance_id)
+    try:
+        values = operations.validate_operation(*operations_[0])
+    except InvalidOperation as invalid:
+        return invalid.reason
+    if values["token"] != envelope.token:
+        return "hello: its token is not the message's"
+    return None
+
+
 def apply_messages(
     conn: sqlite3.Connection,
     raws: list[bytes],
@@ -191,17 +348,20 @@ def apply_messages(
     *,
     now_us: int,
     dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
+    dead_letter_raw_kept: int = statements.DEAD_LETTER_RAW_KEPT_BYTES,
+    dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
 ) -> BatchResult:
     """Apply `raws` inside the caller's open transaction and return what happened.
 
     Raises sqlite3.Error for faults of the database as a whole; the caller rolls back and
-    keeps the batch. `book` is not changed: the caller commits `result.committed_seq` and
-    `result.rejected_total` to it after COMMIT.
+    keeps the batch. `book` is not changed: the caller commits `result.committed_seq`,
+    `result.rejected_total`, `result.registered` and `result.dead_letter_bytes` to it after COMMIT.
     """
     now = timestamps.format_us(now_us)
     result = BatchResult()
-    applier = _Applier(conn, result, now)
+    applier = _Applier(conn, result, now, dead_letter_raw_kept)
     pending_seq: dict[str, int] = {}
+    entries: dict[str, InstanceEntry] = {}  # instances of this batch, as the book or a hello says
     fast_binds = binding.FAST_BINDS
     for raw in raws:
         result.messages += 1
@@ -210,10 +370,39 @@ def apply_messages(
         except RejectedMessage as rejected:
             applier.dead_letter(bytes(raw), rejected.reason, rejected.instance_id, rejected.seq)
             continue
-        instance_id, seq = envelope.instance_id, envelope.seq
+        instance_id, seq, token = envelope.instance_id, envelope.seq, envelope.token
+        entry = entries.get(instance_id)
+        if entry is None:
+            entry = book.entry(conn, instance_id)
+            if entry is None:
+                try:
+                    refused = _registration(envelope)
+                except LookupError:
+                    # Held back, as after a gap: the client resends from seq 1 (its hello), or
+                    # registers again. No row and no dead letter: ids cost nothing to make up.
+                    result.unknown += 1
+                    result.unknown_instances.add(instance_id)
+                    continue
+                if refused is not None:
+                    applier.dead_letter(
+                        bytes(raw),
+                        f"{refused}; the message would register instance {instance_id}: none of it applied",
+                        instance_id,
+                        seq,
+                    )
+                    continue
+                entry = _entry_for(None if token is None else codec.token_digest(token))
+                entry.token = token
+                result.registered[instance_id] = entry
+            entries[instance_id] = entry
+        if token != entry.token and not entry.owned_by(token):
+            # Not the instance's: no instance id on the row, lest its owner read it as its own.
+            applier.dead_letter(bytes(raw), _not_owner_reason(instance_id, seq, token, entry), None, None)
+            result.not_owner += 1
+            continue
         last = pending_seq.get(instance_id)
         if last is None:
-            last = book.last(conn, instance_id)
+            last = entry.last_seq
         if seq <= last:
             result.duplicates += 1
             continue
@@ -239,18 +428,34 @@ def apply_messages(
             if name == operations.PRUNE:
                 applier.prune(name, payload, values, instance_id, seq)
                 continue
+            if name == operations.HELLO:
+                if values["token"] != token:
+                    applier.reject(name, payload, "hello: its token is not the message's", instance_id, seq)
+                    continue
+                values["token_hash"] = entry.token_hash
             statement = statements.statement_for(name, values)
             applier.add(statement, _Pending(statement.bind(values), name, payload, instance_id, seq))
         pending_seq[instance_id] = seq
     applier.flush()
     for instance_id, seq in pending_seq.items():
-        rejected_total = book.rejected(conn, instance_id) + applier.rejected.get(instance_id, 0)
+        rejected_total = entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
         result.rejected_total[instance_id] = rejected_total
         conn.execute(
             statements.RECORD_INSTANCE_SEQ,
             {"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total},
         )
     if result.dead_letters:
-        result.dead_letters_dropped = trim_dead_letters(conn, dead_letters_kept)
+        known = book.dead_letter_bytes()
+        if known is None:  # once per writer: the sum counts this batch's rows too
+            total = int(conn.execute(statements.DEAD_LETTER_BYTES).fetchone()[0])
+        else:
+            total = known + applier.raw_bytes
+        dropped, freed = trim_dead_letters_measured(conn, dead_letters_kept)
+        total -= freed
+        more, freed = trim_dead_letter_bytes(conn, total, dead_letter_bytes_kept)
+        result.dead_letters_dropped = dropped + more
+        result.dead_letter_bytes = total - freed
+    else:
+        result.dead_letter_bytes = book.dead_letter_bytes()
     result.committed_seq = pending_seq
     return result

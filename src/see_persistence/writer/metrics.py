@@ -41,6 +41,10 @@ class WriterMetrics:
             ("batches", 1),
             ("duplicates", result.duplicates),
             ("gaps", result.gaps),
+            # Held back: instances the file has no row of, whose message did not register them.
+            ("unknown_instance_messages", result.unknown),
+            # Dead letters too: messages with an instance id that is another sender's.
+            ("not_owner_messages", result.not_owner),
             ("dead_letters", result.dead_letters),
             ("dead_letters_dropped", result.dead_letters_dropped),
         ):

@@ -21,6 +21,7 @@ from ..protocol.errors import LeaseLostError, SeePersistenceError
 from . import liveness
 from .batch import BatchResult, SequenceBook, apply_messages
 from .checkpointer import WAL_RESTART_PAGES, Checkpointer
+from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
@@ -168,6 +169,8 @@ class Writer:
         dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
         adopt: bool = False,
         exit_when_idle_s: float | None = None,
+        instances_kept_s: float = statements.INSTANCES_KEPT_S,
+        dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
         self.endpoints = locations.endpoints_for(self.db_path)
@@ -178,6 +181,11 @@ class Writer:
         if dead_letters_kept < 1:
             raise ValueError("dead_letters_kept must be at least 1")
         self.dead_letters_kept = dead_letters_kept
+        least = statements.DEAD_LETTER_RAW_KEPT_BYTES  # one row's raw: the newest row always stays
+        if dead_letter_bytes_kept < least:
+            raise ValueError(f"dead_letter_bytes_kept must be at least {least}")
+        self.dead_letter_bytes_kept = dead_letter_bytes_kept
+        self._instance_retention = InstanceRetention(instances_kept_s)
         if exit_when_idle_s is not None and not exit_when_idle_s > 0:
             raise ValueError("exit_when_idle_s must be a positive number of seconds")
         self.adopt = adopt
@@ -383,7 +391,12 @@ class Writer:
             try:
                 with self._lease.transaction(now_us):
                     result = apply_messages(
-                        self._conn, raws, self._book, now_us=now_us, dead_letters_kept=self.dead_letters_kept
+                        self._conn,
+                        raws,
+                        self._book,
+                        now_us=now_us,
+                        dead_letters_kept=self.dead_letters_kept,
+                        dead_letter_bytes_kept=self.dead_letter_bytes_kept,
                     )
                 break
             except LeaseLostError:
@@ -406,7 +419,12 @@ class Writer:
             # Before telling clients it is committed: into the file their path leads to? (At
             # most once a second: a client confirms what a notice says against the file too.)
             self._check_database_file()
-        self._book.commit(result.committed_seq, result.rejected_total)
+        self._book.commit(
+            result.committed_seq,
+            result.rejected_total,
+            registered=result.registered,
+            dead_letter_bytes=result.dead_letter_bytes,
+        )
         if self._checkpointer is not None:
             self._checkpointer.committed()
         if self._metrics is not None:
@@ -426,6 +444,10 @@ class Writer:
             self._send_notice(
                 codec.encode_commit_notice(instance_id, epoch, seq, gap=True, rejected=rejected)
             )
+        for instance_id in result.unknown_instances - result.committed_seq.keys():
+            # The file has no row of it: register again. gap from 0 makes an older client
+            # resend from seq 1, which registers it if that message (its hello) is still held.
+            self._send_notice(codec.encode_commit_notice(instance_id, epoch, 0, gap=True, unknown=True))
 
     def _send_notice(self, frames: list[bytes]) -> None:
         assert self._pub is not None
@@ -447,16 +469,24 @@ class Writer:
         assert self._conn is not None and self._lease is not None
         try:
             dead = liveness.find_dead_instances(self._conn)
-            if not dead:
-                return
-            now_us = _now_us()
-            with self._lease.transaction(now_us):
-                for instance in dead:
-                    liveness.abandon(self._conn, instance, now_us)
-            if self._metrics is not None:
-                self._metrics.count("instances_abandoned", len(dead))
+            if dead:
+                now_us = _now_us()
+                with self._lease.transaction(now_us):
+                    for instance in dead:
+                        liveness.abandon(self._conn, instance, now_us)
+                if self._metrics is not None:
+                    self._metrics.count("instances_abandoned", len(dead))
         except sqlite3.Error as exc:
             log.error("instance liveness sweep failed: %s", exc)
+        try:
+            deleted = self._instance_retention.run_if_due(self._lease.transaction, _now_us())
+        except sqlite3.Error as exc:
+            log.error("deleting instance rows past their retention failed: %s", exc)
+            return
+        if deleted:
+            self._book.discard(deleted)
+            if self._metrics is not None:
+                self._metrics.count("instances_deleted", len(deleted))
 
     def _exit_if_idle(self, now: float) -> None:
         """Stop once nobody has needed this writer for exit_when_idle_s (if it was given)."""
