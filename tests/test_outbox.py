@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgpack
+
 from see_persistence.client import outbox as outbox_module
 from see_persistence.client.outbox import MAX_OPERATIONS_PER_SEND, MAX_OPERATIONS_PER_TAKE, Outbox
 from see_persistence.protocol import codec
@@ -86,3 +88,21 @@ def test_notices_the_file_does_not_bear_out_are_taken_back_for_a_resend():
     assert box.verify(messages[-1].seq, rejected=2) == 10
     counts = box.counts()
     assert (counts.buffered, counts.confirmed, counts.rejected) == (0, 10, 2)
+
+
+def test_a_restart_holds_everything_the_file_lacks_as_a_new_instance_after_its_hello():
+    box = Outbox("old", limit=100, token="t" * 32)
+    box.put_internal("hello", {"token": "t" * 32})
+    _fill(box, 9)
+    first = box.take()
+    box.confirm(first[-1].seq, 3, now=0.0)  # noticed, never verified: the file went back
+    box.put("audit_event", {"n": "late"})
+    assert box.restart("new", "u" * 32, {"token": "u" * 32}) == 10
+    counts = box.counts()
+    assert (counts.buffered, counts.next_seq, counts.rejected) == (11, 1, 3)
+    [message] = box.take()
+    version, instance_id, seq, token, operations = msgpack.unpackb(message.raw)
+    assert (version, instance_id, seq, token) == (codec.PROTOCOL_VERSION, "new", 1, "u" * 32)
+    assert operations[0] == ["hello", {"token": "u" * 32}]  # the old hello, replaced
+    assert [op[1]["n"] for op in operations[1:]] == [*range(9), "late"]
+    assert message.operations == 11 and message.caller_operations == 10

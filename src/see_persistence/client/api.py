@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import secrets
 import sqlite3
 import sys
 import threading
@@ -32,6 +31,7 @@ from ..protocol.models import Rejection
 from ..protocol.status import FINISHED_STATUSES, Status
 from ..reader import Reader
 from .outbox import Outbox
+from .registration import hello_payload, new_secret
 from .sender import Sender
 from .spawn import WriterSpawner
 
@@ -61,12 +61,13 @@ class ClientStats:
     rejected: int  # of those, operations the writer refused (dead letters; Client.rejections())
     dropped: int  # operations refused because the outbox was full
     resent: int  # operations sent again after a writer change or a gap
-    buffered: int  # operations held now (not yet confirmed)
+    buffered: int  # operations held against the bound (not yet committed, by the writer's word)
     messages: int  # messages handed to the socket, resends included
     reconnects: int  # times the sockets were opened anew for a new writer
     writer_epoch: int  # the lease epoch of the writer last heard from (0: none yet)
     spawns: int  # writers this client started (spawn_writer=True)
     spawn_failures: int  # of those, how many exited with an error (Client.spawn_error says why)
+    registrations: int  # times it started over as a new instance (the database forgot the old one)
 
 
 _NOTHING_YET = ClientStats(*(0,) * len(ClientStats.__dataclass_fields__))
@@ -174,12 +175,10 @@ class Client:
 
     def _start(self) -> None:
         """Register a new instance of this process: outbox, sending thread, hello."""
-        self.instance_id: str = new_id()
         self._identity = leases.current_process()
-        # The instance's secret: only messages carrying it are this instance's (see codec).
-        token = secrets.token_hex(16)
+        token = new_secret()
         self._outbox = Outbox(
-            self.instance_id, self._buffer_limit, block_when_full=self._block_when_full, token=token
+            new_id(), self._buffer_limit, block_when_full=self._block_when_full, token=token
         )
         self._closed = False
         self._close_lock = threading.Lock()
@@ -190,17 +189,9 @@ class Client:
             self._endpoints,
             self._reader,
             spawner=self._spawner,
+            identity=self._identity,
         )
-        self._outbox.put_internal(
-            ops.HELLO,
-            {
-                "pid": self._identity.pid,
-                "process_create_time": self._identity.create_time,
-                "host": self._identity.host,
-                "at_us": _now_us(),
-                "token": token,
-            },
-        )
+        self._outbox.put_internal(ops.HELLO, hello_payload(self._identity, token))
         if self._spawner is not None and not self._writer_alive():
             self._spawner.maybe_spawn(time.monotonic())
         self._sender.thread.start()
@@ -404,6 +395,11 @@ class Client:
         return self._reader.get_rejections(self.instance_id, limit=limit)
 
     @property
+    def instance_id(self) -> str:
+        """This GUI instance's id (a new one after the database forgot the old: see README)."""
+        return self._outbox.instance_id
+
+    @property
     def connection_error(self) -> str | None:
         """Why this client cannot reach the writer's socket now (a socket directory that is not
         this user's alone), or None; what it records waits in its outbox meanwhile."""
@@ -435,6 +431,7 @@ class Client:
             writer_epoch=sender.writer_epoch,
             spawns=spawner.spawns if spawner is not None else 0,
             spawn_failures=spawner.failures if spawner is not None else 0,
+            registrations=sender.registrations,
         )
 
     def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:

@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from ..protocol import codec
+from ..protocol.operations import HELLO
 
 MAX_OPERATIONS_PER_SEND = 512
 MAX_BYTES_PER_SEND = 4 * 1024 * 1024
@@ -91,6 +94,8 @@ class Outbox:
             raise ValueError("the outbox limit must be at least 1 operation")
         self.instance_id = instance_id
         self.token = token  # the instance's secret, in every message (None: version 1 messages)
+        self._introduction: bytes | None = None  # a hello to open the next message (see restart)
+        self._rejected_before = 0  # refused operations of the instances this outbox was before
         self.limit = limit
         self.block_when_full = block_when_full
         self._lock = threading.Lock()
@@ -186,7 +191,7 @@ class Outbox:
                 noticed_messages=len(self._noticed),
                 next_seq=self._next_seq,
                 confirmed_seq=self._confirmed_seq,
-                rejected=self._rejected,
+                rejected=self._rejected_before + self._rejected,
                 internal=len(self._internal),
                 internal_held=sum(1 for n in self._internal if n > self._noticed_ops),
                 caller_confirmed=self._confirmed_caller_ops,
@@ -195,7 +200,7 @@ class Outbox:
     def rejected(self) -> int:
         """How many operations the writer refused, as it last said."""
         with self._lock:
-            return self._rejected
+            return self._rejected_before + self._rejected
 
     # -- the sending thread ----------------------------------------------------------------------
 
@@ -220,11 +225,15 @@ class Outbox:
             first_seq = self._next_seq
             before = self._accepted - len(self._pending) - len(taken)
             internal = [n for n in self._internal if n > before] if self._internal else []
+            introduction, self._introduction = self._introduction, None
         messages: list[OutgoingMessage] = []
         for chunk in _chunks(taken):
             start, before = before, before + len(chunk)
             seq = first_seq + len(messages)
-            raw = codec.assemble_message(self.instance_id, seq, chunk, self.token)
+            # After a restart the first message opens with the new instance's hello, which is
+            # no operation of the caller's nor counted against the bound.
+            packed = [introduction, *chunk] if introduction is not None and not messages else chunk
+            raw = codec.assemble_message(self.instance_id, seq, packed, self.token)
             own = sum(1 for n in internal if start < n <= before) if internal else 0
             messages.append(OutgoingMessage(seq, raw, len(chunk), before, len(chunk) - own))
         with self._lock:
@@ -304,6 +313,37 @@ class Outbox:
             self._noticed_ops, self._noticed_seq = self._confirmed_ops, self._confirmed_seq
             self._changed.notify_all()
             return len(messages)
+
+    def restart(self, instance_id: str, token: str, hello: dict[str, Any]) -> int:
+        """Become a new instance, holding everything the file does not hold yet.
+
+        For when the database no longer knows the old instance, or holds less of it than it
+        once confirmed (a restore put an older file in its place): its sequence numbers cannot
+        continue there. Every operation not yet verified in the file is packed again, in its
+        order, to go out as the new instance's, after `hello` (the old instance's own hello,
+        if it is among them, is replaced by the new one). Returns how many operations are
+        held again. Called by the sending thread only.
+        """
+        with self._lock:
+            held = [message for message, _ in self._noticed] + list(self._unconfirmed)
+            operations: list[bytes] = []
+            new_hello = self._pack((HELLO, hello))
+            for message in held:
+                for name, payload in msgpack.unpackb(message.raw, raw=False)[-1]:
+                    operations.append(new_hello if name == HELLO else self._pack((name, payload)))
+            self._pending = operations + self._pending
+            self._unconfirmed.clear()
+            self._noticed.clear()
+            self._held = len(self._pending)
+            self.instance_id, self.token = instance_id, token
+            self._next_seq = 1
+            self._confirmed_seq = self._noticed_seq = 0
+            self._noticed_ops = self._confirmed_ops
+            self._introduction = None if operations[:1] == [new_hello] else new_hello
+            self._rejected_before += self._rejected
+            self._rejected = 0
+            self._changed.notify_all()
+            return len(operations)
 
     def unconfirmed(self) -> list[OutgoingMessage]:
         """Every message sent and not yet confirmed, in sequence order (for a resend)."""

@@ -22,9 +22,12 @@ from typing import Any
 
 import zmq
 
+from ..idgen import new_id
+from ..leases import ProcessIdentity
 from ..locations import Endpoints
 from ..reader import Reader
 from .outbox import MAX_OPERATIONS_PER_SEND, Outbox, OutgoingMessage
+from .registration import hello_payload, new_secret
 from .spawn import WriterSpawner
 from .transport import ZmqTransport
 
@@ -54,11 +57,14 @@ class Sender:
         reader: Reader,
         *,
         spawner: WriterSpawner | None,
+        identity: ProcessIdentity,
     ) -> None:
         self.outbox = outbox
         self.endpoints = endpoints
         self.reader = reader
         self.spawner = spawner
+        self.identity = identity
+        self.registrations = 0  # times this client became a new instance (see _register_again)
         self.sent_operations = 0
         self.resent_operations = 0
         self.messages_sent = 0
@@ -213,12 +219,39 @@ class Sender:
 
     def _on_notices(self, transport: ZmqTransport) -> None:
         for notice in transport.notices():
+            if notice.instance_id is not None and notice.instance_id != self.outbox.instance_id:
+                continue  # about the instance we were before registering again
             if notice.epoch != self.writer_epoch:
                 self._on_new_writer(transport, notice.epoch, reconnect=False)
-            if notice.committed_seq is not None:
-                self._confirm(notice.committed_seq, notice.rejected)
-                if notice.gap:
-                    self._resend("the writer saw a gap in our sequence")
+            if notice.committed_seq is None:
+                continue
+            if notice.unknown or (notice.gap and notice.committed_seq < self.outbox.counts().confirmed_seq):
+                # The database does not know this instance, or holds less of it than it once
+                # confirmed (an older file was restored in its place): our sequence cannot
+                # continue there, so start over as a new instance with what it lacks.
+                self._register_again(transport, "the database does not hold what it confirmed of us")
+                return
+            self._confirm(notice.committed_seq, notice.rejected)
+            if notice.gap:
+                self._resend("the writer saw a gap in our sequence")
+
+    def _register_again(self, transport: ZmqTransport, why: str) -> None:
+        """Become a new instance that sends again everything the file does not hold."""
+        old_id = self.outbox.instance_id
+        token = new_secret()
+        held = self.outbox.restart(new_id(), token, hello_payload(self.identity, token))
+        self._queue.clear()
+        self._resending.clear()
+        self.registrations += 1
+        transport.follow(self.outbox.instance_id)
+        self._reconnect(transport)
+        log.warning(
+            "instance %s registers again as %s, with %d operations the database lacks: %s",
+            old_id,
+            self.outbox.instance_id,
+            held,
+            why,
+        )
 
     def _confirm(self, committed_seq: int, rejected: int | None) -> None:
         now = time.monotonic()

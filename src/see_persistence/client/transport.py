@@ -115,6 +115,10 @@ class ZmqTransport:
             except RejectedMessage as exc:
                 log.debug("ignored a malformed notice: %s", exc)
 
+    def follow(self, instance_id: str) -> None:
+        """Take the notices of `instance_id` from the next (re)connection on."""
+        self._topics = (codec.NOTICE_COMMIT_PREFIX + instance_id.encode(), codec.NOTICE_HEARTBEAT)
+
     def reconnect(self) -> None:
         """Drop both connections and queues, check the directory again, and connect anew.
 
