@@ -79,6 +79,25 @@ def old_workflow_ops(wid: str, status: str, at_us: int) -> list[tuple[str, dict]
     ]
 
 
+def wait_holding_lease(
+    db: Path, process: subprocess.Popen[bytes], log: Callable[[], str], timeout: float = READY_TIMEOUT_S
+) -> None:
+    """Wait until the writer `process` holds the lease of `db`; fail with its log if it exits."""
+    reader = Reader(db)
+
+    def holding() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"writer exited with {process.returncode}:\n{log()}")
+        try:
+            status = reader.get_writer_status()
+        except FileNotFoundError:
+            return False
+        return status is not None and status.alive and status.pid == process.pid
+
+    wait_until(holding, timeout, f"writer pid {process.pid} to hold the lease")
+    reader.close()
+
+
 class WriterProcess:
     """A `see-persistence writer` subprocess and its log."""
 
@@ -111,19 +130,7 @@ class WriterProcess:
 
     def wait_holding_lease(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Wait until this process holds the lease (and so has bound its sockets)."""
-        reader = Reader(self.db)
-
-        def holding() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"writer exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                status = reader.get_writer_status()
-            except FileNotFoundError:
-                return False
-            return status is not None and status.alive and status.pid == self.pid
-
-        wait_until(holding, timeout, f"writer pid {self.pid} to hold the lease")
-        reader.close()
+        wait_holding_lease(self.db, self.process, self.log, timeout)
 
     def signal(self, signum: int) -> None:
         """Send a signal to the writer."""

@@ -21,13 +21,12 @@ from pathlib import Path
 import pytest
 import zmq
 from cli_support import assert_one_line_error, cli
-from conftest import CLIENT_SCRIPT, wait_until
+from conftest import CLIENT_SCRIPT, wait_holding_lease, wait_until
 
-from see_persistence import Reader, locations
+from see_persistence import locations
 from see_persistence.client.transport import ZmqTransport
 
 NOBODY = 65534
-READY_TIMEOUT_S = 20.0
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making files of another uid needs root")
 
@@ -213,19 +212,7 @@ class NamespacedWriter:
 
     def wait_holding_lease(self) -> None:
         """Wait until it serves."""
-        reader = Reader(self.db)
-
-        def holding() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"writer exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                status = reader.get_writer_status()
-            except FileNotFoundError:
-                return False
-            return status is not None and status.alive and status.pid == self.process.pid
-
-        wait_until(holding, READY_TIMEOUT_S, "the namespaced writer to hold the lease")
-        reader.close()
+        wait_holding_lease(self.db, self.process, self.log)
 
     def client(self, label: str) -> dict[str, object]:
         """Run a client in the writer's mount namespace to its end; its final report."""

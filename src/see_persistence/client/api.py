@@ -459,6 +459,9 @@ class Client:
         self._sender.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._spawner is not None:
             self._spawner.poll(time.monotonic())  # reap a spawned writer that exited; it lives on otherwise
+        # The connection flush() read the file through in this thread: an open connection
+        # keeps the writer's last close from checkpointing and removing the WAL.
+        self._reader.close()
         _live_clients.discard(self)
         if not settled:
             log.warning("closed with %d operations not confirmed by a writer", self._outbox.counts().buffered)

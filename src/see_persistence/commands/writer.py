@@ -8,6 +8,7 @@ import logging
 import math
 import sqlite3
 import sys
+from collections.abc import Callable
 
 from ..protocol import statements
 from ..protocol.errors import LeaseHeldError, LeaseLostError
@@ -33,26 +34,19 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(WRITER_GC_YOUNGEST_THRESHOLD, middle, oldest)
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
+def positive_number(unit: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of `unit` above zero."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a positive number of {unit}, got {text!r}")
+        return value
 
-def positive_days(text: str) -> float:
-    """An argparse type: a finite number of days above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of days, got {text!r}")
-    return value
+    return parse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--instances-kept-days",
-        type=positive_days,
+        type=positive_number("days"),
         default=statements.INSTANCES_KEPT_S / 86_400,
         metavar="N",
         help="delete the rows of GUI instances ended or dead for more than N days (their workflows"
@@ -99,7 +93,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--exit-when-idle",
-        type=positive_seconds,
+        type=positive_number("seconds"),
         default=None,
         metavar="SECONDS",
         help="stop cleanly once no GUI instance has been alive and no message has arrived for"
