@@ -118,4 +118,8 @@ def test_a_column_of_ours_missing_from_an_up_to_date_file_is_added(tmp_path):
     for table, column, _ in schema.column_additions(0):
         assert column in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}, (table, column)
     assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)  # no second version row
+    conn.execute(f"DROP INDEX {next(iter(schema.LAYER_INDEXES))}")
+    upgrade_schema(conn, 0)
+    indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert set(schema.LAYER_INDEXES) <= indexes
     conn.close()

@@ -349,16 +349,28 @@ def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
     return missing
 
 
+def _missing_indexes(conn: sqlite3.Connection) -> list[str]:
+    """The statements creating this layer's indexes that the file lacks, on tables it has."""
+    present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return [
+        f"CREATE INDEX IF NOT EXISTS {index} ON {table}({', '.join(columns)})"
+        for index, (table, columns) in schema.LAYER_INDEXES.items()
+        if index not in present and table in tables
+    ]
+
+
 def upgrade_schema(conn: sqlite3.Connection, now_us: int) -> int:
     """Bring the file up to SCHEMA_VERSION in one transaction; return the version found.
 
     Looks first without a lock: a standby starting beside a busy writer must not compete
     for the write lock (and fail with "database is locked") when there is nothing to do.
-    A column this layer adds is added wherever it is missing, even to a file whose version
-    row says it is up to date (ALTER TABLE has no IF NOT EXISTS, so each one is looked up).
+    A column or index this layer adds is added wherever it is missing, even to a file whose
+    version row says it is up to date (ALTER TABLE has no IF NOT EXISTS, so each one is
+    looked up).
     """
     found = schema_version(conn)
-    if found >= schema.SCHEMA_VERSION and not _missing_columns(conn):
+    if found >= schema.SCHEMA_VERSION and not _missing_columns(conn) and not _missing_indexes(conn):
         return found
     with immediate_transaction(conn):
         found = schema_version(conn)
@@ -366,6 +378,8 @@ def upgrade_schema(conn: sqlite3.Connection, now_us: int) -> int:
             conn.execute(statement)
         for table, column, declaration in _missing_columns(conn):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        for statement in _missing_indexes(conn):
+            conn.execute(statement)
         if found < schema.SCHEMA_VERSION:
             conn.execute(
                 schema.version_row_statement(), (schema.SCHEMA_VERSION, timestamps.format_us(now_us))
