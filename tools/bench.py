@@ -1535,10 +1535,12 @@ def _upgrade_read_db(db: Path) -> None:
         found = upgrade_schema(conn, time.time_ns() // 1000)
         if 0 < found < schema.SCHEMA_VERSION:
             log.info("upgraded the read database %s from schema version %d", db, found)
-        # Statistics for every index the upgrade added, as a fresh build has them.
-        analyzed = {row[0] for row in conn.execute("SELECT DISTINCT idx FROM sqlite_stat1")}
-        for index in schema.LAYER_INDEXES.keys() - analyzed:
-            conn.execute(f"ANALYZE {index}")
+        # A cached file has statistics (a fresh one gets them once filled): give every index
+        # the upgrade added its own, as a fresh build has them.
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
+            analyzed = {row[0] for row in conn.execute("SELECT DISTINCT idx FROM sqlite_stat1")}
+            for index in schema.LAYER_INDEXES.keys() - analyzed:
+                conn.execute(f"ANALYZE {index}")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
