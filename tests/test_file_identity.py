@@ -20,7 +20,7 @@ import pytest
 from cli_support import assert_one_line_error, cli
 from conftest import wait_until
 
-from see_persistence import Reader, locations
+from see_persistence import Client, Reader, locations
 
 EXIT_TIMEOUT_S = 15.0  # the writer looks once a second; the bound is for a loaded machine
 
@@ -84,6 +84,9 @@ def test_a_database_with_two_names_is_refused_by_the_writer_and_the_commands(tmp
         assert_one_line_error(result, 1, str(name), "hard links", "corrupt")
     assert_one_line_error(cli("status", "--db", hard), 1, str(hard), "hard links")
     assert_one_line_error(cli("check", "--db", db), 1, str(db), "hard links")
+    for name in (db, hard):  # a GUI learns it at once, before anything is sent
+        with pytest.raises(locations.HardLinkedDatabase, match="2 names"):
+            Client(name)
     hard.unlink()
     writers(db).wait_holding_lease()  # one name again: served
 
