@@ -21,23 +21,32 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
 
 from .. import leases
 from ..database import BUSY_TIMEOUT_MS, is_busy
 from ..protocol import timestamps
 from ..protocol.errors import LeaseHeldError, LeaseLostError
 from .storage import immediate_transaction
+from .wal_locks import wal_write_lock_holders
 
 log = logging.getLogger("see_persistence.writer")
 
 HEARTBEAT_INTERVAL_S = 0.5
 LEASE_STALE_AFTER_S = 5.0  # a holder silent this long is presumed dead (stopped, hung)
 STANDBY_POLL_INTERVAL_S = 0.1
-# A writer that finds one of its own transactions lasted this long (it was stopped, or starved,
-# inside it) rolls it back and gives the lease up: by then others may presume it dead.
+# A writer that finds one of its own transactions lasted this long (it was stopped inside it,
+# or its disk was that slow) stands aside: others may by then presume it dead, so it leaves
+# them the time to take the lease over, and carries on only if none did.
 SELF_FENCE_AFTER_S = LEASE_STALE_AFTER_S * 0.8
+# After an overrun the writer commits nothing until its heartbeat has looked stale this long
+# to everyone: a standby polls every STANDBY_POLL_INTERVAL_S and waits at most
+# TAKEOVER_BUSY_TIMEOUT_MS for the lock, so it has had several tries to take over.
+STAND_ASIDE_GRACE_S = 1.0
 # A holder presumed dead that still keeps the write lock this long was frozen inside a
-# transaction and never resumed (a resumed one fences itself off at once): kill it.
+# transaction and never resumed (a resumed one commits and stands aside at once): kill it.
 LOCKED_OUT_KILL_AFTER_S = 10.0
 TAKEOVER_BUSY_TIMEOUT_MS = 200  # a takeover attempt waits briefly for the lock, then looks again
 
@@ -92,19 +101,52 @@ def holder_is_active(lease: LeaseRow | None, now_us: int, watched_s: float | Non
     return holder_silence_s(lease, now_us, watched_s) <= LEASE_STALE_AFTER_S
 
 
+def _main_file(conn: sqlite3.Connection) -> Path:
+    """The path of the main database file `conn` has open."""
+    for _seq, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return Path(file)
+    raise ValueError("the connection has no main database")
+
+
+def _is_stopped(pid: int) -> bool:
+    """True if `pid` is stopped (SIGSTOP, a debugger): it cannot be about to let a lock go."""
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
+
+
 def _to_us(text: str) -> int:
     moment = timestamps.parse(text)
     return int(moment.timestamp() * 1_000_000)
 
 
+@dataclass(frozen=True)
+class Overrun:
+    """A transaction of this writer that lasted longer than SELF_FENCE_AFTER_S (it committed)."""
+
+    seconds: float
+    committed_at: float  # CLOCK_MONOTONIC, at the end of its COMMIT
+
+
 class WriterLease:
     """This process's claim on the writer lease."""
 
-    def __init__(self, conn: sqlite3.Connection, me: leases.ProcessIdentity, endpoint: str):
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        me: leases.ProcessIdentity,
+        endpoint: str,
+        db_path: Path | None = None,
+    ):
         self._conn = conn
         self._me = me
         self._endpoint = endpoint
+        self._db_path = db_path if db_path is not None else _main_file(conn)
         self.epoch = 0
+        self.overrun: Overrun | None = None  # the last overrun not yet stood aside for
+        self._reported_lock_holder: int | None = None
         # The holder's heartbeat as last seen (_heartbeat_of), and when (CLOCK_MONOTONIC) this
         # process first saw it so.
         self._watched: tuple[tuple[int, str, int | None], float] | None = None
@@ -241,6 +283,8 @@ class WriterLease:
             return  # it woke up and heartbeats again: not frozen
         if not leases.is_alive(holder.pid, holder.process_create_time, holder.host, holder.boot_id):
             return
+        if not self._holds_write_lock(holder.pid):
+            return
         log.error(
             "writer pid %d (epoch %d) is presumed dead but holds the database's write lock; killing it",
             holder.pid,
@@ -267,12 +311,12 @@ class WriterLease:
     def transaction(self, now_us: int) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE, fence (renewing the heartbeat), the body, then COMMIT.
 
-        Raises LeaseLostError, rolling back, if the lease is no longer ours, or if the
-        transaction so far took longer than SELF_FENCE_AFTER_S: a writer stopped while it
-        holds the write lock must commit nothing when it resumes, since others may by then
-        presume it dead. Stopped inside COMMIT itself, it cannot take the commit back (nobody
-        else could write meanwhile: the lock was its own), but it still gives the lease up
-        rather than go on as a writer the others presumed dead.
+        Raises LeaseLostError, rolling back, if the lease is no longer ours. A transaction
+        that lasted longer than SELF_FENCE_AFTER_S (the writer was stopped inside it, or the
+        disk was that slow) still commits: from its fence to its COMMIT the write lock was
+        this writer's, so nobody can have taken the lease meanwhile. It is noted in
+        `overrun`, and the writer then stands aside (see `stand_aside_until`) before it
+        commits anything more.
         """
         # Before BEGIN: a stop while taking the lock counts too. CLOCK_MONOTONIC, as the
         # standbys' watch: no wall-clock step counts, nor a nap of the whole machine (which
@@ -281,16 +325,47 @@ class WriterLease:
         with immediate_transaction(self._conn):
             self.fence(timestamps.format_us(now_us))
             yield self._conn
-            self._check_not_silent(started, "rolling back and giving the lease up")
-        self._check_not_silent(started, "its commit stands, but it is giving the lease up")
+        committed_at = time.monotonic()
+        if committed_at - started > SELF_FENCE_AFTER_S:
+            self.overrun = Overrun(committed_at - started, committed_at)
 
-    def _check_not_silent(self, started: float, outcome: str) -> None:
-        silent_s = time.monotonic() - started
-        if silent_s > SELF_FENCE_AFTER_S:
-            raise LeaseLostError(
-                f"a transaction of this writer (epoch {self.epoch}) lasted {silent_s:.1f} s, so it may"
-                f" be presumed dead: {outcome}"
+    def stand_aside_until(self, overrun: Overrun) -> float:
+        """When (CLOCK_MONOTONIC) a writer may commit again after `overrun`.
+
+        Its heartbeat must first look stale to every watcher for STAND_ASIDE_GRACE_S: a
+        standby's silence counts from when it first saw the heartbeat that COMMIT wrote.
+        """
+        return overrun.committed_at + LEASE_STALE_AFTER_S + STAND_ASIDE_GRACE_S
+
+    def still_mine(self) -> LeaseRow | None:
+        """None if the lease row still names this writer and its epoch; else the row that does not."""
+        current = read_lease(self._conn)
+        if current is None:
+            raise LeaseLostError(f"lost the writer lease (epoch {self.epoch}): the lease row is gone")
+        if current.epoch == self.epoch and current.released_at is None and self._is_me(current):
+            return None
+        return current
+
+    def _holds_write_lock(self, pid: int) -> bool:
+        """Whether `pid` holds the write lock; where that cannot be read, whether it is stopped.
+
+        Another program (the Rust core, a user's script) may be the one holding the lock while
+        the writer, healthy, waits for it like everyone else.
+        """
+        holders = wal_write_lock_holders(self._db_path)
+        if holders is None:
+            return _is_stopped(pid)
+        if pid in holders:
+            return True
+        others = sorted(holders - {self._me.pid})
+        if others and self._reported_lock_holder != others[0]:
+            self._reported_lock_holder = others[0]
+            log.warning(
+                "the database's write lock is held by pid %d, not by the writer pid %d: waiting for it",
+                others[0],
+                pid,
             )
+        return False
 
     def heartbeat(self, now_us: int) -> None:
         """Renew the lease in a transaction of its own (when idle)."""

@@ -264,7 +264,7 @@ class Writer:
         self._file_identity = locations.file_identity(self.db_path)
         self._check_database_file()
         me = leases.current_process()
-        self._lease = WriterLease(self._conn, me, self.endpoints.pull)
+        self._lease = WriterLease(self._conn, me, self.endpoints.pull, self.db_path)
         if not self._lease.acquire(standby=self.standby, should_stop=self._should_stop_standing_by):
             return False
         # Checkpoints move to a thread of their own: inside a commit they stall it. SQLite's
@@ -307,6 +307,7 @@ class Writer:
             if raws:
                 self._last_needed = time.monotonic()
                 self._commit(raws)
+                self._stand_aside_after_overrun()
         now = time.monotonic()
         if now >= self._next_file_check:
             self._check_database_file()
@@ -323,6 +324,7 @@ class Writer:
         if now >= self._next_publish:
             self._publish_metrics()
             self._next_publish = now + PUBLISH_INTERVAL_S
+        self._stand_aside_after_overrun()
         self._notifier.watchdog()
 
     def shutdown(self) -> None:
@@ -448,6 +450,45 @@ class Writer:
             # The file has no row of it: register again. gap from 0 makes an older client
             # resend from seq 1, which registers it if that message (its hello) is still held.
             self._send_notice(codec.encode_commit_notice(instance_id, epoch, 0, gap=True, unknown=True))
+
+    def _stand_aside_after_overrun(self) -> None:
+        """After a transaction that overran, let a writer that presumed this one dead take over.
+
+        Commits nothing until this writer's heartbeat has looked stale to everyone for a
+        while, then looks at the lease: another writer holds it now (a standby, or one a GUI
+        spawned) -> LeaseLostError (exit 4); nobody took it -> carry on, as the writer it is.
+        A slow disk with nobody standing by must not leave the database without a writer.
+        """
+        assert self._lease is not None
+        overrun = self._lease.overrun
+        if overrun is None:
+            return
+        self._lease.overrun = None
+        if self._metrics is not None:
+            self._metrics.count("overruns")
+        until = self._lease.stand_aside_until(overrun)
+        log.warning(
+            "a transaction of this writer (epoch %d) lasted %.1f s, so others may presume it dead:"
+            " it commits nothing for %.1f s, then carries on unless another writer took the lease",
+            self.epoch,
+            overrun.seconds,
+            max(0.0, until - time.monotonic()),
+        )
+        while (left_s := until - time.monotonic()) > 0 and not self._stop.is_set():
+            self._notifier.watchdog()  # alive, and waiting on purpose: a restart would not help
+            self._stop.wait(min(left_s, IDLE_POLL_S))
+        holder = self._lease.still_mine()
+        if holder is not None:
+            self._book.forget()
+            raise LeaseLostError(
+                f"lost the writer lease (epoch {self.epoch}) while standing aside after a"
+                f" {overrun.seconds:.1f} s transaction: it is now held by pid {holder.pid}"
+                f" on {holder.host}, epoch {holder.epoch}"
+            )
+        log.info(
+            "no other writer took the lease while this one stood aside: carrying on as epoch %d", self.epoch
+        )
+        self._next_heartbeat = time.monotonic()  # show the watchers at once that it is alive
 
     def _send_notice(self, frames: list[bytes]) -> None:
         assert self._pub is not None

@@ -1,0 +1,46 @@
+"""Who holds SQLite's WAL write lock on a database, read from /proc/locks (Linux).
+
+In WAL mode SQLite's unix VFS takes a POSIX record lock on one byte of the -shm file for a
+write transaction (WAL_WRITE_LOCK, byte (22 + 8) * 4 = 120 in os_unix.c), and the kernel
+lists every such lock with the pid of the process holding it. Reading /proc/locks touches
+neither the database nor the -shm file: opening and closing the -shm here would drop every
+POSIX lock this process's own SQLite connections hold on it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WAL_WRITE_LOCK_BYTE = 120
+PROC_LOCKS = "/proc/locks"
+
+
+def wal_write_lock_holders(db_path: Path, proc_locks: str = PROC_LOCKS) -> frozenset[int] | None:
+    """The pids holding the WAL write lock on `db_path` now (empty: nobody); None if unknown.
+
+    Unknown where /proc/locks is not there (not Linux) or the -shm file is missing.
+    """
+    try:
+        info = os.stat(f"{db_path}-shm")
+        with open(proc_locks, encoding="ascii", errors="replace") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    # "1: POSIX  ADVISORY  WRITE 1234 fe:00:2523144 120 120": major and minor in hex.
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    holders: set[int] = set()
+    for line in lines:
+        fields = line.split()
+        if "->" in fields[:2]:
+            continue  # a waiter blocked on a lock (F_SETLKW), not a holder
+        if len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE" or fields[5] != device:
+            continue
+        try:
+            start, end = int(fields[6]), (None if fields[7] == "EOF" else int(fields[7]))
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if start <= WAL_WRITE_LOCK_BYTE and (end is None or end >= WAL_WRITE_LOCK_BYTE):
+            holders.add(pid)
+    return frozenset(holders)
