@@ -11,6 +11,20 @@ _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 
 
+# Primary result codes that say the database or the machine failed, not one batch's contents:
+# BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+_ENVIRONMENT_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+
+
+def is_environmental(exc: sqlite3.Error) -> bool:
+    """True if `exc` is a fault of the database or the machine (disk full, I/O, locked), which
+    retrying may get past, rather than of what was being written. Unknown (Python 3.10): True."""
+    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return False  # raised by the sqlite3 module itself: a value it cannot bind, say
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is None or code & 0xFF in _ENVIRONMENT_CODES
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     """True if `exc` says another connection holds a lock we need (SQLITE_BUSY / LOCKED)."""
     code = getattr(exc, "sqlite_errorcode", None)

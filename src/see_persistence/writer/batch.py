@@ -21,9 +21,10 @@ import hmac
 import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from ..database import is_environmental
 from ..protocol import binding, codec, operations, statements, timestamps
 from ..protocol.errors import InvalidOperation, RejectedMessage
 from .retention import apply_prune
@@ -208,10 +209,16 @@ def trim_dead_letter_bytes(conn: sqlite3.Connection, total: int, keep_bytes: int
 
 
 def _is_statement_error(exc: sqlite3.Error) -> bool:
+    """True if `exc` belongs to the one statement's data (its operation becomes a dead letter).
+
+    Whatever is not a fault of the database or the machine is: a constraint, a value too big,
+    and also what another program's schema makes of a value (a trigger of its own that fails,
+    a `logs` value it left that is not JSON): one operation must not hold a batch back forever.
+    """
     if isinstance(exc, _STATEMENT_ERRORS):
         return True
     name = getattr(exc, "sqlite_errorname", "")
-    return any(name.startswith(prefix) for prefix in _STATEMENT_ERROR_NAMES)
+    return any(name.startswith(prefix) for prefix in _STATEMENT_ERROR_NAMES) or not is_environmental(exc)
 
 
 class _Pending(NamedTuple):
@@ -224,47 +231,155 @@ class _Pending(NamedTuple):
     seq: int
 
 
-class _Applier:
-    """Runs operations in order, each run of the same statement as one executemany."""
+class _Run(NamedTuple):
+    """Consecutive operations of one statement: one executemany."""
 
-    def __init__(self, conn: sqlite3.Connection, result: BatchResult, now: str, raw_kept: int) -> None:
+    statement: statements.Statement
+    operations: list[_Pending]
+
+
+class _DeadLetter(NamedTuple):
+    """A dead letter found while preparing: `rejected` counts it against its instance."""
+
+    raw: bytes
+    reason: str
+    instance_id: str | None
+    seq: int | None
+    rejected: bool
+
+
+class _Prune(NamedTuple):
+    """A prune, applied after everything before it."""
+
+    name: str
+    payload: Any
+    values: dict[str, Any]
+    instance_id: str
+    seq: int
+
+
+class PreparedBatch:
+    """A batch decoded, checked against the sequence book and bound to statements: what its
+    transaction will do, in order. Preparing needs no lock; `apply` runs inside the transaction
+    and may run again after a rolled-back attempt."""
+
+    def __init__(self, now: str, raw_kept: int) -> None:
+        self.now = now
+        self.raw_kept = raw_kept
+        self.result = BatchResult()  # what preparing found; `apply` adds what applying did
+        self.steps: list[_Run | _DeadLetter | _Prune] = []
+        self.pending_seq: dict[str, int] = {}  # instance -> the last seq this batch applies
+        self.entries: dict[str, InstanceEntry] = {}  # instances of this batch, as the book or a hello says
+        self._run_statement: statements.Statement | None = None
+        self._run: list[_Pending] = []
+
+    def dead_letter(
+        self, raw: bytes, reason: str, instance_id: str | None, seq: int | None, *, rejected: bool = False
+    ) -> None:
+        """Record a dead letter; at most `raw_kept` bytes of what was received are kept."""
+        if len(raw) > self.raw_kept:
+            # 24 garbage messages of 16 MiB once made 384 MiB of dead letters: keep the start.
+            reason = f"{reason}; raw cut to {self.raw_kept} of {len(raw)} bytes"
+            raw = raw[: self.raw_kept]
+        self.steps.append(_DeadLetter(raw, reason, instance_id, seq, rejected))
+
+    def reject(self, name: str, payload: Any, reason: str, instance_id: str, seq: int) -> None:
+        """A dead letter for one operation of an in-order message, counted against its instance."""
+        self.dead_letter(codec.encode_operation(name, payload), reason, instance_id, seq, rejected=True)
+
+    def add(self, statement: statements.Statement, op: _Pending) -> None:
+        """Record one operation; a run of the same statement becomes one executemany."""
+        if statement is not self._run_statement:
+            self.close_run()
+            self._run_statement = statement
+        self._run.append(op)
+
+    def close_run(self) -> None:
+        """End the current run of one statement (at a change of statement, a prune, the end)."""
+        if self._run_statement is not None and self._run:
+            self.steps.append(_Run(self._run_statement, self._run))
+        self._run_statement, self._run = None, []
+
+    def prune(self, name: str, payload: Any, values: dict[str, Any], instance_id: str, seq: int) -> None:
+        """Record a prune, to be applied after everything before it, in order."""
+        self.close_run()
+        self.steps.append(_Prune(name, payload, values, instance_id, seq))
+
+    def apply(
+        self,
+        conn: sqlite3.Connection,
+        book: SequenceBook,
+        *,
+        dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
+        dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
+    ) -> BatchResult:
+        """Inside the caller's open transaction: do what was prepared; return what happened.
+
+        Raises sqlite3.Error for faults of the database as a whole; the caller rolls back and
+        may call it again. `book` is only read.
+        """
+        result = replace(self.result, registered=dict(self.result.registered), rejected_total={})
+        applier = _Applier(conn, result, self.now)
+        for step in self.steps:
+            if type(step) is _Run:
+                applier.run(step)
+            elif type(step) is _DeadLetter:
+                applier.dead_letter(step)
+            else:
+                assert type(step) is _Prune
+                applier.prune(step)
+        now = self.now
+        for instance_id, seq in self.pending_seq.items():
+            rejected_total = self.entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
+            result.rejected_total[instance_id] = rejected_total
+            conn.execute(
+                statements.RECORD_INSTANCE_SEQ,
+                {"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total},
+            )
+        if result.dead_letters:
+            known = book.dead_letter_bytes()
+            if known is None:  # once per writer: the sum counts this batch's rows too
+                total = int(conn.execute(statements.DEAD_LETTER_BYTES).fetchone()[0])
+            else:
+                total = known + applier.raw_bytes
+            dropped, freed = trim_dead_letters_measured(conn, dead_letters_kept)
+            total -= freed
+            more, freed = trim_dead_letter_bytes(conn, total, dead_letter_bytes_kept)
+            result.dead_letters_dropped = dropped + more
+            result.dead_letter_bytes = total - freed
+        else:
+            result.dead_letter_bytes = book.dead_letter_bytes()
+        result.committed_seq = dict(self.pending_seq)
+        return result
+
+
+class _Applier:
+    """Runs a prepared batch's steps: each run of one statement as one executemany."""
+
+    def __init__(self, conn: sqlite3.Connection, result: BatchResult, now: str) -> None:
         self.conn = conn
         # One cursor for the batch: Connection.execute makes a new one for every statement.
         self.cursor = conn.cursor()
         self.result = result
         self.now = now
-        self.raw_kept = raw_kept
         self.raw_bytes = 0  # raw bytes of the dead letters this batch inserted
-        self.run_statement: statements.Statement | None = None
-        self.run: list[_Pending] = []
         self.rejected: dict[str, int] = {}  # instance -> operations refused in this batch
 
-    def dead_letter(self, raw: bytes, reason: str, instance_id: str | None, seq: int | None) -> None:
-        if len(raw) > self.raw_kept:
-            # 24 garbage messages of 16 MiB once made 384 MiB of dead letters: keep the start.
-            reason = f"{reason}; raw cut to {self.raw_kept} of {len(raw)} bytes"
-            raw = raw[: self.raw_kept]
-        self.conn.execute(statements.INSERT_DEAD_LETTER, (self.now, instance_id, seq, reason, raw))
-        self.raw_bytes += len(raw)
+    def dead_letter(self, letter: _DeadLetter) -> None:
+        row = (self.now, letter.instance_id, letter.seq, letter.reason, letter.raw)
+        self.conn.execute(statements.INSERT_DEAD_LETTER, row)
+        self.raw_bytes += len(letter.raw)
         self.result.dead_letters += 1
-        log.debug("dead letter from %s seq %s: %s", instance_id, seq, reason)
+        if letter.rejected and letter.instance_id is not None:
+            self.rejected[letter.instance_id] = self.rejected.get(letter.instance_id, 0) + 1
+        log.debug("dead letter from %s seq %s: %s", letter.instance_id, letter.seq, letter.reason)
 
     def reject(self, name: str, payload: Any, reason: str, instance_id: str, seq: int) -> None:
-        """A dead letter for one operation of an in-order message, counted against its instance."""
-        self.dead_letter(codec.encode_operation(name, payload), reason, instance_id, seq)
-        self.rejected[instance_id] = self.rejected.get(instance_id, 0) + 1
+        """A dead letter for one operation that failed as it ran, counted against its instance."""
+        self.dead_letter(_DeadLetter(codec.encode_operation(name, payload), reason, instance_id, seq, True))
 
-    def add(self, statement: statements.Statement, op: _Pending) -> None:
-        if statement is not self.run_statement:
-            self.flush()
-            self.run_statement = statement
-        self.run.append(op)
-
-    def flush(self) -> None:
-        statement, run = self.run_statement, self.run
-        self.run_statement, self.run = None, []
-        if statement is None or not run:
-            return
+    def run(self, step: _Run) -> None:
+        statement, run = step
         if len(run) > 1:
             # All at once inside a savepoint; if any one fails, undo the run and go one by one
             # so that only the failing operations become dead letters.
@@ -272,8 +387,8 @@ class _Applier:
             try:
                 changed = self.cursor.executemany(statement.sql, [op.params for op in run]).rowcount
                 ok = not statement.must_change_a_row or changed == len(run)
-            except sqlite3.Error as exc:
-                if not _is_statement_error(exc):
+            except Exception as exc:
+                if isinstance(exc, sqlite3.Error) and not _is_statement_error(exc):
                     raise
                 ok = False
             if ok:
@@ -285,15 +400,14 @@ class _Applier:
         for op in run:
             self._one(statement, op)
 
-    def prune(self, name: str, payload: Any, values: dict[str, Any], instance_id: str, seq: int) -> None:
+    def prune(self, step: _Prune) -> None:
         """Apply a prune after everything before it, in order."""
-        self.flush()
         try:
-            apply_prune(self.conn, values)
+            apply_prune(self.conn, step.values)
         except sqlite3.Error as exc:
             if not _is_statement_error(exc):
                 raise
-            self.reject(name, payload, f"{name}: {exc}", instance_id, seq)
+            self.reject(step.name, step.payload, f"{step.name}: {exc}", step.instance_id, step.seq)
             return
         self.result.operations_applied += 1
 
@@ -304,6 +418,10 @@ class _Applier:
             if not _is_statement_error(exc):
                 raise
             self.reject(op.name, op.payload, f"{op.name}: {exc}", op.instance_id, op.seq)
+            return
+        except Exception as exc:  # a value the sqlite3 module cannot bind, say: this operation's
+            reason = f"{op.name}: the writer failed applying it: {type(exc).__name__}: {exc}"
+            self.reject(op.name, op.payload, reason, op.instance_id, op.seq)
             return
         if changed == 0 and statement.must_change_a_row:
             target = op.payload.get("id", op.instance_id) if isinstance(op.payload, dict) else op.instance_id
@@ -341,34 +459,32 @@ def _registration(envelope: codec.Envelope) -> str | None:
     return None
 
 
-def apply_messages(
+def prepare_messages(
     conn: sqlite3.Connection,
     raws: list[bytes],
     book: SequenceBook,
     *,
     now_us: int,
-    dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
     dead_letter_raw_kept: int = statements.DEAD_LETTER_RAW_KEPT_BYTES,
-    dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
-) -> BatchResult:
-    """Apply `raws` inside the caller's open transaction and return what happened.
+) -> PreparedBatch:
+    """Decode and check `raws` against `book` (reading the file where it must), outside any transaction.
 
-    Raises sqlite3.Error for faults of the database as a whole; the caller rolls back and
-    keeps the batch. `book` is not changed: the caller commits `result.committed_seq`,
-    `result.rejected_total`, `result.registered` and `result.dead_letter_bytes` to it after COMMIT.
+    Most of the writer's work per operation is here (unpacking, the sequence and owner checks,
+    binding): done before BEGIN, it leaves the write lock free meanwhile for other programs
+    that write the same file. `book` is not changed.
     """
     now = timestamps.format_us(now_us)
-    result = BatchResult()
-    applier = _Applier(conn, result, now, dead_letter_raw_kept)
-    pending_seq: dict[str, int] = {}
-    entries: dict[str, InstanceEntry] = {}  # instances of this batch, as the book or a hello says
+    prepared = PreparedBatch(now, dead_letter_raw_kept)
+    result = prepared.result
+    pending_seq = prepared.pending_seq
+    entries = prepared.entries
     fast_binds = binding.FAST_BINDS
     for raw in raws:
         result.messages += 1
         try:
             envelope = codec.decode_message(raw)
         except RejectedMessage as rejected:
-            applier.dead_letter(bytes(raw), rejected.reason, rejected.instance_id, rejected.seq)
+            prepared.dead_letter(bytes(raw), rejected.reason, rejected.instance_id, rejected.seq)
             continue
         instance_id, seq, token = envelope.instance_id, envelope.seq, envelope.token
         entry = entries.get(instance_id)
@@ -384,7 +500,7 @@ def apply_messages(
                     result.unknown_instances.add(instance_id)
                     continue
                 if refused is not None:
-                    applier.dead_letter(
+                    prepared.dead_letter(
                         bytes(raw),
                         f"{refused}; the message would register instance {instance_id}: none of it applied",
                         instance_id,
@@ -397,7 +513,7 @@ def apply_messages(
             entries[instance_id] = entry
         if token != entry.token and not entry.owned_by(token):
             # Not the instance's: no instance id on the row, lest its owner read it as its own.
-            applier.dead_letter(bytes(raw), _not_owner_reason(instance_id, seq, token, entry), None, None)
+            prepared.dead_letter(bytes(raw), _not_owner_reason(instance_id, seq, token, entry), None, None)
             result.not_owner += 1
             continue
         last = pending_seq.get(instance_id)
@@ -411,51 +527,124 @@ def apply_messages(
             result.gap_instances.add(instance_id)
             continue
         for name, payload in envelope.operations:
-            fast = fast_binds.get(name) if type(name) is str else None  # a list is no key
-            bound = fast(payload, instance_id, now) if fast is not None else None
-            if bound is not None:
-                statement, params = bound
-                applier.add(statement, _Pending(params, name, payload, instance_id, seq))
-                continue
             try:
-                values = operations.validate_operation(name, payload)
-            except InvalidOperation as invalid:
-                applier.reject(name, payload, invalid.reason, instance_id, seq)
-                continue
-            values["instance_id"] = instance_id
-            values["now"] = now
-            values["at"] = timestamps.format_us(values["at_us"])
-            if name == operations.PRUNE:
-                applier.prune(name, payload, values, instance_id, seq)
-                continue
-            if name == operations.HELLO:
-                if values["token"] != token:
-                    applier.reject(name, payload, "hello: its token is not the message's", instance_id, seq)
+                fast = fast_binds.get(name) if type(name) is str else None  # a list is no key
+                bound = fast(payload, instance_id, now) if fast is not None else None
+                if bound is not None:
+                    statement, params = bound
+                    prepared.add(statement, _Pending(params, name, payload, instance_id, seq))
                     continue
-                values["token_hash"] = entry.token_hash
-            statement = statements.statement_for(name, values)
-            applier.add(statement, _Pending(statement.bind(values), name, payload, instance_id, seq))
+                try:
+                    values = operations.validate_operation(name, payload)
+                except InvalidOperation as invalid:
+                    prepared.reject(name, payload, invalid.reason, instance_id, seq)
+                    continue
+                values["instance_id"] = instance_id
+                values["now"] = now
+                values["at"] = timestamps.format_us(values["at_us"])
+                if name == operations.PRUNE:
+                    prepared.prune(name, payload, values, instance_id, seq)
+                    continue
+                if name == operations.HELLO:
+                    if values["token"] != token:
+                        reason = "hello: its token is not the message's"
+                        prepared.reject(name, payload, reason, instance_id, seq)
+                        continue
+                    values["token_hash"] = entry.token_hash
+                statement = statements.statement_for(name, values)
+                prepared.add(statement, _Pending(statement.bind(values), name, payload, instance_id, seq))
+            except Exception as exc:  # a fault of this code that the operation's contents trigger
+                log.exception("preparing a %s operation of instance %s failed", name, instance_id)
+                reason = f"{name}: the writer failed applying it: {type(exc).__name__}: {exc}"
+                prepared.reject(name, payload, reason, instance_id, seq)
         pending_seq[instance_id] = seq
-    applier.flush()
-    for instance_id, seq in pending_seq.items():
-        rejected_total = entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
-        result.rejected_total[instance_id] = rejected_total
-        conn.execute(
-            statements.RECORD_INSTANCE_SEQ,
-            {"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total},
-        )
-    if result.dead_letters:
-        known = book.dead_letter_bytes()
-        if known is None:  # once per writer: the sum counts this batch's rows too
-            total = int(conn.execute(statements.DEAD_LETTER_BYTES).fetchone()[0])
-        else:
-            total = known + applier.raw_bytes
-        dropped, freed = trim_dead_letters_measured(conn, dead_letters_kept)
-        total -= freed
-        more, freed = trim_dead_letter_bytes(conn, total, dead_letter_bytes_kept)
-        result.dead_letters_dropped = dropped + more
-        result.dead_letter_bytes = total - freed
-    else:
-        result.dead_letter_bytes = book.dead_letter_bytes()
-    result.committed_seq = pending_seq
-    return result
+    prepared.close_run()
+    return prepared
+
+
+def prepare_burial(
+    conn: sqlite3.Connection,
+    raw: bytes,
+    book: SequenceBook,
+    *,
+    now_us: int,
+    reason: str,
+    dead_letter_raw_kept: int = statements.DEAD_LETTER_RAW_KEPT_BYTES,
+) -> PreparedBatch:
+    """A batch of one message the writer could not apply: a dead letter with `reason`.
+
+    If the message is its instance's next one, the instance's sequence moves past it and it
+    counts as one rejection (its client's flush() says False, rejections() shows the reason),
+    so the messages after it still apply instead of waiting behind it forever.
+    """
+    prepared = PreparedBatch(timestamps.format_us(now_us), dead_letter_raw_kept)
+    prepared.result.messages = 1
+    instance_id: str | None = None
+    seq: int | None = None
+    counted = False
+    try:
+        envelope: codec.Envelope | None = codec.decode_message(raw)
+    except Exception:  # whatever it is, the message is buried with its reason
+        envelope = None
+    if envelope is not None:
+        instance_id, seq = envelope.instance_id, envelope.seq
+        entry = book.entry(conn, instance_id)
+        if entry is None:
+            entry = _register_alone(prepared, envelope)
+        if entry is not None and entry.owned_by(envelope.token) and seq == entry.last_seq + 1:
+            prepared.entries[instance_id] = entry
+            prepared.pending_seq[instance_id] = seq
+            counted = True
+    prepared.close_run()  # the hello of a registering message first
+    prepared.dead_letter(bytes(raw), reason, instance_id, seq, rejected=counted)
+    return prepared
+
+
+def _register_alone(prepared: PreparedBatch, envelope: codec.Envelope) -> InstanceEntry | None:
+    """Of a registering message that is being buried, apply its hello alone; the new entry, or None.
+
+    Otherwise its instance would stay unknown, and its client would send the same message
+    again and again.
+    """
+    try:
+        if _registration(envelope) is not None:
+            return None
+    except LookupError:
+        return None
+    name, payload = envelope.operations[0]
+    try:
+        values = operations.validate_operation(name, payload)
+        entry = _entry_for(None if envelope.token is None else codec.token_digest(envelope.token))
+        entry.token = envelope.token
+        values.update(instance_id=envelope.instance_id, now=prepared.now, token_hash=entry.token_hash)
+        values["at"] = timestamps.format_us(values["at_us"])
+        statement = statements.statement_for(name, values)
+        params = statement.bind(values)
+    except Exception:  # the hello itself is what fails: the instance stays unknown
+        log.exception("the hello of instance %s cannot be applied either", envelope.instance_id)
+        return None
+    prepared.add(statement, _Pending(params, name, payload, envelope.instance_id, envelope.seq))
+    prepared.result.registered[envelope.instance_id] = entry
+    return entry
+
+
+def apply_messages(
+    conn: sqlite3.Connection,
+    raws: list[bytes],
+    book: SequenceBook,
+    *,
+    now_us: int,
+    dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
+    dead_letter_raw_kept: int = statements.DEAD_LETTER_RAW_KEPT_BYTES,
+    dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
+) -> BatchResult:
+    """Prepare and apply `raws` inside the caller's open transaction; return what happened.
+
+    Raises sqlite3.Error for faults of the database as a whole; the caller rolls back and
+    keeps the batch. `book` is not changed: the caller commits `result.committed_seq`,
+    `result.rejected_total`, `result.registered` and `result.dead_letter_bytes` to it after COMMIT.
+    """
+    prepared = prepare_messages(conn, raws, book, now_us=now_us, dead_letter_raw_kept=dead_letter_raw_kept)
+    return prepared.apply(
+        conn, book, dead_letters_kept=dead_letters_kept, dead_letter_bytes_kept=dead_letter_bytes_kept
+    )

@@ -29,6 +29,7 @@ from .. import leases
 from ..database import BUSY_TIMEOUT_MS, is_busy
 from ..protocol import timestamps
 from ..protocol.errors import LeaseHeldError, LeaseLostError
+from .courtesy import LockCourtesy
 from .storage import immediate_transaction
 from .wal_locks import wal_write_lock_holders
 
@@ -146,6 +147,8 @@ class WriterLease:
         self._db_path = db_path if db_path is not None else _main_file(conn)
         self.epoch = 0
         self.overrun: Overrun | None = None  # the last overrun not yet stood aside for
+        # When set, every transaction leaves other writers of the file their turn (see courtesy.py).
+        self.courtesy: LockCourtesy | None = None
         self._reported_lock_holder: int | None = None
         # The holder's heartbeat as last seen (_heartbeat_of), and when (CLOCK_MONOTONIC) this
         # process first saw it so.
@@ -321,11 +324,19 @@ class WriterLease:
         # Before BEGIN: a stop while taking the lock counts too. CLOCK_MONOTONIC, as the
         # standbys' watch: no wall-clock step counts, nor a nap of the whole machine (which
         # stops the standbys as well).
+        courtesy = self.courtesy
+        if courtesy is not None:
+            courtesy.wait_turn()
         started = time.monotonic()
         with immediate_transaction(self._conn):
+            began = time.monotonic()
+            if courtesy is not None:
+                courtesy.began(self._conn)
             self.fence(timestamps.format_us(now_us))
             yield self._conn
         committed_at = time.monotonic()
+        if courtesy is not None:
+            courtesy.committed(committed_at - began)
         if committed_at - started > SELF_FENCE_AFTER_S:
             self.overrun = Overrun(committed_at - started, committed_at)
 

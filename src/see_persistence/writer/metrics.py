@@ -14,6 +14,9 @@ from .batch import BatchResult
 
 PUBLISH_INTERVAL_S = 1.0
 PREFIX = "writer."
+# Upper bounds (ms) of the commit-time histogram: `commit_ms_le_<bound>` counts this writer's
+# batch transactions that took at most that long, so a soak run can read a p99.9.
+COMMIT_MS_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 SET_COUNTER = """INSERT INTO counters (name, value) VALUES (?, ?)
     ON CONFLICT(name) DO UPDATE SET value = excluded.value"""
@@ -32,6 +35,8 @@ class WriterMetrics:
     _interval_batches: int = 0
     _interval_commit_us: int = 0
     _interval_commit_us_max: int = 0
+    commit_us_longest: int = 0  # of this writer's life
+    _commit_ms_le: list[int] = field(default_factory=lambda: [0] * len(COMMIT_MS_BOUNDS))
 
     def record_batch(self, result: BatchResult, commit_us: int) -> None:
         """Count one committed batch and how long its transaction took."""
@@ -53,6 +58,11 @@ class WriterMetrics:
         self._interval_batches += 1
         self._interval_commit_us += commit_us
         self._interval_commit_us_max = max(self._interval_commit_us_max, commit_us)
+        self.commit_us_longest = max(self.commit_us_longest, commit_us)
+        for index in range(len(COMMIT_MS_BOUNDS) - 1, -1, -1):
+            if commit_us > COMMIT_MS_BOUNDS[index] * 1000:
+                break
+            self._commit_ms_le[index] += 1
 
     def count(self, name: str, value: int = 1) -> None:
         """Add to one total (commit failures, abandoned instances, ...)."""
@@ -71,6 +81,11 @@ class WriterMetrics:
             ("batch_operations_mean", self._interval_operations // batches if batches else 0),
             ("commit_us_mean", self._interval_commit_us // batches if batches else 0),
             ("commit_us_max", self._interval_commit_us_max),
+            ("commit_us_longest", self.commit_us_longest),
+            *(
+                (f"commit_ms_le_{bound}", count)
+                for bound, count in zip(COMMIT_MS_BOUNDS, self._commit_ms_le, strict=True)
+            ),
             *((f"{name}_total", value) for name, value in sorted(self.totals.items())),
         ]
         self._interval_started = time.monotonic()

@@ -16,11 +16,13 @@ from typing import Any
 import zmq
 
 from .. import leases, locations
+from ..database import is_environmental
 from ..protocol import codec, statements
 from ..protocol.errors import LeaseLostError, SeePersistenceError
 from . import liveness
-from .batch import BatchResult, SequenceBook, apply_messages
+from .batch import BatchResult, PreparedBatch, SequenceBook, prepare_burial, prepare_messages
 from .checkpointer import WAL_RESTART_PAGES, Checkpointer
+from .courtesy import LockCourtesy
 from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
@@ -31,9 +33,13 @@ log = logging.getLogger("see_persistence.writer")
 
 BATCH_MAX_MESSAGES = 2048
 BATCH_MAX_BYTES = 1024 * 1024  # a message may carry hundreds of operations: bound the work too
+# While another program writes the file, smaller transactions: it waits for the one under way.
+COURTEOUS_BATCH_MAX_BYTES = 128 * 1024
 BATCH_WINDOW_S = 0.002
 IDLE_POLL_S = 0.1  # how long the loop may sleep before it looks at its stop flag again
 RETRY_BACKOFF_MAX_S = 2.0
+# A batch that fails this often for what it holds (not for the database) is split in halves.
+BATCH_ATTEMPTS_BEFORE_SPLITTING = 3
 SHUTDOWN_DRAIN_MAX_MESSAGES = 1_000_000
 PUB_LINGER_MS = 200
 # Messages queued inside ZeroMQ per connected client. Every client keeps what it sent until
@@ -208,6 +214,7 @@ class Writer:
         self._next_file_check = 0.0
         self._next_socket_check = 0.0
         self._book = SequenceBook()
+        self._courtesy = LockCourtesy()
         self._metrics: WriterMetrics | None = None
         self._notifier = SystemdNotifier()
 
@@ -265,6 +272,7 @@ class Writer:
         self._check_database_file()
         me = leases.current_process()
         self._lease = WriterLease(self._conn, me, self.endpoints.pull, self.db_path)
+        self._lease.courtesy = self._courtesy
         if not self._lease.acquire(standby=self.standby, should_stop=self._should_stop_standing_by):
             return False
         # Checkpoints move to a thread of their own: inside a commit they stall it. SQLite's
@@ -368,7 +376,8 @@ class Writer:
         raws: list[bytes] = []
         size = 0
         waited = False
-        while len(raws) < self.batch_max_messages and size < BATCH_MAX_BYTES:
+        max_bytes = COURTEOUS_BATCH_MAX_BYTES if self._courtesy.polite() else BATCH_MAX_BYTES
+        while len(raws) < self.batch_max_messages and size < max_bytes:
             try:
                 raw = self._pull.recv(zmq.NOBLOCK)
                 raws.append(raw)
@@ -382,21 +391,36 @@ class Writer:
                 waited = True
         return raws
 
-    def _commit(self, raws: list[bytes]) -> None:
-        """Commit one batch; on a fault of the database keep it and retry with backoff."""
+    def _commit(self, raws: list[bytes], burial_reason: str | None = None) -> None:
+        """Commit one batch; on a fault of the database keep it and retry with backoff.
+
+        A batch that fails for what it holds rather than for the database (another error than
+        disk full, I/O, locked, ...; or an exception of this code) is tried
+        BATCH_ATTEMPTS_BEFORE_SPLITTING times, then committed in halves, down to the one
+        message at fault, which becomes a dead letter with the reason: nothing is retried
+        forever, and the messages around it commit. `burial_reason` commits `raws` (one
+        message) as that dead letter.
+        """
         assert self._conn is not None and self._lease is not None
         backoff_s = 0.05
         failures = 0
+        own_failures = 0
+        prepared: PreparedBatch | None = None
         while True:
             now_us = _now_us()
-            started_ns = time.monotonic_ns()
             try:
+                if prepared is None and burial_reason is not None:
+                    prepared = prepare_burial(
+                        self._conn, raws[0], self._book, now_us=now_us, reason=burial_reason
+                    )
+                elif prepared is None:
+                    # Outside the transaction: the write lock stays free meanwhile for others.
+                    prepared = prepare_messages(self._conn, raws, self._book, now_us=now_us)
+                started_ns = time.monotonic_ns()
                 with self._lease.transaction(now_us):
-                    result = apply_messages(
+                    result = prepared.apply(
                         self._conn,
-                        raws,
                         self._book,
-                        now_us=now_us,
                         dead_letters_kept=self.dead_letters_kept,
                         dead_letter_bytes_kept=self.dead_letter_bytes_kept,
                     )
@@ -404,7 +428,21 @@ class Writer:
             except LeaseLostError:
                 self._book.forget()
                 raise
-            except sqlite3.Error as exc:
+            except Exception as exc:
+                environmental = isinstance(exc, sqlite3.Error) and is_environmental(exc)
+                if not environmental:
+                    own_failures += 1
+                    if own_failures >= BATCH_ATTEMPTS_BEFORE_SPLITTING and burial_reason is not None:
+                        # Not even its dead letter commits: it stays with its client, which sends
+                        # it again (and this writer tries again) after its resend timeout.
+                        log.error("could not bury a message in the dead letters either: %s", exc)
+                        return
+                    if own_failures >= BATCH_ATTEMPTS_BEFORE_SPLITTING:
+                        self._split_failing_batch(raws, exc)
+                        return
+                    if not isinstance(exc, sqlite3.Error):
+                        log.exception("applying a batch of %d messages failed", len(raws))
+                        prepared = None  # prepare it again: the fault may be in preparing
                 failures += 1
                 if self._metrics is not None:
                     self._metrics.count("commit_failures")
@@ -450,6 +488,28 @@ class Writer:
             # The file has no row of it: register again. gap from 0 makes an older client
             # resend from seq 1, which registers it if that message (its hello) is still held.
             self._send_notice(codec.encode_commit_notice(instance_id, epoch, 0, gap=True, unknown=True))
+
+    def _split_failing_batch(self, raws: list[bytes], exc: BaseException) -> None:
+        """Commit a batch that keeps failing in halves; bury a single message that still fails."""
+        attempts = BATCH_ATTEMPTS_BEFORE_SPLITTING
+        reason = f"the writer failed {attempts} times applying it: {type(exc).__name__}: {exc}"
+        if self._metrics is not None:
+            self._metrics.count("batches_split" if len(raws) > 1 else "messages_buried")
+        if len(raws) == 1:
+            log.error("a message failed every attempt; it goes to the dead letters (%s)", reason)
+            self._commit(raws, burial_reason=reason)
+            return
+        log.error(
+            "a batch of %d messages failed %d times (%s: %s): committing it in halves to find the message"
+            " at fault",
+            len(raws),
+            BATCH_ATTEMPTS_BEFORE_SPLITTING,
+            type(exc).__name__,
+            exc,
+        )
+        half = len(raws) // 2
+        self._commit(raws[:half])
+        self._commit(raws[half:])
 
     def _stand_aside_after_overrun(self) -> None:
         """After a transaction that overran, let a writer that presumed this one dead take over.
@@ -568,6 +628,7 @@ class Writer:
     def _publish_metrics(self) -> None:
         assert self._conn is not None and self._lease is not None and self._metrics is not None
         now_us = _now_us()
+        self._metrics.totals["other_writer_commits_seen"] = self._courtesy.other_commits_seen
         try:
             with self._lease.transaction(now_us):
                 self._metrics.publish(self._conn, now_us)
