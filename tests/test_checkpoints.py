@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import subprocess
+import sys
+import threading
 
+import pytest
 from conftest import wait_until
 
 from see_persistence import Client, Reader, Writer
+from see_persistence.writer import checkpointer
 from see_persistence.writer.checkpointer import WAL_RESTART_PAGES
 
 EVENTS = 20_000
@@ -65,3 +71,52 @@ def test_the_wal_stays_bounded_while_the_writer_never_rests(db, writers):
     wait_until(lambda: os.path.getsize(db) > 130_000_000, 30, "the rows to be checkpointed into the file")
     largest = max(largest, os.path.getsize(wal))
     assert largest < 100_000_000
+
+
+def test_a_wal_pinned_by_another_programs_read_transaction_is_reported_with_its_pid(
+    db, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 13: beside the seed's Rust code the WAL grew to 3.3 GB. A read transaction that
+    # another program leaves open keeps the WAL from starting over; the writer cannot end it,
+    # but it says so, and who reads.
+    monkeypatch.setattr(checkpointer, "PINNED_WAL_WARN_FRAMES", 50)
+    writer = Writer(db)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    reader_process = None
+    try:
+        assert writer.wait_ready(20)
+        with Client(db) as client:
+            client.create_workflow("before the reader")
+            assert client.flush(timeout=20)
+            reader_process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('BEGIN');"
+                    " c.execute('SELECT COUNT(*) FROM workflow_executions').fetchall();"
+                    " print('reading', flush=True); sys.stdin.readline()",
+                    str(db),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert reader_process.stdout is not None
+            assert reader_process.stdout.readline().strip() == "reading"
+            with caplog.at_level(logging.WARNING, logger="see_persistence.writer"):
+                for n in range(3000):
+                    client.create_workflow(f"w{n}", metadata={"n": n, "padding": "x" * 200})
+                assert client.flush(timeout=60)
+                wait_until(
+                    lambda: any(f"pid {reader_process.pid}" in r.getMessage() for r in caplog.records),
+                    20,
+                    "the writer to report the pinned WAL and who reads",
+                )
+        assert any("keeps an old read transaction open" in r.getMessage() for r in caplog.records)
+    finally:
+        if reader_process is not None:
+            reader_process.kill()
+            reader_process.wait(timeout=10)
+        writer.stop()
+        thread.join(timeout=20)

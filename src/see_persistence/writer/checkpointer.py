@@ -18,16 +18,34 @@ next commit starts the WAL over.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
+import psutil
+
 from .storage import open_write_connection
+from .wal_locks import wal_reader_pids
 
 log = logging.getLogger("see_persistence.writer")
 
 CHECKPOINT_INTERVAL_S = 0.1  # at most this long between a commit and the checkpoint after it
 WAL_RESTART_PAGES = 16_000  # the writer's own automatic checkpoint: the WAL's length, about 64 MB
+# Past this many frames not yet copied, someone keeps the WAL from starting over: another
+# connection's read transaction left open (a statement never reset). The writer cannot end
+# it; it says so, naming who is reading, at most once per PINNED_WAL_LOG_INTERVAL_S.
+PINNED_WAL_WARN_FRAMES = 4 * WAL_RESTART_PAGES
+PINNED_WAL_LOG_INTERVAL_S = 60.0
+
+
+def _describe(pid: int) -> str:
+    """'pid 1234 (name)', or just the pid if it cannot be looked at."""
+    try:
+        return f"pid {pid} ({psutil.Process(pid).name()})"
+    except psutil.Error:
+        return f"pid {pid}"
 
 
 class Checkpointer:
@@ -35,6 +53,8 @@ class Checkpointer:
 
     def __init__(self, db_path: Path, synchronous: str, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
         self._conn = open_write_connection(db_path, synchronous)
+        self._db_path = db_path
+        self._next_pinned_warning = 0.0
         self._interval_s = interval_s
         self._commits = 0  # written by the writer's thread, read here: a hint, not a count
         self._seen = 0
@@ -63,7 +83,9 @@ class Checkpointer:
 
     def _checkpoint(self) -> None:
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _busy, wal_frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if wal_frames - copied > PINNED_WAL_WARN_FRAMES:
+                self._warn_pinned(wal_frames, copied)
         except sqlite3.Error as exc:
             if not self._failing:  # once per run of failures: a full disk would repeat it forever
                 log.error("WAL checkpoint failed (will retry): %s", exc)
@@ -72,3 +94,23 @@ class Checkpointer:
         if self._failing:
             log.info("WAL checkpoints succeed again")
         self._failing = False
+
+    def _warn_pinned(self, wal_frames: int, copied: int) -> None:
+        now = time.monotonic()
+        if now < self._next_pinned_warning:
+            return
+        self._next_pinned_warning = now + PINNED_WAL_LOG_INTERVAL_S
+        readers = wal_reader_pids(self._db_path)
+        others = sorted((readers or frozenset()) - {os.getpid()})
+        who = (
+            "processes in a read transaction now: " + ", ".join(_describe(pid) for pid in others)
+            if others
+            else "no process is in a read transaction at this moment"
+        )
+        log.warning(
+            "the WAL holds %d frames of which only %d could be copied into the database: a connection"
+            " keeps an old read transaction open, so the WAL cannot start over and grows (%s)",
+            wal_frames,
+            copied,
+            who,
+        )

@@ -16,11 +16,24 @@ WAL_WRITE_LOCK_BYTE = 120
 PROC_LOCKS = "/proc/locks"
 
 
+# The five read marks (WAL_READ_LOCK(0..4)): a connection inside a read transaction holds one.
+WAL_READ_LOCK_BYTES = range(123, 128)
+
+
 def wal_write_lock_holders(db_path: Path, proc_locks: str = PROC_LOCKS) -> frozenset[int] | None:
     """The pids holding the WAL write lock on `db_path` now (empty: nobody); None if unknown.
 
     Unknown where /proc/locks is not there (not Linux) or the -shm file is missing.
     """
+    return _holders(db_path, "WRITE", range(WAL_WRITE_LOCK_BYTE, WAL_WRITE_LOCK_BYTE + 1), proc_locks)
+
+
+def wal_reader_pids(db_path: Path, proc_locks: str = PROC_LOCKS) -> frozenset[int] | None:
+    """The pids inside a read transaction on `db_path` now (holding a read mark); None if unknown."""
+    return _holders(db_path, "READ", WAL_READ_LOCK_BYTES, proc_locks)
+
+
+def _holders(db_path: Path, kind: str, wanted: range, proc_locks: str) -> frozenset[int] | None:
     try:
         info = os.stat(f"{db_path}-shm")
         with open(proc_locks, encoding="ascii", errors="replace") as locks:
@@ -34,13 +47,13 @@ def wal_write_lock_holders(db_path: Path, proc_locks: str = PROC_LOCKS) -> froze
         fields = line.split()
         if "->" in fields[:2]:
             continue  # a waiter blocked on a lock (F_SETLKW), not a holder
-        if len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE" or fields[5] != device:
+        if len(fields) < 8 or fields[1] != "POSIX" or fields[3] != kind or fields[5] != device:
             continue
         try:
             start, end = int(fields[6]), (None if fields[7] == "EOF" else int(fields[7]))
             pid = int(fields[4])
         except ValueError:
             continue
-        if start <= WAL_WRITE_LOCK_BYTE and (end is None or end >= WAL_WRITE_LOCK_BYTE):
+        if start <= wanted[-1] and (end is None or end >= wanted[0]):
             holders.add(pid)
     return frozenset(holders)
