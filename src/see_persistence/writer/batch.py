@@ -24,9 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..protocol import binding, codec, operations, statements, timestamps
+from ..protocol import binding, codec, operations, statements, task_logs, timestamps
 from ..protocol.errors import InvalidOperation, RejectedMessage
 from .retention import apply_prune
+from .task_logs import append_lines
 
 log = logging.getLogger("see_persistence.writer")
 
@@ -35,6 +36,10 @@ log = logging.getLogger("see_persistence.writer")
 _STATEMENT_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
 _STATEMENT_ERROR_NAMES = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT"})
 _UNVERIFIED = ""  # no token is this short: an instance with a token_hash starts unverified
+# An append_task_log, by whichever path it was bound: where its task id and line are.
+_APPEND_LOG = statements.COMPILED[(operations.APPEND_TASK_LOG, None)]
+_LOG_TASK_ID = _APPEND_LOG.names.index("id")
+_LOG_LINE = _APPEND_LOG.names.index("line")
 
 
 class InstanceEntry:
@@ -227,13 +232,21 @@ class _Pending(NamedTuple):
 class _Applier:
     """Runs operations in order, each run of the same statement as one executemany."""
 
-    def __init__(self, conn: sqlite3.Connection, result: BatchResult, now: str, raw_kept: int) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        result: BatchResult,
+        now: str,
+        raw_kept: int,
+        log_column_max_bytes: int = task_logs.LOG_COLUMN_MAX_BYTES,
+    ) -> None:
         self.conn = conn
         # One cursor for the batch: Connection.execute makes a new one for every statement.
         self.cursor = conn.cursor()
         self.result = result
         self.now = now
         self.raw_kept = raw_kept
+        self.log_column_max_bytes = log_column_max_bytes
         self.raw_bytes = 0  # raw bytes of the dead letters this batch inserted
         self.run_statement: statements.Statement | None = None
         self.run: list[_Pending] = []
@@ -265,6 +278,9 @@ class _Applier:
         self.run_statement, self.run = None, []
         if statement is None or not run:
             return
+        if statement is _APPEND_LOG:
+            self._append_logs(run)
+            return
         if len(run) > 1:
             # All at once inside a savepoint; if any one fails, undo the run and go one by one
             # so that only the failing operations become dead letters.
@@ -284,6 +300,33 @@ class _Applier:
             self.cursor.execute("RELEASE run")
         for op in run:
             self._one(statement, op)
+
+    def _append_logs(self, run: list[_Pending]) -> None:
+        """A run of appends: each task's lines in one call, in order, so its column is rewritten once.
+
+        Rewriting a column costs its size whatever is appended, so lines are gathered by task;
+        only the order of one task's lines matters. Each task's appends apply or fail together
+        (append_lines is all or nothing); an append that fails, to a task that does not exist
+        or otherwise, is a dead letter of its own, as any other operation.
+        """
+        lines: dict[str, list[str]] = {}
+        for op in run:
+            lines.setdefault(op.params[_LOG_TASK_ID], []).append(op.params[_LOG_LINE])
+        failed: dict[str, str] = {}  # task id -> why its appends are dead letters
+        for task_id, task_lines in lines.items():
+            try:
+                if not append_lines(self.cursor, task_id, task_lines, self.now, self.log_column_max_bytes):
+                    failed[task_id] = f"no record with id {task_id!r}"
+            except sqlite3.Error as exc:
+                if not _is_statement_error(exc):
+                    raise
+                failed[task_id] = str(exc)
+        for op in run:
+            reason = failed.get(op.params[_LOG_TASK_ID]) if failed else None
+            if reason is None:
+                self.result.operations_applied += 1
+            else:
+                self.reject(op.name, op.payload, f"{op.name}: {reason}", op.instance_id, op.seq)
 
     def prune(self, name: str, payload: Any, values: dict[str, Any], instance_id: str, seq: int) -> None:
         """Apply a prune after everything before it, in order."""
@@ -350,16 +393,18 @@ def apply_messages(
     dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
     dead_letter_raw_kept: int = statements.DEAD_LETTER_RAW_KEPT_BYTES,
     dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
+    log_column_max_bytes: int = task_logs.LOG_COLUMN_MAX_BYTES,
 ) -> BatchResult:
     """Apply `raws` inside the caller's open transaction and return what happened.
 
     Raises sqlite3.Error for faults of the database as a whole; the caller rolls back and
     keeps the batch. `book` is not changed: the caller commits `result.committed_seq`,
     `result.rejected_total`, `result.registered` and `result.dead_letter_bytes` to it after COMMIT.
+    `log_column_max_bytes` bounds each task's `logs` column (protocol/task_logs.py).
     """
     now = timestamps.format_us(now_us)
     result = BatchResult()
-    applier = _Applier(conn, result, now, dead_letter_raw_kept)
+    applier = _Applier(conn, result, now, dead_letter_raw_kept, log_column_max_bytes)
     pending_seq: dict[str, int] = {}
     entries: dict[str, InstanceEntry] = {}  # instances of this batch, as the book or a hello says
     fast_binds = binding.FAST_BINDS
