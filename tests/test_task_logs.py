@@ -252,6 +252,46 @@ def test_a_run_of_appends_rewrites_each_column_once(applying: Applying) -> None:
     assert logs[OTHER_TASK] == [f"line {n}" for n in range(300) if not n % 3]
 
 
+def test_appends_between_other_operations_still_rewrite_each_column_once(applying: Applying) -> None:
+    statements: list[str] = []
+    applying.conn.set_trace_callback(statements.append)
+    ops: list[tuple[str, dict[str, Any]]] = []
+    for n in range(200):
+        task = TASK if n % 2 else OTHER_TASK
+        ops.append(append(task, f"line {n}"))
+        ops.append(("update_task_status", {"id": task, "status": "running", "at_us": AT_US}))
+    assert applying.apply(ops).operations_applied == 400
+    applying.conn.set_trace_callback(None)
+    assert len([s for s in statements if s.startswith("UPDATE task_executions SET logs")]) == 2
+    logs = whole_logs(applying.path)
+    assert logs[TASK] == [f"line {n}" for n in range(200) if n % 2]
+    assert logs[OTHER_TASK] == [f"line {n}" for n in range(200) if not n % 2]
+
+
+def test_appends_keep_their_place_around_the_creation_of_their_task_and_a_prune(applying: Applying) -> None:
+    late = "0190a0a0-0000-7000-8000-00000000a7e0"
+    create_late = create(WORKFLOW, late)[1]
+    result = applying.apply([append(late, "before"), create_late, append(late, "after"), append(TASK, "t")])
+    assert (result.operations_applied, result.dead_letters) == (3, 1)  # "before": no task yet
+    assert applying.dead_letters() == [f"append_task_log: no record with id '{late}'"]
+    assert whole_logs(applying.path)[late] == ["after"]
+    status = {"id": WORKFLOW, "status": "completed", "error_message": None, "at_us": AT_US}
+    prune = {
+        "id": "0190a0a0-0000-7000-8000-0000000a0002",
+        "older_than_us": AT_US + 1,
+        "statuses": ["completed"],
+    }
+    ops = [
+        ("update_workflow_status", status),
+        append(TASK, "gone with it"),
+        ("prune", {**prune, "at_us": AT_US}),
+    ]
+    result = applying.apply([*ops, append(TASK, "too late")])
+    assert (result.operations_applied, result.dead_letters) == (3, 1)
+    assert applying.dead_letters()[-1] == f"append_task_log: no record with id '{TASK}'"
+    assert applying.conn.execute("SELECT COUNT(*) FROM task_executions").fetchone() == (0,)
+
+
 def test_appends_to_a_missing_task_are_dead_letters_one_each_and_the_rest_commit(applying: Applying) -> None:
     ops = [append(TASK, "a"), append(MISSING_TASK, "x"), append(TASK, "b"), append(MISSING_TASK, "y")]
     result = applying.apply(ops)

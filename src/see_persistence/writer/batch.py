@@ -40,6 +40,8 @@ _UNVERIFIED = ""  # no token is this short: an instance with a token_hash starts
 _APPEND_LOG = statements.COMPILED[(operations.APPEND_TASK_LOG, None)]
 _LOG_TASK_ID = _APPEND_LOG.names.index("id")
 _LOG_LINE = _APPEND_LOG.names.index("line")
+_CREATE_TASK = statements.COMPILED[(operations.CREATE_TASK, None)]
+_CREATED_TASK_ID = _CREATE_TASK.names.index("id")
 
 
 class InstanceEntry:
@@ -230,7 +232,16 @@ class _Pending(NamedTuple):
 
 
 class _Applier:
-    """Runs operations in order, each run of the same statement as one executemany."""
+    """Runs operations in order, each run of the same statement as one executemany.
+
+    Appends to task logs wait for the end of the batch, or for an operation that could change
+    their outcome (a create_task of their task, a prune), and then each task's lines go in
+    with one call: a column is rewritten once per batch however its appends interleave with
+    other operations (a thousand appends, each between two audit events, rewrote a 50 KB
+    column a thousand times: 383 ms). Nothing else in a batch reads or writes a log, so it
+    commits what applying each operation in turn would; only the dead letters of failed
+    appends come after those of the batch's later operations.
+    """
 
     def __init__(
         self,
@@ -250,6 +261,8 @@ class _Applier:
         self.raw_bytes = 0  # raw bytes of the dead letters this batch inserted
         self.run_statement: statements.Statement | None = None
         self.run: list[_Pending] = []
+        self.log_ops: list[_Pending] = []  # appends waiting, in the order received
+        self.log_tasks: set[str] = set()  # the tasks they append to
         self.rejected: dict[str, int] = {}  # instance -> operations refused in this batch
 
     def dead_letter(self, raw: bytes, reason: str, instance_id: str | None, seq: int | None) -> None:
@@ -268,6 +281,14 @@ class _Applier:
         self.rejected[instance_id] = self.rejected.get(instance_id, 0) + 1
 
     def add(self, statement: statements.Statement, op: _Pending) -> None:
+        if statement is _APPEND_LOG:
+            self.log_ops.append(op)
+            self.log_tasks.add(op.params[_LOG_TASK_ID])
+            return
+        if statement is _CREATE_TASK and op.params[_CREATED_TASK_ID] in self.log_tasks:
+            # Appends before it were to a task that did not exist yet (or to the one that does).
+            self.flush()
+            self.flush_logs()
         if statement is not self.run_statement:
             self.flush()
             self.run_statement = statement
@@ -277,9 +298,6 @@ class _Applier:
         statement, run = self.run_statement, self.run
         self.run_statement, self.run = None, []
         if statement is None or not run:
-            return
-        if statement is _APPEND_LOG:
-            self._append_logs(run)
             return
         if len(run) > 1:
             # All at once inside a savepoint; if any one fails, undo the run and go one by one
@@ -301,8 +319,20 @@ class _Applier:
         for op in run:
             self._one(statement, op)
 
+    def finish(self) -> None:
+        """Apply everything still waiting: the last run, then the appends."""
+        self.flush()
+        self.flush_logs()
+
+    def flush_logs(self) -> None:
+        """Apply the appends waiting."""
+        run, self.log_ops = self.log_ops, []
+        self.log_tasks.clear()
+        if run:
+            self._append_logs(run)
+
     def _append_logs(self, run: list[_Pending]) -> None:
-        """A run of appends: each task's lines in one call, in order, so its column is rewritten once.
+        """Appends: each task's lines in one call, in order, so its column is rewritten once.
 
         Rewriting a column costs its size whatever is appended, so lines are gathered by task;
         only the order of one task's lines matters. Each task's appends apply or fail together
@@ -331,6 +361,7 @@ class _Applier:
     def prune(self, name: str, payload: Any, values: dict[str, Any], instance_id: str, seq: int) -> None:
         """Apply a prune after everything before it, in order."""
         self.flush()
+        self.flush_logs()
         try:
             apply_prune(self.conn, values)
         except sqlite3.Error as exc:
@@ -481,7 +512,7 @@ def apply_messages(
             statement = statements.statement_for(name, values)
             applier.add(statement, _Pending(statement.bind(values), name, payload, instance_id, seq))
         pending_seq[instance_id] = seq
-    applier.flush()
+    applier.finish()
     for instance_id, seq in pending_seq.items():
         rejected_total = entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
         result.rejected_total[instance_id] = rejected_total
