@@ -3,8 +3,8 @@
 Each operation is exactly one statement, so SQLite's statement atomicity is what makes a
 failing operation leave no trace while the rest of its batch commits; appends to a task's log
 are the exception: the writer gathers a batch's lines per task and applies them as
-protocol/task_logs.py says, inside a savepoint (APPEND_TASK_LOG below is the one-line form,
-which another program may run, and which names the operation's fields). Parameters are named
+protocol/task_logs.py says, all of a task's or none (APPEND_TASK_LOG below is the one-line
+form, which another program may run, and which names the operation's fields). Parameters are named
 after the operation's payload fields plus `now` (RFC 3339 text of when the writer applies it)
 and `at` (RFC 3339 text of when the caller made the call).
 """
