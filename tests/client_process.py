@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--workflows", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=2)
     parser.add_argument("--logs", type=int, default=2)
+    parser.add_argument("--line-chars", type=int, default=0, help="pad each log line with dots to this")
     parser.add_argument("--events", type=int, default=1)
     parser.add_argument("--flush-timeout", type=float, default=30.0)
     parser.add_argument("--spawn-writer", action="store_true")
@@ -58,7 +59,7 @@ def main() -> int:
             tid = client.create_task(wid, f"{name}-task-{t}", execution_order=t + 1)
             client.update_task_status(tid, "running")
             for line in range(args.logs):
-                client.append_task_log(tid, f"{name}-task-{t}-line-{line}")
+                client.append_task_log(tid, f"{name}-task-{t}-line-{line}".ljust(args.line_chars, "."))
             client.update_task_status(tid, "completed", output=f"{name}-task-{t}-output")
         for e in range(args.events):
             client.log_audit_event("step", f"{name}-event-{e}", workflow_id=wid, data={"e": e})

@@ -48,7 +48,7 @@ SEED_INDEX_NAMES = (
     "idx_audit_events_timestamp",
     "idx_audit_events_instance_id",
 )
-LAYER_TABLES = ("writer_lease", "instances", "dead_letters", "counters")
+LAYER_TABLES = ("writer_lease", "instances", "dead_letters", "counters", "task_log_lines")
 ALL_SEED_TABLES = ("schema_version", *SEED_TABLES)
 
 Columns = list[tuple[str, str, int, str | None, int]]
@@ -217,6 +217,7 @@ LAYER_COLUMNS: dict[str, set[str]] = {
         "last_seq",
     },
     "dead_letters": {"id", "received_at", "instance_id", "seq", "reason", "raw"},
+    "task_log_lines": {"task_id", "line_no", "line"},
 }
 
 
@@ -313,15 +314,43 @@ def test_version_row_statement_records_one_row(ours: sqlite3.Connection) -> None
     ]
 
 
-def test_upgrade_from_two_adds_only_the_counters_table_and_the_view_indexes() -> None:
+def test_upgrade_from_two_adds_only_the_counters_table_the_view_indexes_and_the_log_lines() -> None:
     full = tables(upgraded_db(0))
     conn = upgraded_db(0)
     conn.execute("DROP TABLE counters")
+    conn.execute("DROP TABLE task_log_lines")
     for statement in upgrade_statements(2):
         conn.execute(statement)
     assert tables(conn) == full
-    assert all("counters" in s or "CREATE INDEX IF NOT EXISTS idx_see_" in s for s in upgrade_statements(2))
-    assert upgrade_statements(3) and all(s.startswith("CREATE INDEX") for s in upgrade_statements(3))
+    assert all(
+        "counters" in s or "CREATE INDEX IF NOT EXISTS idx_see_" in s or "task_log_lines" in s
+        for s in upgrade_statements(2)
+    )
+    assert all(s.startswith("CREATE INDEX") for s in upgrade_statements(3)[:-1])
+    assert upgrade_statements(4) == [upgrade_statements(3)[-1]]
+    assert "CREATE TABLE IF NOT EXISTS task_log_lines" in upgrade_statements(4)[0]
+
+
+def test_task_log_lines_are_keyed_by_task_and_line_and_go_with_their_task(ours: sqlite3.Connection) -> None:
+    ours.execute("PRAGMA foreign_keys = ON")  # as the writer's connection has it
+    pk = sorted((pk, name) for name, _decl, _nn, _d, pk in columns(ours, "task_log_lines") if pk)
+    assert pk == [(1, "task_id"), (2, "line_no")]
+    assert foreign_keys(ours, "task_log_lines") == [("task_executions", "task_id", "id")]
+    ours.execute(
+        "INSERT INTO workflow_executions (id, workflow_name, status, created_at)"
+        " VALUES ('w', 'n', 'running', 't')"
+    )
+    ours.execute(
+        "INSERT INTO task_executions (id, workflow_id, task_name, status, created_at)"
+        " VALUES ('t', 'w', 'n', 'running', 't')"
+    )
+    ours.execute("INSERT INTO task_log_lines VALUES ('t', 0, 'a'), ('t', 1, 'b')")
+    with pytest.raises(sqlite3.IntegrityError):
+        ours.execute("INSERT INTO task_log_lines VALUES ('t', 1, 'again')")
+    with pytest.raises(sqlite3.IntegrityError):
+        ours.execute("INSERT INTO task_log_lines VALUES ('no-such-task', 0, 'x')")
+    ours.execute("DELETE FROM task_executions WHERE id = 't'")
+    assert ours.execute("SELECT COUNT(*) FROM task_log_lines").fetchone() == (0,)
 
 
 def test_column_additions_come_after_their_table() -> None:

@@ -63,6 +63,8 @@ class TaskExecution(BaseModel):
     package wrote them, any JSON value when another writer stored one (`["a", 1, null]`
     reads as ["a", 1, None]). A NULL column or JSON `null` reads as [] (no logs); another
     JSON value as a list of that one value, and text that is not JSON as a list of that text.
+    It is the whole log: past the column's bound (protocol/task_logs.py) the writer keeps the
+    lines in `task_log_lines`, and the Reader puts them where the column's marker item is.
     """
 
     model_config = _FROZEN

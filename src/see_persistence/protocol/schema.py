@@ -4,13 +4,14 @@ the tables this layer adds, and the additive steps that bring any older file up 
 Version 1 is the S_E_E seed schema (three tables, ten indexes, `schema_version`);
 version 2 adds `writer_lease`, `instances` and `dead_letters`; version 3 adds `counters`;
 version 4 adds the indexes behind the newest-first list views, one per instance's dead
-letters, and `instances.rejected`. Every step only adds (tables, indexes, nullable columns),
-so a file written by a newer version still reads.
+letters, and `instances.rejected`; version 5 adds `task_log_lines`, where a task's log lines
+go once its `logs` column is full (protocol/task_logs.py). Every step only adds (tables,
+indexes, nullable columns), so a file written by a newer version still reads.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 
@@ -191,6 +192,19 @@ _VIEW_STATEMENTS: tuple[str, ...] = tuple(
     for index, (table, columns) in LAYER_INDEXES.items()
 )
 
+_TASK_LOG_STATEMENTS: tuple[str, ...] = (
+    # A task's log lines past its bounded `logs` column, one row each, numbered by their
+    # position in the whole log. WITHOUT ROWID: the rows live in the primary key's B-tree, one
+    # insert per line and no second index. Deleting a task deletes its lines (foreign_keys
+    # is on in the writer's connection).
+    """CREATE TABLE IF NOT EXISTS task_log_lines (
+        task_id TEXT NOT NULL REFERENCES task_executions(id) ON DELETE CASCADE,
+        line_no INTEGER NOT NULL,
+        line TEXT NOT NULL,
+        PRIMARY KEY (task_id, line_no)
+    ) WITHOUT ROWID""",
+)
+
 COLUMN_ADDITIONS: tuple[tuple[int, str, str, str], ...] = (
     # (version, table, column, declaration). ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS:
     # the writer adds each one only where PRAGMA table_info lacks it.
@@ -213,6 +227,7 @@ UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (2, _LAYER_STATEMENTS),
     (3, _COUNTER_STATEMENTS),
     (4, _VIEW_STATEMENTS),
+    (5, _TASK_LOG_STATEMENTS),
 )
 """(version, statements): applying every step above a file's version brings it up to date."""
 
@@ -240,7 +255,7 @@ def column_additions(current_version: int) -> list[tuple[str, str, str]]:
 
 
 SEED_TABLE_NAMES = frozenset((*SEED_TABLES, "schema_version"))
-LAYER_TABLE_NAMES = frozenset({"writer_lease", "instances", "dead_letters", "counters"})
+LAYER_TABLE_NAMES = frozenset({"writer_lease", "instances", "dead_letters", "counters", "task_log_lines"})
 
 
 def foreign_tables(table_names: set[str] | frozenset[str]) -> list[str]:

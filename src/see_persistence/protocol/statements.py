@@ -1,7 +1,10 @@
 """The SQL the writer runs for each operation, derived from the status rules.
 
 Each operation is exactly one statement, so SQLite's statement atomicity is what makes a
-failing operation leave no trace while the rest of its batch commits. Parameters are named
+failing operation leave no trace while the rest of its batch commits; appends to a task's log
+are the exception: the writer gathers a batch's lines per task and applies them as
+protocol/task_logs.py says, all of a task's or none (APPEND_TASK_LOG below is the one-line
+form, which another program may run, and which names the operation's fields). Parameters are named
 after the operation's payload fields plus `now` (RFC 3339 text of when the writer applies it)
 and `at` (RFC 3339 text of when the caller made the call).
 """
@@ -96,6 +99,8 @@ INSERTS: dict[str, str] = {
          instance_id, last_updated)
         VALUES (:id, :workflow_id, :task_name, 'pending', :at, '[]', 0, :execution_order,
          :instance_id, :now)""",
+    # What the seed's design ran for each line: a whole-column rewrite, O(lines so far). The
+    # writer does not run it (writer/task_logs.py); tools/bench.py's naive baseline does.
     APPEND_TASK_LOG: """UPDATE task_executions
         SET logs = json_insert(COALESCE(logs, '[]'), '$[#]', :line), last_updated = :now
         WHERE id = :id""",

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import leases, locations
 from ..database import open_read_only
-from ..protocol import timestamps
+from ..protocol import task_logs, timestamps
 from ..protocol.errors import CallerError, ReadOnlyViolation
 from ..protocol.models import (
     AuditEvent,
@@ -80,6 +80,7 @@ _SQL_TASKS_OF_WORKFLOW = (
     f"SELECT {_TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
     " ORDER BY execution_order, created_at, id"
 )
+_LOG_CONTINUED_JSON = task_logs.LOG_CONTINUED_JSON
 _SQL_AUDIT_EVENT = f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE id = ?"
 _SQL_AUDIT_TRAIL = f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id"
 # A page of either list; the whole list keeps the SQL above, with no LIMIT to bind.
@@ -835,10 +836,31 @@ class Reader:
     def get_tasks_for_workflow(
         self, workflow_id: str, limit: int | None = None, offset: int = 0
     ) -> list[TaskExecution]:
-        """The tasks of a workflow by execution_order, then created_at: all (limit None) or a page."""
+        """The tasks of a workflow by execution_order, then created_at: all (limit None) or a page.
+
+        Each task's `logs` is its whole log, `task_log_lines` included (protocol/task_logs.py).
+        """
         if limit is None and type(offset) is int and offset == 0:
-            return _tasks(self._fetch(_SQL_TASKS_OF_WORKFLOW, (workflow_id,)))
-        return _tasks(self._fetch(_SQL_TASKS_OF_WORKFLOW_PAGE, (workflow_id, *_page(limit, offset))))
+            rows = self._fetch(_SQL_TASKS_OF_WORKFLOW, (workflow_id,))
+        else:
+            rows = self._fetch(_SQL_TASKS_OF_WORKFLOW_PAGE, (workflow_id, *_page(limit, offset)))
+        tasks = _tasks(rows)
+        for index, row in enumerate(rows):
+            # A full column says where the rest of its log is: only then is the side table read.
+            if type(row[10]) is str and _LOG_CONTINUED_JSON in row[10]:
+                tasks[index] = self._whole_log(tasks[index])
+        return tasks
+
+    def _whole_log(self, task: TaskExecution) -> TaskExecution:
+        """`task` with the lines its `logs` column could not hold (protocol/task_logs.py) in place."""
+        if task_logs.continued_at(task.logs) is None or not self._has(task_logs.LOG_LINES_TABLE, "task_id"):
+            return task
+        # Read after the row, in a statement of its own: lines committed in between come too.
+        # The log only ever grows at its end, so this is the log as of a moment later.
+        lines = [line for (line,) in self._fetch(task_logs.SELECT_LINES, (task.id,))]
+        if not lines:
+            return task  # a line that reads like the marker, and nothing spilled
+        return task.model_copy(update={"logs": task_logs.whole_log(task.logs, lines)})
 
     def get_audit_event(self, event_id: str) -> AuditEvent | None:
         """The audit event with this id, or None."""
