@@ -191,7 +191,7 @@ def test_a_short_soak_replaces_clients_checks_everything_and_reports_the_new_fig
     assert len(report["series"]) >= 3  # 24 s in rows of 8 s
     assert {
         "committed_ops_per_s",
-        "wal_max_bytes",
+        "wal_max_frames",
         "commit_us_max",
         "other_wait_ms",
         "writers_rss_mb",
@@ -229,7 +229,10 @@ def test_the_rss_verdict_compares_the_first_and_last_third_of_one_writer() -> No
     mb = 2**20
 
     def samples(pid: int, rss: list[int]) -> list[Any]:
-        return [chaos.Sample(float(i * 10), 0, 0, pid, 1, value) for i, value in enumerate(rss)]
+        return [
+            chaos.Sample(at_s=i * 10.0, wal_bytes=0, wal_frames=0, db_bytes=0, pid=pid, epoch=1, rss=value)
+            for i, value in enumerate(rss)
+        ]
 
     flat = samples(1, [30 * mb + (i % 3) * mb for i in range(12)])
     growing = samples(2, [30 * mb + i * 2 * mb for i in range(12)])

@@ -54,6 +54,7 @@ from urllib.parse import quote
 # tools/other_writer.py, "another program": a script of its own, imported for its log reader.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import other_writer as other_tool
+import wal_index
 
 log = logging.getLogger("bench")
 
@@ -1150,14 +1151,15 @@ class OtherWriter:
     workload: str = OTHER_WORKLOAD
     interval_s: float = OTHER_INTERVAL_S
     phases: dict[str, Phase] = field(default_factory=dict)  # "without, before", "with", "without, after"
-    wal_peak: dict[str, int | None] = field(default_factory=dict)  # per phase, bytes
+    wal_peak: dict[str, int | None] = field(default_factory=dict)  # per phase: the WAL's length, frames
+    wal_file_peak: dict[str, int | None] = field(default_factory=dict)  # per phase: the -wal file, bytes
     commit_max_us: dict[str, int | None] = field(default_factory=dict)  # per phase: the writer's own figure
     waits: Latency | None = None  # the other program's writes, in the window of the middle phase
     writes: int = 0
     errors: int = 0
     first_errors: list[str] = field(default_factory=list)
     rows_checked: str = ""
-    wal_bound: int | None = None
+    wal_bound_pages: int | None = None  # WAL_RESTART_PAGES
     page_size: int | None = None
     writer_exit: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -1549,12 +1551,16 @@ def run_ceiling(settings: Settings, workload: str) -> Cell:
 
 
 class FileWatcher(threading.Thread):
-    """The WAL's size every SAMPLE_INTERVAL_S, and the longest batch commit the writer publishes."""
+    """The WAL every SAMPLE_INTERVAL_S, and the longest batch commit the writer publishes.
+
+    The WAL's length is read from the wal-index (tools/wal_index.py): the -wal file is truncated
+    only down to journal_size_limit, so its size stays at its high-water mark.
+    """
 
     def __init__(self, db: Path) -> None:
         super().__init__(daemon=True, name="file-watcher")
         self.db = db
-        self.wal: list[tuple[float, int]] = []  # (monotonic, bytes)
+        self.wal: list[tuple[float, int, int]] = []  # (monotonic, frames, file bytes)
         self.commits: list[
             tuple[float, int]
         ] = []  # (monotonic when seen, commit_us_max of the second before)
@@ -1573,10 +1579,12 @@ class FileWatcher(threading.Thread):
         try:
             while not self._stop_event.wait(SAMPLE_INTERVAL_S):
                 now = time.monotonic()
+                length = wal_index.read(self.db)
                 try:
-                    self.wal.append((now, wal.stat().st_size))
+                    size = wal.stat().st_size
                 except FileNotFoundError:
-                    self.wal.append((now, 0))
+                    size = 0
+                self.wal.append((now, length.frames if length is not None else 0, size))
                 n += 1
                 if n % COUNTER_POLL_EVERY:
                     continue
@@ -1600,9 +1608,10 @@ class FileWatcher(threading.Thread):
         if self.ident is not None:
             self.join(timeout=5)
 
-    def wal_peak(self, t0: float, t1: float) -> int | None:
-        """The largest WAL seen between two monotonic times."""
-        return max((size for at, size in self.wal if t0 <= at <= t1), default=None)
+    def wal_peak(self, t0: float, t1: float) -> tuple[int | None, int | None]:
+        """The WAL's longest length (frames) and the -wal file's largest size between two monotonic times."""
+        inside = [(frames, size) for at, frames, size in self.wal if t0 <= at <= t1]
+        return max((f for f, _ in inside), default=None), max((b for _, b in inside), default=None)
 
     def commit_max(self, t0: float, t1: float) -> int | None:
         """The longest batch commit (µs) of the writer's publications that cover t0 to t1.
@@ -1704,7 +1713,7 @@ def run_other_writer(settings: Settings) -> OtherWriter:
             except subprocess.TimeoutExpired:
                 section.notes.append("the other program did not stop with the phase; killed")
         _flush_group(group, section.notes, f"the phase {name!r}")
-        section.wal_peak[name] = watcher.wal_peak(begun, time.monotonic())
+        section.wal_peak[name], section.wal_file_peak[name] = watcher.wal_peak(begun, time.monotonic())
 
     try:
         writer.wait_ready()
@@ -1741,7 +1750,7 @@ def run_other_writer(settings: Settings) -> OtherWriter:
         section.page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     finally:
         conn.close()
-    section.wal_bound = section.page_size * WAL_RESTART_PAGES
+    section.wal_bound_pages = WAL_RESTART_PAGES
     remove_db(db)
     return section
 
@@ -2527,6 +2536,13 @@ def _workload_section(results: Results, workload: str) -> list[str]:
 OTHER_HEADER = f"## Another program writing beside {OTHER_P} flooding GUIs"
 
 
+def _pages(pages: int | None, page_size: int | None) -> str:
+    """Pages, and the MB of their contents."""
+    if pages is None:
+        return "n/a"
+    return f"{pages:,} pages" + (f" ({fmt_mb(pages * page_size)})" if page_size else "")
+
+
 def _other_writer_section(results: Results) -> list[str]:
     """The GUIs' rows/s without, with and without the other program; its write waits; the WAL."""
     section = results.other_writer
@@ -2567,7 +2583,8 @@ def _other_writer_section(results: Results) -> list[str]:
                 f"{phase.window_s:.1f} s" if phase else "n/a",
                 fmt_rate(phase.rate if phase else None),
                 fmt_ratio(phase.rate if phase else None, baseline),
-                fmt_mb(section.wal_peak.get(name)),
+                _pages(section.wal_peak.get(name), section.page_size),
+                fmt_mb(section.wal_file_peak.get(name)),
                 fmt_ns(None if commit_us is None else commit_us * 1000),
             ]
         )
@@ -2578,6 +2595,7 @@ def _other_writer_section(results: Results) -> list[str]:
             "committed rows/s",
             "÷ without (mean of both)",
             "WAL peak",
+            "-wal file peak",
             "writer's longest batch commit",
         ],
         rows,
@@ -2591,9 +2609,11 @@ def _other_writer_section(results: Results) -> list[str]:
             "",
         ]
     out += [
-        "WAL peak: the largest `-wal` file sampled every 50 ms from the phase's start to the end of its"
-        " flush. The writer's longest batch commit: the largest `writer.commit_us_max` it published"
-        " during the phase (BEGIN IMMEDIATE to COMMIT, the wait for the write lock included).",
+        "WAL peak: the WAL's longest length, in pages (frames), read from the wal-index header in"
+        " `-shm` every 50 ms from the phase's start to the end of its flush; the `-wal` file itself keeps"
+        " its largest size until a checkpoint truncates it to `journal_size_limit`. The writer's longest"
+        " batch commit: the largest `writer.commit_us_max` it published during the phase (BEGIN"
+        " IMMEDIATE to COMMIT, the wait for the write lock included).",
         "",
     ]
     out += ["### The other program's writes", ""]
@@ -2611,15 +2631,15 @@ def _other_writer_section(results: Results) -> list[str]:
         ],
     )
     out += [f"- error: {text}" for text in section.first_errors]
-    if section.wal_bound is not None:
+    if section.wal_bound_pages is not None:
+        peak = section.wal_peak.get("with")
         out += [
-            f"- The WAL's bound: {fmt_mb(section.wal_bound)}, `WAL_RESTART_PAGES` of `writer/checkpointer.py`"
-            f" ({section.wal_bound // (section.page_size or 1):,} pages) {TIMES} the file's page size"
-            f" ({section.page_size} B), where the writer's own checkpoint starts the WAL over; the WAL can"
-            " pass it by the transaction that crosses it, and by more while a reader or another writer"
+            f"- The WAL's bound: `WAL_RESTART_PAGES` of `writer/checkpointer.py`,"
+            f" {_pages(section.wal_bound_pages, section.page_size)} at this file's page size"
+            f" ({section.page_size} B): where the writer's own checkpoint starts the WAL over. The WAL"
+            " passes it by the transaction that crosses it, and by more while a reader or another writer"
             " keeps that checkpoint from finishing. Peak with the other program:"
-            f" {fmt_mb(section.wal_peak.get('with'))}"
-            f" ({fmt_ratio(section.wal_peak.get('with'), section.wal_bound)} of the bound).",
+            f" {_pages(peak, section.page_size)} ({fmt_ratio(peak, section.wal_bound_pages)} of the bound).",
         ]
     if section.rows_checked:
         out += [f"- The other program's rows: {section.rows_checked}."]
@@ -2656,14 +2676,14 @@ def other_writer_targets(section: OtherWriter) -> list[Target]:
             None if not section.writes else section.errors == 0,
         )
     )
-    peak = section.wal_peak.get("with")
+    peak, bound = section.wal_peak.get("with"), section.wal_bound_pages
     targets.append(
         Target(
-            f"{name}: WAL peak ≤ its bound (WAL_RESTART_PAGES {TIMES} page size)",
-            fmt_mb(peak),
-            fmt_mb(section.wal_bound),
-            fmt_ratio(peak, section.wal_bound),
-            None if peak is None or section.wal_bound is None else peak <= section.wal_bound,
+            f"{name}: WAL peak ≤ its bound (WAL_RESTART_PAGES)",
+            _pages(peak, section.page_size),
+            _pages(bound, section.page_size),
+            fmt_ratio(peak, bound),
+            None if peak is None or bound is None else peak <= bound,
         )
     )
     return targets

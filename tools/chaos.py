@@ -72,6 +72,7 @@ from see_persistence.writer.metrics import PUBLISH_INTERVAL_S
 # tools/other_writer.py, "another program": a script of its own, imported for its log reader.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import other_writer
+import wal_index
 
 log = logging.getLogger("see_persistence.chaos")
 
@@ -88,6 +89,7 @@ STANDBY_TRIES = 3  # a standby that fails to start is replaced this many times b
 GO_TIMEOUT_S = 120.0  # a client waits this long for the supervisor's go
 DEFAULT_MAX_BUFFERED = 20_000  # a client waits while it holds this many unconfirmed operations
 OTHER_LOG = "other-program.writes.tsv"
+CHECK_CHUNK_ROWS = 5000  # rows per read transaction of a check (see _rows)
 MAX_DISCREPANCIES = 20  # kept for the report (the counts are always complete)
 SHOWN_DISCREPANCIES = 8
 
@@ -97,6 +99,7 @@ SOAK_CLIENT_SECONDS = 60.0  # each client records about this long (x 0.5-1.5); a
 SOAK_KILL_EVERY_S = 240.0  # a fault every few minutes: an hour sees about fifteen takeovers
 SOAK_MAX_DB_MB = 8192  # past this, checked records are pruned: an hour at saturation writes tens of GB
 MIN_CLIENT_SECONDS_LEFT = 2.0  # no replacement client starts this close to the end
+MISSED_PUBLICATION_GAP_S = 1.9 * PUBLISH_INTERVAL_S  # wall-clock slack below two intervals
 COUNTER_POLL_S = 0.25  # the writer publishes about once a second: four looks catch each publication
 SAMPLE_EVERY_S = 1.0
 SERIES_EVERY_S = 300.0
@@ -1066,7 +1069,8 @@ class Sample:
     """One look at the file and at the lease holder."""
 
     at_s: float  # seconds since go
-    wal_bytes: int
+    wal_bytes: int  # the -wal file's size: its high-water mark since the last truncation
+    wal_frames: int | None  # the WAL's length now (wal-index header): what WAL_RESTART_PAGES bounds
     db_bytes: int
     pid: int | None
     epoch: int | None
@@ -1081,8 +1085,8 @@ class Publication:
     published_us: int
     epoch: int
     values: dict[str, int]
-    # The sampler looked away for longer than the writer's publishing interval before it saw
-    # this one: an earlier publication may be folded in, whose batches' durations are unknown.
+    # Another publication may have come and gone unseen before this one (see Sampler), so its
+    # batches are counted here while their longest duration is unknown.
     merged: bool
 
 
@@ -1109,7 +1113,7 @@ class Sampler(threading.Thread):
         self._stop_event = threading.Event()
         self._processes: dict[int, psutil.Process] = {}
         self._last_key: tuple[int, int] | None = None
-        self._last_poll: float | None = None
+        self._last_published: dict[int, int] = {}  # epoch -> published_at_us last seen
 
     def run(self) -> None:
         """Sample until stopped; a failed look is counted and the next one tried."""
@@ -1139,14 +1143,17 @@ class Sampler(threading.Thread):
             self.errors += 1
             return
         now = time.monotonic()
-        gap = None if self._last_poll is None else now - self._last_poll
-        self._last_poll = now
         values = {str(name): int(value) for name, value in rows if isinstance(value, int)}
         epoch, published = values.get("writer.epoch"), values.get("writer.published_at_us")
         if epoch is None or published is None or (epoch, published) == self._last_key:
             return
         self._last_key = (epoch, published)
-        merged = gap is not None and gap > 0.9 * PUBLISH_INTERVAL_S
+        # A writer publishes at least PUBLISH_INTERVAL_S apart, from its start on: a publication
+        # can have been missed only if this one is two intervals past the previous one seen (or
+        # past the writer's start). Only then are its batches' durations taken as unknown.
+        previous = self._last_published.get(epoch, values.get("writer.started_at_us", published))
+        self._last_published[epoch] = published
+        merged = published - previous >= MISSED_PUBLICATION_GAP_S * 1_000_000
         self.publications.append(Publication(round(now - self.origin, 3), published, epoch, values, merged))
 
     def _sample(self, reader: Reader) -> None:
@@ -1160,10 +1167,12 @@ class Sampler(threading.Thread):
                 rss = int(process.memory_info().rss)
             except psutil.Error:
                 rss = None
+        length = wal_index.read(self.db)
         self.samples.append(
             Sample(
                 round(time.monotonic() - self.origin, 3),
                 _size(Path(f"{self.db}-wal")),
+                length.frames if length is not None else None,
                 _size(self.db),
                 pid,
                 status.epoch if status is not None else None,
@@ -1407,6 +1416,29 @@ def _scope(scope: list[str] | None) -> tuple[str, tuple[str, ...]]:
     return f" WHERE instance_id IN ({', '.join('?' * len(scope))})", tuple(scope)
 
 
+def _rows(conn: sqlite3.Connection, table: str, columns: str, scope: list[str] | None) -> Iterator[Any]:
+    """The rows of `table` (of these instances only, if given), read a chunk at a time.
+
+    Each chunk is its own short read transaction. One long SELECT would hold one snapshot for
+    as long as it runs, and while it does the writer's checkpoints cannot start the WAL over
+    (sqlite.org wal.html, checkpoint starvation): a soak that checks as it goes would grow the
+    very WAL it measures. The rows of an exited client no longer change, so chunks agree.
+    """
+    where, params = _scope(scope)
+    clause = f"{where} AND rowid > ?" if where else " WHERE rowid > ?"
+    last = -(2**63)
+    while True:
+        rows = conn.execute(
+            f"SELECT rowid, {columns} FROM {table}{clause} ORDER BY rowid LIMIT {CHECK_CHUNK_ROWS}",
+            (*params, last),
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield row[1:]
+        last = rows[-1][0]
+
+
 def _verify_workflows(
     conn: sqlite3.Connection,
     manifests: list[dict[str, Any]],
@@ -1424,10 +1456,7 @@ def _verify_workflows(
     k.asked = len(expected)
     names: Counter[str] = Counter()
     found: set[str] = set()
-    where, params = _scope(scope)
-    for row in conn.execute(
-        "SELECT id, workflow_name, status, error_message FROM workflow_executions" + where, params
-    ):
+    for row in _rows(conn, "workflow_executions", "id, workflow_name, status, error_message", scope):
         if skip_prefix is not None and row[1].startswith(skip_prefix):
             continue
         names[row[1]] += 1
@@ -1474,12 +1503,8 @@ def _verify_tasks(
     v.kinds["log_lines"].asked = sum(len(row[7]) for row in expected.values())
     names: Counter[str] = Counter()
     found: set[str] = set()
-    where, params = _scope(scope)
-    for row in conn.execute(
-        "SELECT id, workflow_id, task_name, execution_order, status, output, error_message, logs"
-        " FROM task_executions" + where,
-        params,
-    ):
+    columns = "id, workflow_id, task_name, execution_order, status, output, error_message, logs"
+    for row in _rows(conn, "task_executions", columns, scope):
         names[row[2]] += 1
         got_logs = json.loads(row[7]) if row[7] else []
         want = expected.get(row[0])
@@ -1512,10 +1537,7 @@ def _verify_events(
     k.asked = len(expected)
     messages: Counter[str] = Counter()
     found: set[str] = set()
-    where, params = _scope(scope)
-    for row in conn.execute(
-        "SELECT id, event_type, message, workflow_id, task_id FROM audit_events" + where, params
-    ):
+    for row in _rows(conn, "audit_events", "id, event_type, message, workflow_id, task_id", scope):
         messages[row[2]] += 1
         want = expected.get(row[0])
         if want is None:
@@ -1818,17 +1840,23 @@ def commit_figures(publications: list[Publication]) -> dict[str, Any]:
 
 
 def wal_figures(samples: list[Sample], page_size: int | None) -> dict[str, Any]:
-    """The WAL's peak against the writer's restart point, and the file's size."""
-    bound = page_size * WAL_RESTART_PAGES if page_size else None
-    peak = max(samples, key=lambda s: s.wal_bytes, default=None)
+    """The WAL's peak length against the writer's restart point; the -wal file's and the database's size.
+
+    The length is in frames (one page each), read from the wal-index: the -wal file itself is
+    truncated only down to journal_size_limit after a restart, so its size stays at its peak.
+    """
+    framed = [s for s in samples if s.wal_frames is not None]
+    peak = max(framed, key=lambda s: s.wal_frames or 0, default=None)
     return {
-        "peak_bytes": peak.wal_bytes if peak else None,
+        "peak_frames": peak.wal_frames if peak else None,
+        "peak_bytes": (peak.wal_frames or 0) * page_size if peak and page_size else None,
         "peak_at_s": peak.at_s if peak else None,
-        "bound_bytes": bound,
         "bound_pages": WAL_RESTART_PAGES,
+        "bound_bytes": WAL_RESTART_PAGES * page_size if page_size else None,
         "page_size": page_size,
-        "samples_over_bound": sum(1 for s in samples if bound and s.wal_bytes > bound),
-        "samples": len(samples),
+        "samples_over_bound": sum(1 for s in framed if (s.wal_frames or 0) > WAL_RESTART_PAGES),
+        "samples": len(framed),
+        "file_peak_bytes": max((s.wal_bytes for s in samples), default=None),
         "db_bytes_end": samples[-1].db_bytes if samples else None,
         "db_bytes_peak": max((s.db_bytes for s in samples), default=None),
     }
@@ -1905,7 +1933,7 @@ def series(
             {
                 "from_s": lo,
                 "committed_ops_per_s": round(sum(o for _, _, o in pubs) / window_s) if pubs else None,
-                "wal_max_bytes": max((s.wal_bytes for s in inside), default=None),
+                "wal_max_frames": max((s.wal_frames or 0 for s in inside), default=None),
                 "commit_us_max": max(
                     (p.values.get("writer.commit_us_max", 0) for p, _, _ in pubs), default=None
                 ),
@@ -2073,16 +2101,13 @@ def _measured_lines(r: dict[str, Any]) -> list[str]:
         ]
         lines += [f"               error: {text}" for text in other["first_errors"][:3]]
     wal = r.get("wal")
-    if wal is not None and wal["peak_bytes"] is not None:
-        bound = (
-            f"bound {_mb(wal['bound_bytes'])} ({wal['bound_pages']:,} pages of {wal['page_size']} B, where"
-            f" the writer checkpoints), over it in {wal['samples_over_bound']} of {wal['samples']} samples"
-            if wal["bound_bytes"]
-            else "bound unknown"
-        )
+    if wal is not None and wal["peak_frames"] is not None:
         lines.append(
-            f"  WAL          peak {_mb(wal['peak_bytes'])} at {wal['peak_at_s']:.0f} s; {bound};"
-            f" the file {_mb(wal['db_bytes_end'])} at the end"
+            f"  WAL          peak {wal['peak_frames']:,} frames ({_mb(wal['peak_bytes'])} of pages) at"
+            f" {wal['peak_at_s']:.0f} s; bound {wal['bound_pages']:,} pages ({_mb(wal['bound_bytes'])}, where"
+            f" the writer checkpoints), passed in {wal['samples_over_bound']} of {wal['samples']} samples;"
+            f" the -wal file at most {_mb(wal['file_peak_bytes'])}; the database {_mb(wal['db_bytes_end'])}"
+            " at the end"
         )
     commits = r.get("commits")
     if commits is not None and commits["longest_us"] is not None:
@@ -2091,6 +2116,8 @@ def _measured_lines(r: dict[str, Any]) -> list[str]:
             f" {commits['histogram_batches']:,} batches)"
             if commits["p999_us"] is not None
             else f"p99.9 <= {_us(commits['p999_us_at_most'])} (a bound from the per-second maxima)"
+            if commits["p999_us_at_most"] is not None
+            else "p99.9 not bounded (too few batches, or too many in publications possibly missed)"
         )
         lines += [
             f"  commits      longest batch commit {_us(commits['longest_us'])}"
@@ -2147,7 +2174,7 @@ def _measured_lines(r: dict[str, Any]) -> list[str]:
     if rows:
         window = r["series_every_s"]
         lines.append(
-            f"  over time    per {window:g} s: from | committed ops/s | WAL max | longest commit |"
+            f"  over time    per {window:g} s: from | committed ops/s | WAL frames max | longest commit |"
             " other wait p99 / max (errors) | writer RSS MB, pid: min-max"
         )
         for row in rows:
@@ -2155,10 +2182,11 @@ def _measured_lines(r: dict[str, Any]) -> list[str]:
             other_text = (
                 f"{waits['p99']:,.1f} / {waits['max']:,.1f} ms ({row['other_errors']})" if waits else "-"
             )
-            ops = row["committed_ops_per_s"]
+            ops, frames = row["committed_ops_per_s"], row["wal_max_frames"]
             lines.append(
                 f"    {row['from_s']:>6.0f} s {'n/a' if ops is None else f'{ops:,}':>10}"
-                f" {_mb(row['wal_max_bytes']):>10} {_us(row['commit_us_max']):>10} {other_text:>22}  "
+                f" {'n/a' if frames is None else f'{frames:,}':>8}"
+                f" {_us(row['commit_us_max']):>10} {other_text:>22}  "
                 + "; ".join(f"{pid}: {lo}-{hi}" for pid, (lo, hi) in row["writers_rss_mb"].items())
             )
     return lines
