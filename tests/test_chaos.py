@@ -266,3 +266,64 @@ def test_the_other_program_logs_each_write_and_its_rows_are_what_the_seed_writes
         assert row[2] == "pending" and row[8] == "{}" and row[9] is None
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", row[3]), row[3]
         assert row[10] == row[3]
+
+
+def test_commit_figures_read_what_the_writer_publishes_and_the_proposed_histograms() -> None:
+    chaos = _load_tool()
+
+    def publication(at: float, epoch: int, published_s: int, **values: int) -> Any:
+        base = {
+            "writer.epoch": epoch,
+            "writer.started_at_us": 0,
+            "writer.published_at_us": published_s * 10**6,
+        }
+        return chaos.Publication(at, published_s * 10**6, epoch, {**base, **values}, False)
+
+    # What the writer publishes today: per second commit_us_max and commit_us_mean, lifetime totals.
+    today = [
+        publication(
+            1.0,
+            1,
+            1,
+            **{"writer.commit_us_max": 9_000, "writer.commit_us_mean": 2_000},
+            **{"writer.batches_total": 500, "writer.operations_total": 50_000},
+        ),
+        publication(
+            2.0,
+            1,
+            2,
+            **{"writer.commit_us_max": 70_000, "writer.commit_us_mean": 4_000},
+            **{"writer.batches_total": 1000, "writer.operations_total": 90_000},
+        ),
+        # A new writer: its totals start again from zero.
+        publication(
+            3.0,
+            2,
+            3,
+            **{"writer.commit_us_max": 5_000, "writer.commit_us_mean": 1_000},
+            **{"writer.batches_total": 200, "writer.operations_total": 20_000},
+        ),
+    ]
+    figures = chaos.commit_figures(today)
+    assert figures["batches"] == 1200 and figures["longest_us"] == 70_000 and figures["longest_epoch"] == 1
+    assert figures["mean_us"] == round((500 * 2_000 + 500 * 4_000 + 200 * 1_000) / 1200)
+    assert figures["p999_us_at_most"] == 70_000  # 500 batches lie in the 70 ms second: 0.1 % is 1.2
+    assert figures["p999_us"] is None and figures["hold_us_max"] is None  # not published: not guessed
+
+    # What the proposed counters add: the longest lock hold and wait, and lifetime histograms.
+    histogram = {"writer.commit_us_bucket_1000_total": 1190, "writer.commit_us_bucket_10000_total": 9}
+    histogram |= {"writer.commit_us_bucket_100000_total": 1, "writer.commit_us_bucket_inf_total": 0}
+    holds = {
+        "writer.hold_us_bucket_1000_total": 1200,
+        "writer.hold_us_max": 900,
+        "writer.lock_wait_us_max": 40,
+    }
+    proposed = [
+        publication(
+            4.0, 3, 4, **{"writer.commit_us_max": 80_000, "writer.batches_total": 1200}, **histogram, **holds
+        )
+    ]
+    figures = chaos.commit_figures(proposed)
+    assert figures["p999_us"] == 10_000 and figures["commit_us_histogram_count"] == 1200
+    assert figures["hold_p999_us"] == 1000 and figures["hold_us_max"] == 900
+    assert figures["lock_wait_us_max"] == 40

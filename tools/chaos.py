@@ -115,7 +115,9 @@ OTHER_EXIT_TIMEOUT_S = other_writer.DEFAULT_BUSY_TIMEOUT_S + 15  # its last writ
 # Counters a writer may publish beyond commit_us_max/commit_us_mean; read when present.
 HOLD_US_MAX = "writer.hold_us_max"  # longest time the write lock was held, per publication
 LOCK_WAIT_US_MAX = "writer.lock_wait_us_max"  # longest BEGIN IMMEDIATE wait, per publication
-BUCKET_PREFIX = "writer.commit_us_bucket_"  # writer.commit_us_bucket_<upper µs or inf>_total: lifetime counts
+# writer.<family>_bucket_<upper µs, or inf>_total: lifetime counts of batch commits (commit_us)
+# and of write-lock holds (hold_us) no longer than that upper bound and longer than the one below.
+HISTOGRAMS = ("commit_us", "hold_us")
 
 WORKFLOW_FIELDS = ["id", "workflow_name", "status", "error_message"]
 TASK_FIELDS = [
@@ -1821,21 +1823,25 @@ def commit_figures(publications: list[Publication]) -> dict[str, Any]:
     for key, name in (("hold_us_max", HOLD_US_MAX), ("lock_wait_us_max", LOCK_WAIT_US_MAX)):
         seen = [p.values[name] for p in publications if name in p.values]
         figures[key] = max(seen) if seen else None
-    # A histogram, if the writers publish one: each writer's last totals, summed over writers.
+    # Histograms, if the writers publish them: each writer's last totals, summed over writers
+    # (a killed writer's last second is missing from them, as from every total).
     last: dict[int, Publication] = {}
     for p in publications:
         if p.epoch not in last or p.published_us > last[p.epoch].published_us:
             last[p.epoch] = p
-    buckets: Counter[str] = Counter()
-    for p in last.values():
-        for name, value in p.values.items():
-            if name.startswith(BUCKET_PREFIX) and name.endswith("_total"):
-                buckets[name[len(BUCKET_PREFIX) : -len("_total")]] += value
-    if buckets:
-        upper, counted = _histogram_quantile(dict(buckets), 0.999)
-        figures["p999_us"] = upper if upper is not None else "beyond the last bucket"
-        figures["histogram"] = dict(buckets)
-        figures["histogram_batches"] = counted
+    for family in HISTOGRAMS:
+        prefix = f"writer.{family}_bucket_"
+        buckets: Counter[str] = Counter()
+        for p in last.values():
+            for name, value in p.values.items():
+                if name.startswith(prefix) and name.endswith("_total"):
+                    buckets[name[len(prefix) : -len("_total")]] += value
+        if buckets:
+            upper, counted = _histogram_quantile(dict(buckets), 0.999)
+            key = "p999_us" if family == "commit_us" else "hold_p999_us"
+            figures[key] = upper if upper is not None else "beyond the last bucket"
+            figures[f"{family}_histogram"] = dict(buckets)
+            figures[f"{family}_histogram_count"] = counted
     return figures
 
 
@@ -2112,8 +2118,8 @@ def _measured_lines(r: dict[str, Any]) -> list[str]:
     commits = r.get("commits")
     if commits is not None and commits["longest_us"] is not None:
         bound = (
-            f"p99.9 {_us(commits['p999_us'])} (the writers' histogram of"
-            f" {commits['histogram_batches']:,} batches)"
+            f"p99.9 {_us(commits['p999_us'])} (the upper bound of its bucket in the writers' histogram"
+            f" of {commits['commit_us_histogram_count']:,} batches)"
             if commits["p999_us"] is not None
             else f"p99.9 <= {_us(commits['p999_us_at_most'])} (a bound from the per-second maxima)"
             if commits["p999_us_at_most"] is not None
@@ -2127,9 +2133,11 @@ def _measured_lines(r: dict[str, Any]) -> list[str]:
             f" ({commits['merged_publications']} merged)",
         ]
         if commits["hold_us_max"] is not None:
+            hold_p999 = commits.get("hold_p999_us")
             lines.append(
-                f"  transaction  longest write-lock hold {_us(commits['hold_us_max'])}; longest wait for the"
-                f" lock {_us(commits['lock_wait_us_max'])}"
+                f"  transaction  longest write-lock hold {_us(commits['hold_us_max'])}"
+                + (f", p99.9 {_us(hold_p999)} (histogram)" if hold_p999 is not None else "")
+                + f"; longest wait for the lock {_us(commits['lock_wait_us_max'])}"
             )
         else:
             lines.append(
