@@ -2691,7 +2691,7 @@ def other_writer_targets(section: OtherWriter) -> list[Target]:
 
 def render_other_writer_only(results: Results) -> str:
     """The other-writer section and its targets of an `--only other-writer` run (printed, never written)."""
-    load = results.other_load.get("other writer")
+    load = results.other_load.get("other-writer section")
     out = [
         f"Another program only: `tools/bench.py --only other-writer` on {results.started} in"
         f" {results.duration_s:.0f} s; CPU used by other processes meanwhile: "
@@ -3310,7 +3310,7 @@ def _run_cells(settings: Settings, results: Results, watcher: LoadWatcher) -> No
         lambda reason: OtherWriter(error=reason),
     )
     reads_started = time.monotonic()
-    results.other_load["other writer"] = watcher.between(other_started, reads_started)
+    results.other_load["other-writer section"] = watcher.between(other_started, reads_started)
     results.reads = _guard("reads", lambda: run_reads(settings), reads_failed)
     results.other_load["reads"] = watcher.between(reads_started, time.monotonic())
     if settings.profile_dir:
@@ -3352,7 +3352,7 @@ def run_other_writer_only(settings: Settings) -> Results:
             lambda: run_other_writer(settings),
             lambda reason: OtherWriter(error=reason),
         )
-        results.other_load["other writer"] = watcher.between(t0, time.monotonic())
+        results.other_load["other-writer section"] = watcher.between(t0, time.monotonic())
     finally:
         watcher.stop()
     results.duration_s = time.monotonic() - t0
