@@ -269,6 +269,10 @@ def run_client(args: argparse.Namespace) -> int:
     client = Client(args.db)
     recorder = Recorder(client, label, random.Random(f"{args.seed}-{label}"))
     result: dict[str, Any] = {"label": label, "pid": os.getpid(), "instance_id": client.instance_id}
+    # A client registers again as a new instance when the file lacks what it confirmed of it (or
+    # a writer killed before committing its hello answers "unknown"): what it resends then
+    # carries the new id. Every id it had is where its records may be.
+    instance_ids = [client.instance_id]
     (run_dir / f"client-{label}.ready").write_text(client.instance_id, encoding="utf-8")
     code = 0
     throttled_s = 0.0
@@ -285,6 +289,8 @@ def run_client(args: argparse.Namespace) -> int:
         while time.monotonic() < deadline:
             recorder.one_workflow(n)
             n += 1
+            if client.instance_id != instance_ids[-1]:
+                instance_ids.append(client.instance_id)
             if client.stats.buffered > args.max_buffered:  # hold back rather than fill the outbox
                 waited = time.monotonic()
                 while client.stats.buffered > args.max_buffered // 2 and time.monotonic() < deadline:
@@ -302,6 +308,9 @@ def run_client(args: argparse.Namespace) -> int:
     result["flushed"] = client.flush(args.flush_timeout)
     result["flush_s"] = round(time.monotonic() - flush_started, 3)
     result["closed"] = client.close(timeout=10.0)
+    if client.instance_id != instance_ids[-1]:
+        instance_ids.append(client.instance_id)
+    result["instance_ids"] = instance_ids
     result["stats"] = dataclasses.asdict(client.stats)
     result.update(recorder.manifest())
     _write_json_atomically(manifest_path, result)
@@ -1425,20 +1434,21 @@ def _rows(conn: sqlite3.Connection, table: str, columns: str, scope: list[str] |
     as long as it runs, and while it does the writer's checkpoints cannot start the WAL over
     (sqlite.org wal.html, checkpoint starvation): a soak that checks as it goes would grow the
     very WAL it measures. The rows of an exited client no longer change, so chunks agree.
+    One instance at a time: the index on instance_id then yields its rows in rowid order.
     """
-    where, params = _scope(scope)
-    clause = f"{where} AND rowid > ?" if where else " WHERE rowid > ?"
-    last = -(2**63)
-    while True:
-        rows = conn.execute(
-            f"SELECT rowid, {columns} FROM {table}{clause} ORDER BY rowid LIMIT {CHECK_CHUNK_ROWS}",
-            (*params, last),
-        ).fetchall()
-        if not rows:
-            return
-        for row in rows:
-            yield row[1:]
-        last = rows[-1][0]
+    for where, params in [("", ())] if scope is None else [_scope([one]) for one in scope]:
+        clause = f"{where} AND rowid > ?" if where else " WHERE rowid > ?"
+        last = -(2**63)
+        while True:
+            rows = conn.execute(
+                f"SELECT rowid, {columns} FROM {table}{clause} ORDER BY rowid LIMIT {CHECK_CHUNK_ROWS}",
+                (*params, last),
+            ).fetchall()
+            if not rows:
+                break
+            for row in rows:
+                yield row[1:]
+            last = rows[-1][0]
 
 
 def _verify_workflows(
@@ -1611,14 +1621,16 @@ def verify(
         if other_writes is not None:
             _verify_other(conn, other_writes, v)
         ended = {row[0] for row in conn.execute("SELECT id FROM instances WHERE state = 'ended'")}
-        v.instances_ended = sum(1 for m in manifests if m.get("instance_id") in ended)
+        v.instances_ended = sum(
+            1 for m in manifests if any(i in ended for i in m.get("instance_ids", [m.get("instance_id")]))
+        )
         _dead_letters_and_integrity(conn, v)
     return v
 
 
 def verify_clients(conn: sqlite3.Connection, manifests: list[dict[str, Any]], v: Verification) -> None:
     """Check the rows of these clients' instances only (soak: each client once it has exited)."""
-    scope = [str(m["instance_id"]) for m in manifests]
+    scope = [str(i) for m in manifests for i in m.get("instance_ids", [m["instance_id"]])]
     _verify_workflows(conn, manifests, v, scope)
     _verify_tasks(conn, manifests, v, scope)
     _verify_events(conn, manifests, v, scope)
@@ -1987,6 +1999,9 @@ def build_report(
             problems.append(f"client {m['label']}: flush did not confirm everything")
         if m.get("error"):
             problems.append(f"client {m['label']}: {m['error'].strip().splitlines()[-1]}")
+        ids = m.get("instance_ids")
+        if ids is not None and m.get("stats", {}).get("registrations", 0) > len(ids) - 1:
+            problems.append(f"client {m['label']}: registered again more often than its ids were seen: {ids}")
         if m.get("stats", {}).get("dropped"):
             problems.append(f"client {m['label']}: its outbox dropped {m['stats']['dropped']} operations")
     missing = (clients_started if clients_started is not None else args.clients) - len(manifests)
@@ -2022,6 +2037,7 @@ def build_report(
         "records": {kind: dataclasses.asdict(counts) for kind, counts in v.kinds.items()},
         "resent": sum(s.get("resent", 0) for s in stats),
         "reconnects": sum(s.get("reconnects", 0) for s in stats),
+        "registered_again": sum(s.get("registrations", 0) for s in stats),
         "dropped": sum(s.get("dropped", 0) for s in stats),
         "throttled_s": round(sum(m.get("throttled_s", 0.0) for m in manifests), 1),
         # A lower bound: what each writer last published before it ended (None: it publishes nothing).
@@ -2209,7 +2225,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"  duration     {r['duration_s']} s in all, {r['recording_s']} s recording, {r['clients']} clients",
         f"  operations   {r['operations']:,} asked ({r['ops_per_s']:,} ops/s),"
         f" {r['status_updates']:,} of them status updates",
-        f"  clients      resent {r['resent']:,} operations, {r['reconnects']} reconnects, dropped"
+        f"  clients      resent {r['resent']:,} operations, {r['reconnects']} reconnects,"
+        f" {r['registered_again']} registered again as a new instance, dropped"
         f" {r['dropped']}, held back {r['throttled_s']} s (outbox over --max-buffered)",
         _duplicates_line(r),
         f"  {'records':<13}{'asked':>12}{'committed':>12}{'lost':>8}{'duplicated':>12}{'extra':>8}",
@@ -2355,7 +2372,8 @@ def run_supervisor(args: argparse.Namespace) -> int:
         log.info("checking the rest of %s", db)
         deleted, reports = verify_rest(
             db,
-            _instance_ids(run_dir, supervisor.labels),
+            _instance_ids(run_dir, supervisor.labels)
+            | {i for m in manifests for i in m.get("instance_ids", [])},
             other_writes,
             pruner.instance_id if pruner is not None else None,
             pruner.ids if pruner is not None else [],
