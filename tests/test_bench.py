@@ -37,6 +37,7 @@ REPORT_HEADERS = (
     "## Versions",
     "## Command",
     "## Method",
+    "## Another program writing beside 4 flooding GUIs",
     "## Reads",
     "### Queries",
     "### Rows materialized as models",
@@ -138,6 +139,26 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
                 )
             else:
                 assert "so the paced phases did not run" in _section(report, "## Notes")
+
+    # Another program beside 4 flooding GUIs: the GUIs' rows/s in three phases of one run, the
+    # other program's write waits, and its targets (whatever the figures are).
+    other = _section(report, "## Another program writing beside 4 flooding GUIs")
+    phases = _table_rows(_section(other, "### The GUIs' committed rows/s"))
+    assert [row[0] for row in phases[1:]] == [
+        "without the other program",
+        "with the other program writing",
+        "without it, again",
+    ]
+    assert phases[2][2] != "n/a", f"no rows/s with the other program: {phases[2]}"
+    waits = _table_rows(_section(other, "### The other program's writes"))
+    assert waits[0][:6] == ["writes", "errors", "p50", "p99", "p99.9", "max"] and len(waits) == 2
+    assert int(waits[1][0]) >= 1 and waits[1][2] != "n/a", waits[1]  # its first write at least returned
+    assert "The other program's rows: all " in other, other
+    assert "WAL_RESTART_PAGES" in other
+    other_targets = [
+        row for row in _table_rows(_section(report, "## Targets")) if "another program" in row[0]
+    ]
+    assert len(other_targets) == 4, other_targets
 
     queries = _table_rows(_section(report, "### Queries"))
     assert [row[0] for row in queries[1:]] == list(READ_QUERIES)
