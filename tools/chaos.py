@@ -115,7 +115,7 @@ OTHER_EXIT_TIMEOUT_S = other_writer.DEFAULT_BUSY_TIMEOUT_S + 15  # its last writ
 # Counters a writer may publish beyond commit_us_max/commit_us_mean; read when present.
 HOLD_US_MAX = "writer.hold_us_max"  # longest time the write lock was held, per publication
 LOCK_WAIT_US_MAX = "writer.lock_wait_us_max"  # longest BEGIN IMMEDIATE wait, per publication
-# writer.<family>_bucket_<upper µs, or inf>_total: lifetime counts of batch commits (commit_us)
+# writer.<family>_bucket_<upper µs, or inf>: lifetime counts of batch commits (commit_us)
 # and of write-lock holds (hold_us) no longer than that upper bound and longer than the one below.
 HISTOGRAMS = ("commit_us", "hold_us")
 
@@ -1846,8 +1846,8 @@ def commit_figures(publications: list[Publication]) -> dict[str, Any]:
         buckets: Counter[str] = Counter()
         for p in last.values():
             for name, value in p.values.items():
-                if name.startswith(prefix) and name.endswith("_total"):
-                    buckets[name[len(prefix) : -len("_total")]] += value
+                if name.startswith(prefix):
+                    buckets[name[len(prefix) :].removesuffix("_total")] += value
         if buckets:
             upper, counted = _histogram_quantile(dict(buckets), 0.999)
             key = "p999_us" if family == "commit_us" else "hold_p999_us"

@@ -80,9 +80,7 @@ def _metrics(counters: dict[str, int], writer: dict[str, Any] | None, now_us: in
         "commit_us_mean": published.get("commit_us_mean", 0),
         "commit_us_max": published.get("commit_us_max", 0),
         "commit_us_longest": published.get("commit_us_longest", 0),
-        "commit_ms_le": {
-            int(k[len("commit_ms_le_") :]): v for k, v in published.items() if k.startswith("commit_ms_le_")
-        },
+        "hold_us_longest": published.get("hold_us_longest", 0),
         "totals": {k[: -len("_total")]: v for k, v in sorted(published.items()) if k.endswith("_total")},
     }
 
@@ -173,7 +171,8 @@ def _print_metrics(metrics: dict[str, Any] | None) -> None:
     print(
         f"metrics   {metrics['operations_per_s']} operations/s, {metrics['batch_operations_mean']} per batch,"
         f" commit {mean_ms:.2f} ms mean, {max_ms:.2f} ms max (published {age} ago){source}"
-        f"; longest commit {metrics['commit_us_longest'] / 1000:.1f} ms"
+        f"; longest commit {metrics['commit_us_longest'] / 1000:.1f} ms,"
+        f" lock held at most {metrics['hold_us_longest'] / 1000:.1f} ms"
     )
     if metrics["totals"]:
         print("          totals " + ", ".join(f"{name} {value}" for name, value in metrics["totals"].items()))

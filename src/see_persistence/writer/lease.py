@@ -149,6 +149,8 @@ class WriterLease:
         self.overrun: Overrun | None = None  # the last overrun not yet stood aside for
         # When set, every transaction leaves other writers of the file their turn (see courtesy.py).
         self.courtesy: LockCourtesy | None = None
+        # Told (lock wait s, lock held s) after every COMMIT: the writer's metrics.
+        self.on_transaction: Callable[[float, float], None] | None = None
         self._reported_lock_holder: int | None = None
         # The holder's heartbeat as last seen (_heartbeat_of), and when (CLOCK_MONOTONIC) this
         # process first saw it so.
@@ -337,6 +339,8 @@ class WriterLease:
         committed_at = time.monotonic()
         if courtesy is not None:
             courtesy.committed(committed_at - began)
+        if self.on_transaction is not None:
+            self.on_transaction(began - started, committed_at - began)
         if committed_at - started > SELF_FENCE_AFTER_S:
             self.overrun = Overrun(committed_at - started, committed_at)
 

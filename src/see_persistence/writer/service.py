@@ -296,6 +296,7 @@ class Writer:
         self._next_sweep = time.monotonic()
         self._next_publish = time.monotonic()
         self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
+        self._lease.on_transaction = self._metrics.record_transaction
         self._last_needed = time.monotonic()  # a standby's idle time counts from its takeover
         self._ready.set()
         log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
