@@ -27,6 +27,7 @@ from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
+from .retention import PruneRunner
 from .storage import DatabaseRefused, open_write_connection, prepare_database_file, upgrade_schema
 
 log = logging.getLogger("see_persistence.writer")
@@ -297,6 +298,10 @@ class Writer:
         self._next_publish = time.monotonic()
         self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
         self._last_needed = time.monotonic()  # a standby's idle time counts from its takeover
+        # Prune jobs, in chunks between batches; an unfinished one in the file is taken up at once.
+        self._prunes = PruneRunner(
+            self._conn, self._lease.transaction, self._pull, self._stop, self._checkpointer.committed
+        )
         self._ready.set()
         log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
         self._notifier.ready(f"serving {self.db_path} as epoch {self._lease.epoch}")
@@ -332,6 +337,7 @@ class Writer:
         if now >= self._next_publish:
             self._publish_metrics()
             self._next_publish = now + PUBLISH_INTERVAL_S
+        self._prunes.run()
         self._stand_aside_after_overrun()
         self._notifier.watchdog()
 
