@@ -28,7 +28,8 @@ from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
 from .retention import PruneRunner
-from .storage import DatabaseRefused, open_write_connection, prepare_database_file, upgrade_schema
+from .storage import DatabaseRefused, open_write_connection, prepare_database_file
+from .upgrading import upgrade_when_free
 
 log = logging.getLogger("see_persistence.writer")
 
@@ -262,14 +263,19 @@ class Writer:
         self.endpoints = locations.endpoints_for(self.db_path, directories[0])
         try:
             self._conn = open_write_connection(self.db_path, self.synchronous)
-            upgrade_schema(self._conn, _now_us())
+            # The file SQLite just opened: from now on the path must keep leading to it. (A
+            # rename between the open and this stat is caught by the check after the second open.)
+            self._file_identity = locations.file_identity(self.db_path)
+            # Another process may hold the write lock for long (upgrading a large file): wait
+            # for it, as a standby waits for the lease, rather than fail with "database is locked".
+            if not upgrade_when_free(
+                self._conn, _now_us, standby=self.standby, should_stop=self._should_stop_standing_by
+            ):
+                return False
         except sqlite3.DatabaseError as exc:
             # SQLite's messages name no file ("attempt to write a readonly database").
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DatabaseRefused(f"cannot open {self.db_path} for writing: {first_line}") from exc
-        # The file SQLite just opened: from now on the path must keep leading to it. (A
-        # rename between the open and this stat is caught by the check after the second open.)
-        self._file_identity = locations.file_identity(self.db_path)
         self._check_database_file()
         me = leases.current_process()
         self._lease = WriterLease(self._conn, me, self.endpoints.pull, self.db_path)
