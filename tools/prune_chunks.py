@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """How long one chunk of a prune takes, on a file of many old workflows.
 
-    python tools/prune_chunks.py [--workflows 1000000] [--db PATH] [--one-transaction]
+    python tools/prune_chunks.py [--workflows 1000000] [--tasks 1] [--events 1] [--db PATH]
+                                 [--one-transaction]
 
 Builds (once; kept at --db, default /tmp/see-prune-chunks-N.db) a file with the writer's schema
-holding N completed workflows created 40 days ago, each with one task and one audit event, as in
-the issue that brought chunks in; copies it; then carries out a prune of workflows older than
-30 days on the copy, the way the writer does: one BEGIN IMMEDIATE ... COMMIT per chunk of
-writer/retention.py's sizes, with the writer's checkpoints (a thread of their own), and prints
-the chunks' durations (median, p95, p99, max) and the total. With --one-transaction it also
-times the old way, the three DELETEs in one transaction, on a second copy. It reports; it never
-asserts. Other processes on the machine slow it down: say what else ran when you quote it.
+holding N completed workflows created 40 days ago, each with one task and one audit event (as in
+the issue that brought chunks in; --tasks and --events change that); copies it; then carries
+out a prune of workflows older than 30 days on the copy, the way the writer does: one BEGIN
+IMMEDIATE ... COMMIT per chunk of writer/retention.py's sizes, with the writer's checkpoints (a
+thread of their own), and prints the chunks' durations (median, p95, p99, max) and the total.
+With --one-transaction it also times the old way, the three DELETEs in one transaction, on a
+second copy. It reports; it never asserts. Other processes on the machine slow it down: say
+what else ran when you quote it.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from see_persistence.writer.checkpointer import WAL_RESTART_PAGES, Checkpointer 
 from see_persistence.writer.storage import open_write_connection, upgrade_schema  # noqa: E402
 
 DAY_US = 86_400 * 1_000_000
-BUILD_BATCH = 20_000
+BUILD_BATCH = 5_000
 
 
-def build(db: Path, workflows: int) -> None:
-    """The file: the writer's schema, `workflows` old completed workflows with a task and an event each."""
+def build(db: Path, workflows: int, tasks_each: int, events_each: int) -> None:
+    """The file: the writer's schema, `workflows` old completed workflows with their tasks and events."""
     partial = db.with_suffix(".partial")
     for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
         leftover.unlink(missing_ok=True)
@@ -52,8 +54,8 @@ def build(db: Path, workflows: int) -> None:
             at = timestamps.format_us(old_us + n)
             wid = new_id()
             wf.append((wid, f"wf-{n}", at, at, at, at))
-            tasks.append((new_id(), wid, at, at, at, at))
-            events.append((new_id(), wid, at))
+            tasks.extend((new_id(), wid, at, at, at, at) for _ in range(tasks_each))
+            events.extend((new_id(), wid, at) for _ in range(events_each))
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
             "INSERT INTO workflow_executions (id, workflow_name, status, created_at, started_at,"
@@ -157,12 +159,15 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workflows", type=int, default=1_000_000)
+    parser.add_argument("--tasks", type=int, default=1, help="tasks per workflow")
+    parser.add_argument("--events", type=int, default=1, help="audit events per workflow")
     parser.add_argument("--db", type=Path, default=None, help="where the built file is kept")
     parser.add_argument("--one-transaction", action="store_true", help="time the old single DELETE too")
     args = parser.parse_args()
-    db = args.db or Path(f"/tmp/see-prune-chunks-{args.workflows}.db")
+    shape = "" if (args.tasks, args.events) == (1, 1) else f"-{args.tasks}t{args.events}e"
+    db = args.db or Path(f"/tmp/see-prune-chunks-{args.workflows}{shape}.db")
     if not db.exists():
-        build(db, args.workflows)
+        build(db, args.workflows, args.tasks, args.events)
     work = copy(db, "chunked")
     took = sorted(chunked(work))
     ms = [t * 1000 for t in took]
