@@ -313,3 +313,16 @@ def test_a_slow_chunk_halves_the_next_and_fast_ones_grow_them_back(conn: sqlite3
     for _ in range(20):
         runner._adapt(0.0)
     assert (runner.workflows, runner.rows) == (retention.CHUNK_WORKFLOWS, retention.CHUNK_ROWS)
+
+
+def test_the_idle_slice_ends_after_a_slow_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk that overran must be followed by the loop (which stands aside), not by more chunks."""
+    conn = _database(tmp_path / "wf.db")
+    for n in range(10):
+        _workflow(conn, f"old-{n}", "completed", OLD, tasks=1, events=1)
+    _record(conn)
+    runner, commits = _runner(conn, _Incoming())
+    monkeypatch.setattr(retention, "CHUNK_SLOW_S", -1.0)  # every chunk counts as slow
+    runner.run()
+    assert len(commits) == 1 and runner.active
+    conn.close()

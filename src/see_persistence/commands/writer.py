@@ -59,7 +59,7 @@ def apply_test_stale_limit() -> None:
     lease.LEASE_STALE_AFTER_S = stale_s
     lease.SELF_FENCE_AFTER_S = stale_s * ratio
     log.warning(
-        "for tests: lease stale after %g s, transactions fenced after %g s ($%s)",
+        "for tests: lease stale after %g s, a transaction overruns after %g s ($%s)",
         stale_s,
         lease.SELF_FENCE_AFTER_S,
         STALE_LIMIT_ENV,

@@ -234,6 +234,20 @@ class PruneRunner:
             if time.monotonic() >= deadline:
                 break
 
+    def _chunk(self) -> bool:
+        """One chunk of the current job in a transaction of its own; True if another may follow.
+
+        Not after a failed chunk, nor after a slow one: the writer's loop then gets its turn at
+        once (a chunk that overran the lease's limit must be followed by the writer standing
+        aside, which the loop does, not by more commits).
+        """
+        started = time.monotonic()
+        if not self._commit_chunk():
+            return False
+        took_s = time.monotonic() - started
+        self._adapt(took_s)
+        return took_s <= CHUNK_SLOW_S
+
     def _yield(self) -> bool:
         """True if clients' messages wait (or the writer is stopping): they go first."""
         return self._stop.is_set() or bool(self._incoming.poll(0))
@@ -261,11 +275,10 @@ class PruneRunner:
             )
         return self._job is not None
 
-    def _chunk(self) -> bool:
+    def _commit_chunk(self) -> bool:
         """One chunk of the current job in a transaction of its own; False if it failed."""
         job = self._job
         assert job is not None
-        started = time.monotonic()
         now_us = time.time_ns() // 1000
         try:
             with self._transaction(now_us) as conn:
@@ -280,7 +293,6 @@ class PruneRunner:
             log.info("prune job %s goes on", job.id)
             self._failing = False
             self._retry_s = RETRY_MIN_S
-        self._adapt(time.monotonic() - started)
         if result.finished:
             self._job = None
             self._next_look = 0.0  # another job may wait behind it
