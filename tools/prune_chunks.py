@@ -86,11 +86,16 @@ def build(db: Path, workflows: int, tasks_each: int, events_each: int) -> None:
 def copy(db: Path, suffix: str) -> Path:
     """A fresh copy of the built file to prune (the built one stays for the next run)."""
     target = db.with_name(f"{db.stem}-{suffix}.db")
-    for leftover in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
-        leftover.unlink(missing_ok=True)
+    remove(target)
     shutil.copyfile(db, target)
     target.chmod(0o600)  # as the writer keeps its files
     return target
+
+
+def remove(db: Path) -> None:
+    """Remove a working copy and its -wal and -shm (each copy is as big as the built file)."""
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        path.unlink(missing_ok=True)
 
 
 def chunked(db: Path) -> list[float]:
@@ -169,7 +174,10 @@ def main() -> int:
     if not db.exists():
         build(db, args.workflows, args.tasks, args.events)
     work = copy(db, "chunked")
-    took = sorted(chunked(work))
+    try:
+        took = sorted(chunked(work))
+    finally:
+        remove(work)
     ms = [t * 1000 for t in took]
     q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
     print(
@@ -179,7 +187,10 @@ def main() -> int:
     )
     if args.one_transaction:
         single = copy(db, "single")
-        print(f"one transaction (the old prune): {one_transaction(single):.1f} s")
+        try:
+            print(f"one transaction (the old prune): {one_transaction(single):.1f} s")
+        finally:
+            remove(single)
     return 0
 
 
