@@ -24,6 +24,7 @@ FINISHED = ["cancelled", "completed", "failed"]
 
 def _database(path: Path | str = ":memory:") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")  # as the writer's connection has it
     upgrade_schema(conn, NOW_US)
     return conn
 
@@ -176,22 +177,30 @@ def test_jobs_are_taken_oldest_first_and_a_second_with_the_same_id_is_refused(
         _record(conn, "job-a")
 
 
-def test_children_of_a_task_go_before_the_task(
-    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The one place for a side table keyed by task id (task log lines) works as documented."""
-    conn.execute("CREATE TABLE task_log_lines (task_id TEXT NOT NULL, line TEXT)")
-    conn.execute("CREATE INDEX idx_task_log_lines_task ON task_log_lines(task_id)")
+def test_a_tasks_log_lines_go_before_it_within_the_budget(conn: sqlite3.Connection) -> None:
+    """task_log_lines, through the one place for rows keyed by task id (PRUNE_TASK_CHILD_DELETES).
+
+    Their foreign key would cascade, unbounded: a chunk deletes them first, within its budget.
+    """
     _workflow(conn, "old", "completed", OLD, tasks=2, events=1)
     _workflow(conn, "old-running", "running", OLD, tasks=1, events=0)
     for task in ("old-t0", "old-t1", "old-running-t0"):
-        conn.executemany("INSERT INTO task_log_lines VALUES (?, ?)", [(task, f"l{n}") for n in range(5)])
-    children = (("task_log_lines", statements.delete_children_of_tasks("task_log_lines")),)
-    monkeypatch.setattr(statements, "PRUNE_CHILD_DELETES", (*children, *statements.PRUNE_CHILD_DELETES))
+        conn.executemany(
+            "INSERT INTO task_log_lines (task_id, line_no, line) VALUES (?, ?, ?)",
+            [(task, n, f"l{n}") for n in range(5)],
+        )
     _record(conn)
-    _run_to_the_end(conn, workflows=1, rows=3)
+    job = retention.unfinished_job(conn)
+    assert job is not None
+    while True:
+        result = retention.prune_chunk(conn, job, NOW_US, workflows=1, rows=3)
+        left = _count(conn, "SELECT COUNT(*) FROM task_log_lines WHERE task_id LIKE 'old-t%'")
+        assert left == 0 or _count(conn, "SELECT COUNT(*) FROM task_executions WHERE id LIKE 'old-t%'") == 2
+        if result.finished:
+            break
     assert conn.execute("SELECT DISTINCT task_id FROM task_log_lines").fetchall() == [("old-running-t0",)]
     assert _count(conn, "SELECT task_executions FROM prune_jobs") == 2
+    assert "task_log_lines" in [table for table, _ in statements.PRUNE_CHILD_DELETES]
 
 
 @pytest.mark.parametrize(
@@ -201,6 +210,7 @@ def test_children_of_a_task_go_before_the_task(
         (statements.delete_children_of_workflows("audit_events"), "idx_audit_events_workflow_id"),
         (statements.delete_children_of_workflows("task_executions"), "idx_task_executions_workflow_id"),
         (statements.PRUNE_WORKFLOWS, "sqlite_autoindex_workflow_executions_1"),
+        (dict(statements.PRUNE_CHILD_DELETES)["task_log_lines"], "PRIMARY KEY (task_id=?)"),
         (statements.UNFINISHED_PRUNE_JOB, "idx_see_prune_jobs_running"),
     ],
 )

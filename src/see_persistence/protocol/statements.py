@@ -246,36 +246,45 @@ def prune_chunk_workflows(status_count: int) -> str:
     return f"SELECT id FROM workflow_executions WHERE status IN ({placeholders}) AND created_at < ? LIMIT ?"
 
 
-def delete_children_of_workflows(table: str, column: str = "workflow_id") -> str:
+def _bounded_delete(table: str, key: tuple[str, ...], where: str) -> str:
+    """DELETE of at most `?` rows of `table` matching `where`, found by their key (rowid, or the
+    primary key's columns of a WITHOUT ROWID table: it has no rowid)."""
+    columns = ", ".join(key)
+    target = key[0] if len(key) == 1 else f"({columns})"
+    return f"DELETE FROM {table} WHERE {target} IN (SELECT {columns} FROM {table} WHERE {where} LIMIT ?)"
+
+
+def delete_children_of_workflows(
+    table: str, column: str = "workflow_id", key: tuple[str, ...] = ("rowid",)
+) -> str:
     """Delete up to a limit of the rows of `table` whose `column` names a workflow of the chunk.
 
-    Params: the chunk's workflow ids (JSON array), the most rows to delete. `table` must be a
-    rowid table with an index on `column`.
+    Params: the chunk's workflow ids (JSON array), the most rows to delete. `column` must lead
+    an index of `table`; `key` names its rows (rowid, or a WITHOUT ROWID table's primary key).
     """
-    return (
-        f"DELETE FROM {table} WHERE rowid IN"
-        f" (SELECT rowid FROM {table} WHERE {column} IN ({_CHUNK_IDS}) LIMIT ?)"
-    )
+    return _bounded_delete(table, key, f"{column} IN ({_CHUNK_IDS})")
 
 
-def delete_children_of_tasks(table: str, column: str = "task_id") -> str:
+def delete_children_of_tasks(table: str, column: str = "task_id", key: tuple[str, ...] = ("rowid",)) -> str:
     """Delete up to a limit of the rows of `table` whose `column` names a task of the chunk's workflows.
 
-    Params as delete_children_of_workflows; `table` must be a rowid table with an index on `column`.
+    Params and requirements as delete_children_of_workflows.
     """
     tasks = f"SELECT id FROM task_executions WHERE workflow_id IN ({_CHUNK_IDS})"
-    return (
-        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} IN ({tasks}) LIMIT ?)"
-    )
+    return _bounded_delete(table, key, f"{column} IN ({tasks})")
 
 
-PRUNE_TASK_CHILD_DELETES: tuple[tuple[str, str], ...] = ()
+PRUNE_TASK_CHILD_DELETES: tuple[tuple[str, str], ...] = (
+    # A task's log lines past its `logs` column. The foreign key's ON DELETE CASCADE would
+    # delete them with their task, but unbounded: a task with a million lines would make one
+    # chunk a million deletes. Here they go first, within the chunk's budget.
+    ("task_log_lines", delete_children_of_tasks("task_log_lines", key=("task_id", "line_no"))),
+)
 """(table, statement) deleting the rows that belong to a pruned task, in its own table.
 
-THE place to add a side table keyed by task id, e.g. task log lines:
-`("task_log_lines", delete_children_of_tasks("task_log_lines"))`. They run before the tasks
-themselves are deleted (while the tasks still name their workflow), within the chunk's row
-budget; their counts are not part of the prune's report.
+THE place to add a side table keyed by task id. They run before the tasks themselves are
+deleted (while the tasks still name their workflow), within the chunk's row budget; their
+counts are not part of the prune's report.
 """
 
 PRUNE_CHILD_DELETES: tuple[tuple[str, str], ...] = (
