@@ -48,7 +48,7 @@ SEED_INDEX_NAMES = (
     "idx_audit_events_timestamp",
     "idx_audit_events_instance_id",
 )
-LAYER_TABLES = ("writer_lease", "instances", "dead_letters", "counters", "task_log_lines")
+LAYER_TABLES = ("writer_lease", "instances", "dead_letters", "counters", "task_log_lines", "prune_jobs")
 ALL_SEED_TABLES = ("schema_version", *SEED_TABLES)
 
 Columns = list[tuple[str, str, int, str | None, int]]
@@ -218,6 +218,20 @@ LAYER_COLUMNS: dict[str, set[str]] = {
     },
     "dead_letters": {"id", "received_at", "instance_id", "seq", "reason", "raw"},
     "task_log_lines": {"task_id", "line_no", "line"},
+    "prune_jobs": {
+        "id",
+        "older_than",
+        "statuses",
+        "instance_id",
+        "state",
+        "workflow_executions",
+        "task_executions",
+        "audit_events",
+        "chunks",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    },
 }
 
 
@@ -252,6 +266,7 @@ def test_upgrade_from_one_creates_no_seed_object() -> None:
     assert added.isdisjoint(SEED_INDEX_NAMES) and added.isdisjoint(ALL_SEED_TABLES)
     assert {name for name in added if name.startswith("idx_") and name not in LAYER_TABLES} == {
         "idx_instances_state",
+        "idx_see_prune_jobs_running",
         *schema.LAYER_INDEXES,
     }
 
@@ -322,13 +337,11 @@ def test_upgrade_from_two_adds_only_the_counters_table_the_view_indexes_and_the_
     for statement in upgrade_statements(2):
         conn.execute(statement)
     assert tables(conn) == full
-    assert all(
-        "counters" in s or "CREATE INDEX IF NOT EXISTS idx_see_" in s or "task_log_lines" in s
-        for s in upgrade_statements(2)
-    )
-    assert all(s.startswith("CREATE INDEX") for s in upgrade_statements(3)[:-1])
-    assert upgrade_statements(4) == [upgrade_statements(3)[-1]]
-    assert "CREATE TABLE IF NOT EXISTS task_log_lines" in upgrade_statements(4)[0]
+    steps = dict(schema.UPGRADE_STEPS)
+    assert all("counters" in s for s in steps[3])
+    assert steps[4] and all(s.startswith("CREATE INDEX IF NOT EXISTS idx_see_") for s in steps[4])
+    assert len(steps[5]) == 1 and "CREATE TABLE IF NOT EXISTS task_log_lines" in steps[5][0]
+    assert upgrade_statements(4) == [*steps[5], *steps[6]]
 
 
 def test_task_log_lines_are_keyed_by_task_and_line_and_go_with_their_task(ours: sqlite3.Connection) -> None:
@@ -351,6 +364,16 @@ def test_task_log_lines_are_keyed_by_task_and_line_and_go_with_their_task(ours: 
         ours.execute("INSERT INTO task_log_lines VALUES ('no-such-task', 0, 'x')")
     ours.execute("DELETE FROM task_executions WHERE id = 't'")
     assert ours.execute("SELECT COUNT(*) FROM task_log_lines").fetchone() == (0,)
+
+
+def test_upgrade_from_five_adds_only_the_prune_jobs_table_and_its_index() -> None:
+    conn = upgraded_db(0)
+    before = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    conn.execute("DROP TABLE prune_jobs")
+    upgraded_db(5, conn)
+    after = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert after == before
+    assert all("prune_jobs" in s for s in upgrade_statements(5))
 
 
 def test_column_additions_come_after_their_table() -> None:

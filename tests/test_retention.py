@@ -33,7 +33,8 @@ def test_prune_deletes_old_finished_workflows_with_their_tasks_and_events(db, wr
         client.update_workflow_status(recent, "completed")
         report_id = client.prune(timedelta(days=30), statuses=["completed", "failed"])
         assert client.flush(timeout=20)
-    report = reader.get_audit_event(report_id)
+    # The flush confirms the prune's job; the writer deletes in chunks after, then reports.
+    report = wait_until(lambda: reader.get_audit_event(report_id), 20, "the prune's report")
     assert report.event_type == "prune"
     assert report.data["workflow_executions"] == 6
     assert report.data["task_executions"] == 6 and report.data["audit_events"] == 6

@@ -319,9 +319,11 @@ class Client:
 
         `older_than` is a timedelta, seconds, or an age as the command line takes it ("30d",
         "12h", "90m", "3600s", "2w"). Tasks and audit events go with their workflow; a
-        pending or running workflow is never deleted. The writer applies it in order with
-        everything this client sent before, and records what it deleted in an audit event
-        whose id this returns (`Reader.get_audit_event(id).data` after a flush).
+        pending or running workflow is never deleted. The writer records the prune as a job in
+        order with everything this client sent before (that is what a flush confirms), then
+        deletes in short chunks between other clients' batches, going on after a restart or a
+        takeover. When it is done it records what it deleted in an audit event whose id this
+        returns: `Reader.get_audit_event(id)` is None until then, and its `data` has the counts.
         """
         seconds = durations.check_age("older_than", older_than)
         report_id = new_id()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..protocol import operations, timestamps
 from ..protocol.errors import CallerError
@@ -25,6 +26,9 @@ log = logging.getLogger("see_persistence.cli.prune")
 
 DEFAULT_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 2.0
+POLL_INTERVAL_S = 0.05
+# The writer confirmed the prune and goes on deleting, but had not finished by --timeout.
+EXIT_STILL_RUNNING = 5
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
-        help=f"wait at most S seconds for the writer to commit the prune (default {DEFAULT_TIMEOUT_S:g})",
+        help=f"wait at most S seconds in all for the writer to confirm the prune and finish it"
+        f" (default {DEFAULT_TIMEOUT_S:g}); past it the writer goes on and the command exits"
+        f" {EXIT_STILL_RUNNING}",
     )
     parser.add_argument("--json", action="store_true", help="print the counts as one JSON object")
 
@@ -86,7 +92,7 @@ def _describe(counts: dict[str, Any], cutoff: str, statuses: list[str], verb: st
 
 
 def _send_prune(args: argparse.Namespace, reader: Reader, older_than: timedelta, statuses: list[str]) -> str:
-    """Send the prune through a Client and wait for the writer; the report event's id."""
+    """Send the prune through a Client and wait for the writer to confirm it; the report event's id."""
     from ..client import Client  # the sockets are needed only here
 
     writer = reader.get_writer_status()
@@ -110,6 +116,59 @@ def _send_prune(args: argparse.Namespace, reader: Reader, older_than: timedelta,
             " (a writer that receives it later may still apply it)"
         )
     return report_id
+
+
+def _job(reader: Reader, job_id: str) -> dict[str, Any] | None:
+    """The prune job's row as the writer last committed it (None: no such job, or no such table)."""
+    try:
+        rows = reader.query(
+            "SELECT workflow_executions, task_executions, audit_events, chunks, older_than, statuses, state"
+            " FROM prune_jobs WHERE id = ?",
+            (job_id,),
+        )
+    except sqlite3.OperationalError:
+        return None  # a file without prune_jobs: its writer reports a prune in the batch itself
+    if not rows:
+        return None
+    workflows, tasks, events, chunks, older_than, statuses, state = rows[0]
+    return {
+        "workflow_executions": workflows,
+        "task_executions": tasks,
+        "audit_events": events,
+        "chunks": chunks,
+        "older_than": older_than,
+        "statuses": json.loads(statuses),
+        "state": state,
+    }
+
+
+def _wait_for_report(reader: Reader, report_id: str, deadline: float) -> dict[str, Any]:
+    """The prune's report (its audit event's data) once the writer finished the job.
+
+    The writer deletes in chunks after it confirmed the prune; it writes the report when it
+    is done. Raises _StillRunning with the job's progress if the deadline passes first.
+    """
+    while True:
+        event = reader.get_audit_event(report_id)
+        if event is not None:
+            return event.data if isinstance(event.data, dict) else {}  # our writer's report is an object
+        job = _job(reader, report_id)
+        if job is None:
+            raise CommandError(
+                f"the writer confirmed the prune but recorded neither its job nor its report event"
+                f" {report_id} (a dead letter? see 'see-persistence status')"
+            )
+        if time.monotonic() >= deadline:
+            raise _StillRunning(job)
+        time.sleep(POLL_INTERVAL_S)
+
+
+class _StillRunning(Exception):
+    """The deadline passed while the writer still works on the prune job."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__("prune still under way")
+        self.job = job
 
 
 @contextmanager
@@ -140,16 +199,42 @@ def run(args: argparse.Namespace) -> int:
         result = {**counts, "older_than": cutoff, "statuses": statuses, "dry_run": True}
         message = _describe(counts, cutoff, statuses, "would delete")
     else:
+        deadline = time.monotonic() + args.timeout
         report_id = _send_prune(args, reader, older_than, statuses)
-        event = reader.get_audit_event(report_id)
-        if event is None:
-            raise CommandError(f"the writer confirmed the prune but its report event {report_id} is missing")
-        report = event.data if isinstance(event.data, dict) else {}  # our writer's report is an object
-        result = {**report, "dry_run": False, "report_event": report_id}
+        try:
+            report = _wait_for_report(reader, report_id, deadline)
+        except _StillRunning as running:
+            reader.close()
+            _still_running(args, running.job, report_id, statuses)
+        result = {**report, "dry_run": False, "report_event": report_id, "finished": True}
         message = _describe(report, str(report.get("older_than")), statuses, "deleted")
     reader.close()
     print(json.dumps(result) if args.json else message)
     return 0
+
+
+def _still_running(
+    args: argparse.Namespace, job: dict[str, Any], report_id: str, statuses: list[str]
+) -> NoReturn:
+    """Say how far the writer got, and that it goes on; exit EXIT_STILL_RUNNING."""
+    counts = {key: job[key] for key in ("workflow_executions", "task_executions", "audit_events")}
+    if args.json:
+        progress = {
+            **counts,
+            "older_than": job["older_than"],
+            "statuses": job["statuses"],
+            "dry_run": False,
+            "report_event": report_id,
+            "finished": False,
+            "chunks": job["chunks"],
+        }
+        print(json.dumps(progress))
+    so_far = _describe(counts, str(job["older_than"]), statuses, "deleted")
+    raise CommandError(
+        f"the prune is still under way after {args.timeout:g} s: {so_far} so far; the writer goes on"
+        f" with it (and a writer that takes over finishes it); its report will be audit event {report_id}",
+        EXIT_STILL_RUNNING,
+    )
 
 
 COMMAND = Command(
@@ -157,7 +242,10 @@ COMMAND = Command(
     help="delete finished workflows older than an age, with their tasks and audit events",
     description="Ask the running writer to delete workflows created before a cutoff whose status is "
     "one of --status, with their tasks and audit events, in order with everything clients sent before; "
-    "print what it deleted. --dry-run only counts. Pending and running workflows are never pruned.",
+    "wait for it to finish and print what it deleted. The writer deletes in short chunks between "
+    "clients' batches, and a writer that takes over goes on where it stopped: when --timeout passes "
+    f"first, the command says how far it got and exits {EXIT_STILL_RUNNING} while the writer goes on. "
+    "--dry-run only counts. Pending and running workflows are never pruned.",
     examples=(
         "see-persistence prune --older-than 30d --dry-run",
         "see-persistence prune --older-than 90d --status completed,cancelled --timeout 60",

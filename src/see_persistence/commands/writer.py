@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import math
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -15,6 +16,13 @@ from ..protocol.errors import LeaseHeldError, LeaseLostError
 from .base import EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_OK, Command, CommandError
 
 log = logging.getLogger("see_persistence.cli")
+
+# FOR TESTS ONLY: a shorter stale limit for this writer process (seconds), so that a test can
+# show in seconds that no unit of the writer's work outlasts it (a prune over enough rows that
+# one transaction would). It sets writer/lease.py's LEASE_STALE_AFTER_S and SELF_FENCE_AFTER_S
+# (0.8 of it, as there); read only here, by the `writer` command. Not for production: every
+# writer and standby of a file must agree on the limit.
+STALE_LIMIT_ENV = "SEE_PERSISTENCE_TEST_LEASE_STALE_AFTER_S"
 
 # The writer allocates a few short-lived containers per operation; with CPython's default
 # (700) its youngest generation is collected every few dozen operations, each time walking
@@ -32,6 +40,30 @@ def tune_garbage_collector() -> None:
     gc.freeze()  # modules, schema, statements: never garbage, never walked again
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(WRITER_GC_YOUNGEST_THRESHOLD, middle, oldest)
+
+
+def apply_test_stale_limit() -> None:
+    """Shorten the lease's stale limit if $SEE_PERSISTENCE_TEST_LEASE_STALE_AFTER_S says so (tests only)."""
+    text = os.environ.get(STALE_LIMIT_ENV)
+    if not text:
+        return
+    try:
+        stale_s = float(text)
+    except ValueError:
+        stale_s = math.nan
+    if not (stale_s > 0 and math.isfinite(stale_s)):
+        raise CommandError(f"${STALE_LIMIT_ENV} must be a positive number of seconds, got {text!r}")
+    from ..writer import lease
+
+    ratio = lease.SELF_FENCE_AFTER_S / lease.LEASE_STALE_AFTER_S
+    lease.LEASE_STALE_AFTER_S = stale_s
+    lease.SELF_FENCE_AFTER_S = stale_s * ratio
+    log.warning(
+        "for tests: lease stale after %g s, a transaction overruns after %g s ($%s)",
+        stale_s,
+        lease.SELF_FENCE_AFTER_S,
+        STALE_LIMIT_ENV,
+    )
 
 
 def positive_number(unit: str) -> Callable[[str], float]:
@@ -107,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from ..writer import Writer
 
     tune_garbage_collector()
+    apply_test_stale_limit()
     writer = Writer(
         args.db,
         standby=args.standby,

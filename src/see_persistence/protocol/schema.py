@@ -6,12 +6,13 @@ version 2 adds `writer_lease`, `instances` and `dead_letters`; version 3 adds `c
 version 4 adds the indexes behind the newest-first list views, one per instance's dead
 letters, and `instances.rejected`; version 5 adds `task_log_lines`, where a task's log lines
 go once its `logs` column is full (protocol/task_logs.py). Every step only adds (tables,
-indexes, nullable columns), so a file written by a newer version still reads.
+indexes, nullable columns), so a file written by a newer version still reads. Version 6
+adds `prune_jobs`: retention carried out in chunks (writer/retention.py).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 
@@ -205,6 +206,30 @@ _TASK_LOG_STATEMENTS: tuple[str, ...] = (
     ) WITHOUT ROWID""",
 )
 
+# A prune operation only records a job here, in its batch; the writer then deletes in short
+# transactions of a bounded chunk each, counting as it goes, and a writer that takes over goes on
+# with an unfinished job from the file. id is the prune operation's id, which is also the id of
+# the audit event reporting what it deleted once it finishes.
+_RETENTION_STATEMENTS: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS prune_jobs (
+        id TEXT PRIMARY KEY,
+        older_than TIMESTAMP NOT NULL,
+        statuses TEXT NOT NULL,
+        instance_id TEXT,
+        state TEXT NOT NULL DEFAULT 'running',
+        workflow_executions INTEGER NOT NULL DEFAULT 0,
+        task_executions INTEGER NOT NULL DEFAULT 0,
+        audit_events INTEGER NOT NULL DEFAULT 0,
+        chunks INTEGER NOT NULL DEFAULT 0,
+        created_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP,
+        finished_at TIMESTAMP
+    )""",
+    # The writer looks for unfinished jobs often; finished ones pile up (one per prune).
+    "CREATE INDEX IF NOT EXISTS idx_see_prune_jobs_running ON prune_jobs(created_at, id)"
+    " WHERE state = 'running'",
+)
+
 COLUMN_ADDITIONS: tuple[tuple[int, str, str, str], ...] = (
     # (version, table, column, declaration). ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS:
     # the writer adds each one only where PRAGMA table_info lacks it.
@@ -228,6 +253,7 @@ UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (3, _COUNTER_STATEMENTS),
     (4, _VIEW_STATEMENTS),
     (5, _TASK_LOG_STATEMENTS),
+    (6, _RETENTION_STATEMENTS),
 )
 """(version, statements): applying every step above a file's version brings it up to date."""
 
@@ -255,7 +281,9 @@ def column_additions(current_version: int) -> list[tuple[str, str, str]]:
 
 
 SEED_TABLE_NAMES = frozenset((*SEED_TABLES, "schema_version"))
-LAYER_TABLE_NAMES = frozenset({"writer_lease", "instances", "dead_letters", "counters", "task_log_lines"})
+LAYER_TABLE_NAMES = frozenset(
+    {"writer_lease", "instances", "dead_letters", "counters", "task_log_lines", "prune_jobs"}
+)
 
 
 def foreign_tables(table_names: set[str] | frozenset[str]) -> list[str]:

@@ -212,20 +212,90 @@ def statement_for(name: str, values: Mapping[str, Any]) -> Statement:
     return COMPILED[(name, None)]
 
 
-def prune_statements(status_count: int) -> tuple[str, ...]:
-    """The statements of one prune, in order, for `status_count` statuses.
+# -- retention: a prune job, deleted a bounded chunk at a time (writer/retention.py) -----------
 
-    Parameters: the cutoff (RFC 3339 text) then the statuses, for each of the three deletes.
-    Tasks and audit events go with their workflow; the workflow rows go last.
+RECORD_PRUNE_JOB = """INSERT INTO prune_jobs (id, older_than, statuses, instance_id, state, created_at)
+    VALUES (?, ?, ?, ?, 'running', ?)"""
+"""A prune operation, applied in its batch: only the job is recorded (id, cutoff, statuses JSON)."""
+
+UNFINISHED_PRUNE_JOB = """SELECT id, older_than, statuses, instance_id, workflow_executions,
+        task_executions, audit_events, chunks
+    FROM prune_jobs WHERE state = 'running' ORDER BY created_at, id LIMIT 1"""
+"""The oldest job not finished yet (idx_see_prune_jobs_running serves it)."""
+
+COUNT_PRUNE_CHUNK = """UPDATE prune_jobs SET workflow_executions = workflow_executions + ?,
+        task_executions = task_executions + ?, audit_events = audit_events + ?,
+        chunks = chunks + 1, updated_at = ?
+    WHERE id = ?"""
+
+PRUNE_JOB_COUNTS = "SELECT workflow_executions, task_executions, audit_events FROM prune_jobs WHERE id = ?"
+
+FINISH_PRUNE_JOB = "UPDATE prune_jobs SET state = 'finished', finished_at = ?, updated_at = ? WHERE id = ?"
+
+# The chunk's workflow ids, bound as one JSON array: one parameter whatever the chunk's size.
+_CHUNK_IDS = "SELECT value FROM json_each(?)"
+
+
+def prune_chunk_workflows(status_count: int) -> str:
+    """Up to a limit of the ids of workflows a prune deletes: params the statuses, cutoff, limit.
+
+    Served by idx_see_workflow_executions_status_created (status, created_at, id) without
+    reading the table: one index range per status, cut at the limit.
     """
     placeholders = ", ".join("?" * status_count)
-    doomed = f"SELECT id FROM workflow_executions WHERE created_at < ? AND status IN ({placeholders})"
-    return (
-        f"DELETE FROM audit_events WHERE workflow_id IN ({doomed})",
-        f"DELETE FROM task_executions WHERE workflow_id IN ({doomed})",
-        f"DELETE FROM workflow_executions WHERE id IN ({doomed})",
-    )
+    return f"SELECT id FROM workflow_executions WHERE status IN ({placeholders}) AND created_at < ? LIMIT ?"
 
+
+def _bounded_delete(table: str, key: tuple[str, ...], where: str) -> str:
+    """DELETE of at most `?` rows of `table` matching `where`, found by their key (rowid, or the
+    primary key's columns of a WITHOUT ROWID table: it has no rowid)."""
+    columns = ", ".join(key)
+    target = key[0] if len(key) == 1 else f"({columns})"
+    return f"DELETE FROM {table} WHERE {target} IN (SELECT {columns} FROM {table} WHERE {where} LIMIT ?)"
+
+
+def delete_children_of_workflows(
+    table: str, column: str = "workflow_id", key: tuple[str, ...] = ("rowid",)
+) -> str:
+    """Delete up to a limit of the rows of `table` whose `column` names a workflow of the chunk.
+
+    Params: the chunk's workflow ids (JSON array), the most rows to delete. `column` must lead
+    an index of `table`; `key` names its rows (rowid, or a WITHOUT ROWID table's primary key).
+    """
+    return _bounded_delete(table, key, f"{column} IN ({_CHUNK_IDS})")
+
+
+def delete_children_of_tasks(table: str, column: str = "task_id", key: tuple[str, ...] = ("rowid",)) -> str:
+    """Delete up to a limit of the rows of `table` whose `column` names a task of the chunk's workflows.
+
+    Params and requirements as delete_children_of_workflows.
+    """
+    tasks = f"SELECT id FROM task_executions WHERE workflow_id IN ({_CHUNK_IDS})"
+    return _bounded_delete(table, key, f"{column} IN ({tasks})")
+
+
+PRUNE_TASK_CHILD_DELETES: tuple[tuple[str, str], ...] = (
+    # A task's log lines past its `logs` column. The foreign key's ON DELETE CASCADE would
+    # delete them with their task, but unbounded: a task with a million lines would make one
+    # chunk a million deletes. Here they go first, within the chunk's budget.
+    ("task_log_lines", delete_children_of_tasks("task_log_lines", key=("task_id", "line_no"))),
+)
+"""(table, statement) deleting the rows that belong to a pruned task, in its own table.
+
+THE place to add a side table keyed by task id. They run before the tasks themselves are
+deleted (while the tasks still name their workflow), within the chunk's row budget; their
+counts are not part of the prune's report.
+"""
+
+PRUNE_CHILD_DELETES: tuple[tuple[str, str], ...] = (
+    *PRUNE_TASK_CHILD_DELETES,
+    ("audit_events", delete_children_of_workflows("audit_events")),
+    ("task_executions", delete_children_of_workflows("task_executions")),
+)
+"""Everything that goes with a pruned workflow, in order; its own row goes last (PRUNE_WORKFLOWS)."""
+
+PRUNE_WORKFLOWS = f"DELETE FROM workflow_executions WHERE id IN ({_CHUNK_IDS})"
+"""Delete the chunk's workflows, once nothing of theirs is left: param the ids (JSON array)."""
 
 PRUNE_REPORT = """INSERT INTO audit_events
     (id, workflow_id, task_id, event_type, message, timestamp, data, instance_id)

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from ..database import is_environmental
 from ..protocol import binding, codec, operations, statements, task_logs, timestamps
 from ..protocol.errors import InvalidOperation, RejectedMessage
-from .retention import apply_prune
+from .retention import record_prune
 from .task_logs import append_lines
 
 log = logging.getLogger("see_persistence.writer")
@@ -483,9 +483,9 @@ class _Applier:
                 self.reject(op.name, op.payload, f"{op.name}: {reason}", op.instance_id, op.seq)
 
     def prune(self, step: _Prune) -> None:
-        """Apply a prune after everything before it, in order."""
+        """Record a prune job after everything before it, in order (the writer deletes in chunks later)."""
         try:
-            apply_prune(self.conn, step.values)
+            record_prune(self.conn, step.values)
         except sqlite3.Error as exc:
             if not _is_statement_error(exc):
                 raise

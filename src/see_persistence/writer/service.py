@@ -27,7 +27,9 @@ from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
-from .storage import DatabaseRefused, open_write_connection, prepare_database_file, upgrade_schema
+from .retention import PruneRunner
+from .storage import DatabaseRefused, open_write_connection, prepare_database_file
+from .upgrading import upgrade_when_free
 
 log = logging.getLogger("see_persistence.writer")
 
@@ -261,14 +263,19 @@ class Writer:
         self.endpoints = locations.endpoints_for(self.db_path, directories[0])
         try:
             self._conn = open_write_connection(self.db_path, self.synchronous)
-            upgrade_schema(self._conn, _now_us())
+            # The file SQLite just opened: from now on the path must keep leading to it. (A
+            # rename between the open and this stat is caught by the check after the second open.)
+            self._file_identity = locations.file_identity(self.db_path)
+            # Another process may hold the write lock for long (upgrading a large file): wait
+            # for it, as a standby waits for the lease, rather than fail with "database is locked".
+            if not upgrade_when_free(
+                self._conn, _now_us, standby=self.standby, should_stop=self._should_stop_standing_by
+            ):
+                return False
         except sqlite3.DatabaseError as exc:
             # SQLite's messages name no file ("attempt to write a readonly database").
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DatabaseRefused(f"cannot open {self.db_path} for writing: {first_line}") from exc
-        # The file SQLite just opened: from now on the path must keep leading to it. (A
-        # rename between the open and this stat is caught by the check after the second open.)
-        self._file_identity = locations.file_identity(self.db_path)
         self._check_database_file()
         me = leases.current_process()
         self._lease = WriterLease(self._conn, me, self.endpoints.pull, self.db_path)
@@ -298,6 +305,10 @@ class Writer:
         self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
         self._lease.on_transaction = self._metrics.record_transaction
         self._last_needed = time.monotonic()  # a standby's idle time counts from its takeover
+        # Prune jobs, in chunks between batches; an unfinished one in the file is taken up at once.
+        self._prunes = PruneRunner(
+            self._conn, self._lease.transaction, self._pull, self._stop, self._checkpointer.committed
+        )
         self._ready.set()
         log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
         self._notifier.ready(f"serving {self.db_path} as epoch {self._lease.epoch}")
@@ -333,6 +344,7 @@ class Writer:
         if now >= self._next_publish:
             self._publish_metrics()
             self._next_publish = now + PUBLISH_INTERVAL_S
+        self._prunes.run()
         self._stand_aside_after_overrun()
         self._notifier.watchdog()
 

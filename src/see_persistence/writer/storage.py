@@ -374,6 +374,11 @@ def upgrade_schema(conn: sqlite3.Connection, now_us: int) -> int:
         return found
     with immediate_transaction(conn):
         found = schema_version(conn)
+        if found < schema.SCHEMA_VERSION:
+            # Indexes over a large file take seconds: others starting meanwhile wait for the lock.
+            log.info(
+                "upgrading the schema of the database from version %d to %d", found, schema.SCHEMA_VERSION
+            )
         for statement in schema.upgrade_statements(found):
             conn.execute(statement)
         for table, column, declaration in _missing_columns(conn):
