@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -114,3 +115,20 @@ def test_a_bad_age_is_a_usage_error(tmp_path, age):
     db = tmp_path / "workflows.db"
     make_unwritten_db(db)
     assert_one_line_error(cli("prune", "--db", db, "--older-than", age), 2, "--older-than")
+
+
+def test_a_prune_the_writer_cannot_carry_out_is_given_up_and_the_command_says_why(aged):
+    # Another program's trigger refuses every delete: the writer gives the job up after a few
+    # chunks (rather than retry it for ever) and the command reports its reason.
+    db, writer, _, _ = aged
+    other_program = sqlite3.connect(db, isolation_level=None)
+    other_program.execute(
+        "CREATE TRIGGER keep_everything BEFORE DELETE ON workflow_executions"
+        " BEGIN SELECT json('this is not JSON'); END"
+    )
+    other_program.close()
+    result = cli("prune", "--db", db, "--older-than", "30d", "--timeout", "90", timeout=120)
+    assert_one_line_error(result, 1, "gave the prune up", "malformed JSON")
+    assert counts(db)["workflow_executions"] == 8
+    assert writer.process.poll() is None  # the writer goes on serving
+    assert Reader(db).query("SELECT state FROM prune_jobs") == [("failed",)]

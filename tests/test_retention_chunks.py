@@ -336,3 +336,28 @@ def test_the_idle_slice_ends_after_a_slow_chunk(tmp_path: Path, monkeypatch: pyt
     runner.run()
     assert len(commits) == 1 and runner.active
     conn.close()
+
+
+def test_a_job_whose_chunks_keep_failing_for_what_they_delete_is_given_up_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    # Another program's trigger refuses the deletes (not a fault of the database): retried for
+    # ever, the job would hold the writer's chunks back for good. It is given up, with why.
+    conn = _database(tmp_path / "wf.db")
+    for n in range(4):
+        _workflow(conn, f"old-{n}", "completed", OLD, tasks=1, events=1)
+    conn.execute(
+        "CREATE TRIGGER keep_old BEFORE DELETE ON workflow_executions"
+        " BEGIN SELECT json('this is not JSON'); END"
+    )
+    _record(conn)
+    runner, commits = _runner(conn, _Incoming())
+    for _ in range(retention.CHUNK_ATTEMPTS + 1):
+        runner._not_before = 0.0
+        runner.run()
+    state, error = conn.execute("SELECT state, error FROM prune_jobs WHERE id = 'job-1'").fetchone()
+    assert state == "failed" and "malformed JSON" in error and f"{retention.CHUNK_ATTEMPTS} chunks" in error
+    assert not runner.active and retention.unfinished_job(conn) is None
+    assert _count(conn, "SELECT COUNT(*) FROM workflow_executions") == 4  # nothing half-deleted
+    assert len(commits) == 1  # only the transaction that gave the job up
+    conn.close()

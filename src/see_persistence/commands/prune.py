@@ -122,15 +122,15 @@ def _job(reader: Reader, job_id: str) -> dict[str, Any] | None:
     """The prune job's row as the writer last committed it (None: no such job, or no such table)."""
     try:
         rows = reader.query(
-            "SELECT workflow_executions, task_executions, audit_events, chunks, older_than, statuses, state"
-            " FROM prune_jobs WHERE id = ?",
+            "SELECT workflow_executions, task_executions, audit_events, chunks, older_than, statuses, state,"
+            " error FROM prune_jobs WHERE id = ?",
             (job_id,),
         )
     except sqlite3.OperationalError:
         return None  # a file without prune_jobs: its writer reports a prune in the batch itself
     if not rows:
         return None
-    workflows, tasks, events, chunks, older_than, statuses, state = rows[0]
+    workflows, tasks, events, chunks, older_than, statuses, state, error = rows[0]
     return {
         "workflow_executions": workflows,
         "task_executions": tasks,
@@ -139,6 +139,7 @@ def _job(reader: Reader, job_id: str) -> dict[str, Any] | None:
         "older_than": older_than,
         "statuses": json.loads(statuses),
         "state": state,
+        "error": error,
     }
 
 
@@ -157,6 +158,11 @@ def _wait_for_report(reader: Reader, report_id: str, deadline: float) -> dict[st
             raise CommandError(
                 f"the writer confirmed the prune but recorded neither its job nor its report event"
                 f" {report_id} (a dead letter? see 'see-persistence status')"
+            )
+        if job["state"] == "failed":
+            raise CommandError(
+                f"the writer gave the prune up after deleting {job['workflow_executions']} workflows,"
+                f" {job['task_executions']} tasks and {job['audit_events']} audit events: {job['error']}"
             )
         if time.monotonic() >= deadline:
             raise _StillRunning(job)

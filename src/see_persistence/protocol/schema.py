@@ -223,7 +223,8 @@ _RETENTION_STATEMENTS: tuple[str, ...] = (
         chunks INTEGER NOT NULL DEFAULT 0,
         created_at TIMESTAMP NOT NULL,
         updated_at TIMESTAMP,
-        finished_at TIMESTAMP
+        finished_at TIMESTAMP,
+        error TEXT
     )""",
     # The writer looks for unfinished jobs often; finished ones pile up (one per prune).
     "CREATE INDEX IF NOT EXISTS idx_see_prune_jobs_running ON prune_jobs(created_at, id)"

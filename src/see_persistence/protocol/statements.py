@@ -232,6 +232,10 @@ PRUNE_JOB_COUNTS = "SELECT workflow_executions, task_executions, audit_events FR
 
 FINISH_PRUNE_JOB = "UPDATE prune_jobs SET state = 'finished', finished_at = ?, updated_at = ? WHERE id = ?"
 
+GIVE_UP_PRUNE_JOB = """UPDATE prune_jobs SET state = 'failed', error = ?, finished_at = ?, updated_at = ?
+    WHERE id = ? AND state = 'running'"""
+"""A job whose chunks failed CHUNK_ATTEMPTS times in a row for something not the database's."""
+
 # The chunk's workflow ids, bound as one JSON array: one parameter whatever the chunk's size.
 _CHUNK_IDS = "SELECT value FROM json_each(?)"
 

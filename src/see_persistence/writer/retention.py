@@ -33,7 +33,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..database import is_busy
+from ..database import is_busy, is_environmental
 from ..protocol import statements, timestamps
 from ..protocol.errors import LeaseLostError
 
@@ -56,6 +56,10 @@ IDLE_SLICE_S = 0.5  # while none wait: chunks back to back for up to this, then 
 LOOK_INTERVAL_S = 1.0  # how often the file is searched for an unfinished job when none is known
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+# Chunks of one job that may fail in a row for what they delete (another program's trigger, a
+# fault of this code), not for the database (locked, full, I/O): then the job is given up,
+# with the reason in prune_jobs.error, rather than retried forever.
+CHUNK_ATTEMPTS = 5
 
 _recorded = 0  # jobs recorded by this process: a hint that a look into the file is worth it
 
@@ -210,6 +214,7 @@ class PruneRunner:
         self._not_before = 0.0  # the next chunk: spacing while busy, or backing off after an error
         self._retry_s = RETRY_MIN_S
         self._failing = False
+        self._own_failures = 0  # chunks of the current job that failed in a row, not for the database
         self.workflows = CHUNK_WORKFLOWS
         self.rows = CHUNK_ROWS
 
@@ -285,9 +290,17 @@ class PruneRunner:
                 result = prune_chunk(conn, job, now_us, self.workflows, self.rows)
         except LeaseLostError:
             raise
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error) and is_environmental(exc):
+                self._failed(f"a chunk of prune job {job.id} failed", exc)
+                return False
+            self._own_failures += 1
+            if self._own_failures >= CHUNK_ATTEMPTS:
+                self._give_up(job, exc)
+                return False
             self._failed(f"a chunk of prune job {job.id} failed", exc)
             return False
+        self._own_failures = 0
         self._committed()
         if self._failing:
             log.info("prune job %s goes on", job.id)
@@ -315,10 +328,31 @@ class PruneRunner:
             self.workflows = min(CHUNK_WORKFLOWS, self.workflows * 2)
             self.rows = min(CHUNK_ROWS, self.rows * 2)
 
-    def _failed(self, what: str, exc: sqlite3.Error) -> None:
+    def _give_up(self, job: PruneJob, exc: Exception) -> None:
+        """Mark the job failed, with why, so that neither this writer nor the next retries it."""
+        error = f"{CHUNK_ATTEMPTS} chunks in a row failed: {type(exc).__name__}: {exc}"
+        now_us = time.time_ns() // 1000
+        now = timestamps.format_us(now_us)
+        try:
+            with self._transaction(now_us) as conn:
+                conn.execute(statements.GIVE_UP_PRUNE_JOB, (error, now, now, job.id))
+        except LeaseLostError:
+            raise
+        except sqlite3.Error as failure:
+            self._failed(f"could not mark prune job {job.id} failed", failure)
+            return
+        log.error("gave prune job %s up after %s chunks: %s", job.id, job.chunks, error)
+        self._job = None
+        self._own_failures = 0
+        self._failing = False
+        self._retry_s = RETRY_MIN_S
+        self._next_look = 0.0  # another job may wait behind it
+
+    def _failed(self, what: str, exc: Exception) -> None:
         """Log once per run of failures, and try again after a growing pause."""
         if not self._failing:
-            reason = "the database is locked by another process" if is_busy(exc) else str(exc)
+            busy = isinstance(exc, sqlite3.Error) and is_busy(exc)
+            reason = "the database is locked by another process" if busy else str(exc)
             log.error("%s (will retry): %s", what, reason)
         self._failing = True
         self._not_before = time.monotonic() + self._retry_s

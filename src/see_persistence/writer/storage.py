@@ -392,16 +392,3 @@ def upgrade_schema(conn: sqlite3.Connection, now_us: int) -> int:
     if found < schema.SCHEMA_VERSION:
         log.info("schema of the database upgraded from version %d to %d", found, schema.SCHEMA_VERSION)
     return found
-    with immediate_transaction(conn):
-        found = schema_version(conn)
-        if found >= schema.SCHEMA_VERSION:
-            return found
-        for statement in schema.upgrade_statements(found):
-            conn.execute(statement)
-        for table, column, declaration in schema.column_additions(found):
-            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-        conn.execute(schema.version_row_statement(), (schema.SCHEMA_VERSION, timestamps.format_us(now_us)))
-    log.info("schema of the database upgraded from version %d to %d", found, schema.SCHEMA_VERSION)
-    return found
