@@ -17,7 +17,7 @@ from see_persistence import Reader, leases, locations
 from see_persistence.protocol import codec
 from see_persistence.writer import lease as lease_module
 from see_persistence.writer.lease import LEASE_STALE_AFTER_S, LOCKED_OUT_KILL_AFTER_S, WriterLease
-from see_persistence.writer.storage import open_write_connection, upgrade_schema
+from see_persistence.writer.storage import immediate_transaction, open_write_connection, upgrade_schema
 from see_persistence.writer.wal_locks import wal_write_lock_holders
 
 
@@ -253,5 +253,57 @@ def test_the_write_lock_holders_are_read_from_proc_locks(tmp_path: Path) -> None
         "6: POSIX  ADVISORY  WRITE 4848 00:01:1 120 120\n"
     )
     assert wal_write_lock_holders(db, str(listing)) == frozenset({4242, 4545})
+    # btrfs, overlayfs: /proc/locks names another device than stat(); this process's own lock
+    # on the -shm (SQLite's byte 128) says which, and a same inode on another device is not it.
+    listing.write_text(
+        f"1: POSIX  ADVISORY  READ {os.getpid()} 00:2f:{info.st_ino} 128 128\n"
+        f"2: POSIX  ADVISORY  WRITE 4242 00:2f:{info.st_ino} 120 120\n"
+        f"3: POSIX  ADVISORY  WRITE 4343 08:01:{info.st_ino} 120 120\n"
+    )
+    assert wal_write_lock_holders(db, str(listing)) == frozenset({4242})
     assert wal_write_lock_holders(tmp_path / "missing.db") is None
+    conn.close()
+
+
+def test_the_transaction_after_an_overrun_stands_aside_first_whoever_begins_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every commit renews the heartbeat and starts the standbys' watch over: a heartbeat, a
+    # sweep or a prune chunk must not commit between an overrun and the writer standing aside.
+    monkeypatch.setattr(lease_module, "SELF_FENCE_AFTER_S", 0.2)
+    db = tmp_path / "workflows.db"
+    conn = open_write_connection(db)
+    upgrade_schema(conn, time.time_ns() // 1000)
+    lease = WriterLease(conn, leases.current_process(), "ipc:///not-bound")
+    assert lease.acquire(standby=False, should_stop=lambda: False)
+    stood_aside: list[tuple[float, bool]] = []
+    lease.stand_aside = lambda overrun: stood_aside.append((overrun.seconds, conn.in_transaction))
+    conn.set_trace_callback(lambda statement: time.sleep(0.3) if statement.startswith("INSERT") else None)
+    with lease.transaction(time.time_ns() // 1000):
+        conn.execute("INSERT INTO counters (name, value) VALUES ('slow', 1)")
+    conn.set_trace_callback(None)
+    assert stood_aside == [] and lease.overrun is not None
+    lease.heartbeat(time.time_ns() // 1000)
+    assert len(stood_aside) == 1 and stood_aside[0][0] > 0.2
+    assert stood_aside[0][1] is False  # before BEGIN: the lock is free while it waits
+    assert lease.overrun is None
+    lease.heartbeat(time.time_ns() // 1000)
+    assert len(stood_aside) == 1  # once per overrun
+    conn.close()
+
+
+def test_a_commit_that_fails_leaves_no_transaction_open(tmp_path: Path) -> None:
+    # A deferred constraint fails at COMMIT and SQLite keeps the transaction open: every BEGIN
+    # after it would fail, and each batch would be taken for one at fault.
+    conn = open_write_connection(tmp_path / "workflows.db")
+    upgrade_schema(conn, time.time_ns() // 1000)
+    conn.execute("PRAGMA defer_foreign_keys = ON")
+    with pytest.raises(sqlite3.IntegrityError), immediate_transaction(conn):
+        conn.execute(
+            "INSERT INTO task_executions (id, workflow_id, task_name, status, created_at)"
+            " VALUES ('t', 'no-such-workflow', 'x', 'pending', '2026-01-01T00:00:00.000000+00:00')"
+        )
+    assert not conn.in_transaction
+    with immediate_transaction(conn):
+        conn.execute("INSERT INTO counters (name, value) VALUES ('after', 1)")
     conn.close()

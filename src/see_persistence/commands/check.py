@@ -92,6 +92,10 @@ def _schema(reader: Reader) -> Outcome:
         expected += LAYER_TABLES[:3]
     if version >= 3:
         expected.append("counters")
+    if version >= 5:
+        expected.append("task_log_lines")
+    if version >= 6:
+        expected.append("prune_jobs")
     missing = [name for name in expected if name not in tables]
     if missing:
         return Outcome("schema", False, f"version {version} but tables missing: {', '.join(missing)}")

@@ -669,11 +669,13 @@ def prepare_burial(
     except Exception:  # whatever it is, the message is buried with its reason
         envelope = None
     if envelope is not None:
-        instance_id, seq = envelope.instance_id, envelope.seq
-        entry = book.entry(conn, instance_id)
+        entry = book.entry(conn, envelope.instance_id)
         if entry is None:
             entry = _register_alone(prepared, envelope)
-        if entry is not None and entry.owned_by(envelope.token) and seq == entry.last_seq + 1:
+        if entry is None or entry.owned_by(envelope.token):
+            # Another sender's message carries no instance id, lest its owner read it as its own.
+            instance_id, seq = envelope.instance_id, envelope.seq
+        if entry is not None and instance_id is not None and seq == entry.last_seq + 1:
             prepared.entries[instance_id] = entry
             prepared.pending_seq[instance_id] = seq
             counted = True

@@ -7,8 +7,11 @@ between tries: a writer that begins its next transaction the moment it commits w
 every time, and a waiter got 31 writes through in 40 s beside 4 flooding GUIs, waiting up to
 8.6 s. Once another connection is seen to commit (`PRAGMA data_version` moved between two of
 this writer's transactions), the writer leaves the lock free after each COMMIT for as long as
-such a waiter can be asleep, for POLITE_FOR_S after the last sign of it. With nobody else
-writing it never waits.
+such a waiter can be asleep, for POLITE_FOR_S after the last sign of it. The first gap of
+each polite spell is the handler's longest sleep: a waiter that began before the writer noticed
+anyone may be in it. With nobody else writing it never waits. (`data_version` moves too when
+another connection restarts or truncates the WAL in a checkpoint: a spell of courtesy then
+costs at most POLITE_FOR_S of smaller batches.)
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class LockCourtesy:
         self._polite_until = 0.0
         self._free_from = 0.0  # CLOCK_MONOTONIC: the end of the last COMMIT
         self._gap_s = 0.0
+        self._first_gap = False
         self.other_commits_seen = 0  # transactions of this writer that found another's commit before them
 
     def polite(self, now: float | None = None) -> bool:
@@ -79,9 +83,14 @@ class LockCourtesy:
                 "another connection writes this database: leaving it a turn at the write lock after each"
                 " commit while it does"
             )
+            self._first_gap = True
         self._polite_until = now + POLITE_FOR_S
 
     def committed(self, held_s: float) -> None:
         """Right after COMMIT, which held the lock `held_s` since BEGIN."""
         self._free_from = time.monotonic()
-        self._gap_s = courtesy_gap_s(held_s)
+        if self._first_gap:
+            self._first_gap = False
+            self._gap_s = BUSY_HANDLER_DELAYS_MS[-1] / 1000.0 + WAKEUP_SLACK_S
+        else:
+            self._gap_s = courtesy_gap_s(held_s)

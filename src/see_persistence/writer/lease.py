@@ -151,6 +151,8 @@ class WriterLease:
         self.courtesy: LockCourtesy | None = None
         # Told (lock wait s, lock held s) after every COMMIT: the writer's metrics.
         self.on_transaction: Callable[[float, float], None] | None = None
+        # Called with a pending overrun before the next transaction begins (the writer's wait).
+        self.stand_aside: Callable[[Overrun], None] | None = None
         self._reported_lock_holder: int | None = None
         # The holder's heartbeat as last seen (_heartbeat_of), and when (CLOCK_MONOTONIC) this
         # process first saw it so.
@@ -320,9 +322,14 @@ class WriterLease:
         that lasted longer than SELF_FENCE_AFTER_S (the writer was stopped inside it, or the
         disk was that slow) still commits: from its fence to its COMMIT the write lock was
         this writer's, so nobody can have taken the lease meanwhile. It is noted in
-        `overrun`, and the writer then stands aside (see `stand_aside_until`) before it
-        commits anything more.
+        `overrun`, and the next transaction, whoever begins it, first calls `stand_aside`
+        (see `stand_aside_until`): every commit renews the heartbeat, which would start the
+        standbys' watch over.
         """
+        overrun = self.overrun
+        if overrun is not None and self.stand_aside is not None:
+            self.overrun = None
+            self.stand_aside(overrun)  # raises LeaseLostError if another writer took over
         # Before BEGIN: a stop while taking the lock counts too. CLOCK_MONOTONIC, as the
         # standbys' watch: no wall-clock step counts, nor a nap of the whole machine (which
         # stops the standbys as well).
@@ -337,12 +344,15 @@ class WriterLease:
             self.fence(timestamps.format_us(now_us))
             yield self._conn
         committed_at = time.monotonic()
-        if courtesy is not None:
-            courtesy.committed(committed_at - began)
-        if self.on_transaction is not None:
-            self.on_transaction(began - started, committed_at - began)
         if committed_at - started > SELF_FENCE_AFTER_S:
             self.overrun = Overrun(committed_at - started, committed_at)
+        try:
+            if courtesy is not None:
+                courtesy.committed(committed_at - began)
+            if self.on_transaction is not None:
+                self.on_transaction(began - started, committed_at - began)
+        except Exception:  # after COMMIT: nothing may make the caller take it for a failed one
+            log.exception("bookkeeping after a commit failed")
 
     def stand_aside_until(self, overrun: Overrun) -> float:
         """When (CLOCK_MONOTONIC) a writer may commit again after `overrun`.
@@ -368,7 +378,9 @@ class WriterLease:
         the writer, healthy, waits for it like everyone else.
         """
         holders = wal_write_lock_holders(self._db_path)
-        if holders is None:
+        if not holders:
+            # Unknown, or nobody seen holding the lock this standby keeps finding busy (a
+            # filesystem whose locks /proc/locks names otherwise): judge by the process itself.
             return _is_stopped(pid)
         if pid in holders:
             return True

@@ -24,7 +24,7 @@ from .batch import BatchResult, PreparedBatch, SequenceBook, prepare_burial, pre
 from .checkpointer import WAL_RESTART_PAGES, Checkpointer
 from .courtesy import LockCourtesy
 from .instances import InstanceRetention
-from .lease import HEARTBEAT_INTERVAL_S, WriterLease
+from .lease import HEARTBEAT_INTERVAL_S, Overrun, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
 from .retention import PruneRunner
@@ -280,6 +280,7 @@ class Writer:
         me = leases.current_process()
         self._lease = WriterLease(self._conn, me, self.endpoints.pull, self.db_path)
         self._lease.courtesy = self._courtesy
+        self._lease.stand_aside = self._stand_aside
         if not self._lease.acquire(standby=self.standby, should_stop=self._should_stop_standing_by):
             return False
         # Checkpoints move to a thread of their own: inside a commit they stall it. SQLite's
@@ -455,7 +456,9 @@ class Writer:
                         return
                     if not isinstance(exc, sqlite3.Error):
                         log.exception("applying a batch of %d messages failed", len(raws))
-                        prepared = None  # prepare it again: the fault may be in preparing
+                # Prepared again for the next attempt: the fault may be in preparing, and what
+                # it applies is stamped with the time it commits, not of the first attempt.
+                prepared = None
                 failures += 1
                 if self._metrics is not None:
                     self._metrics.count("commit_failures")
@@ -525,6 +528,14 @@ class Writer:
         self._commit(raws[half:])
 
     def _stand_aside_after_overrun(self) -> None:
+        """Stand aside now if a transaction overran (the next transaction would do it anyway)."""
+        assert self._lease is not None
+        overrun = self._lease.overrun
+        if overrun is not None:
+            self._lease.overrun = None
+            self._stand_aside(overrun)
+
+    def _stand_aside(self, overrun: Overrun) -> None:
         """After a transaction that overran, let a writer that presumed this one dead take over.
 
         Commits nothing until this writer's heartbeat has looked stale to everyone for a
@@ -533,10 +544,6 @@ class Writer:
         A slow disk with nobody standing by must not leave the database without a writer.
         """
         assert self._lease is not None
-        overrun = self._lease.overrun
-        if overrun is None:
-            return
-        self._lease.overrun = None
         if self._metrics is not None:
             self._metrics.count("overruns")
         until = self._lease.stand_aside_until(overrun)

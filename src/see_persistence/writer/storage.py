@@ -323,7 +323,14 @@ def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connecti
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        # A COMMIT that failed (a deferred constraint, an I/O error) leaves the transaction
+        # open, and every BEGIN after it would fail: end it here.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

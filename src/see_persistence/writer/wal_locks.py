@@ -37,17 +37,22 @@ def _holders(db_path: Path, kind: str, wanted: range, proc_locks: str) -> frozen
     try:
         info = os.stat(f"{db_path}-shm")
         with open(proc_locks, encoding="ascii", errors="replace") as locks:
-            lines = locks.read().splitlines()
+            lines = [line.split() for line in locks.read().splitlines()]
     except OSError:
         return None
-    # "1: POSIX  ADVISORY  WRITE 1234 fe:00:2523144 120 120": major and minor in hex.
-    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    # "1: POSIX  ADVISORY  WRITE 1234 fe:00:2523144 120 120": the kernel's device (major and
+    # minor in hex) and the inode. btrfs and overlayfs show there another device than stat()
+    # says, so the device is taken from a lock of this process's own on the file (SQLite holds
+    # byte 128 of every -shm it has open) when there is one, else the inode alone decides.
+    lines = [fields for fields in lines if "->" not in fields[:2]]  # waiters (F_SETLKW) hold nothing
+    inode = f":{info.st_ino}"
+    own = str(os.getpid())
+    devices = {f[5] for f in lines if len(f) >= 8 and f[4] == own and f[5].endswith(inode)}
     holders: set[int] = set()
-    for line in lines:
-        fields = line.split()
-        if "->" in fields[:2]:
-            continue  # a waiter blocked on a lock (F_SETLKW), not a holder
-        if len(fields) < 8 or fields[1] != "POSIX" or fields[3] != kind or fields[5] != device:
+    for fields in lines:
+        if len(fields) < 8 or fields[1] != "POSIX" or fields[3] != kind or not fields[5].endswith(inode):
+            continue
+        if devices and fields[5] not in devices:
             continue
         try:
             start, end = int(fields[6]), (None if fields[7] == "EOF" else int(fields[7]))
