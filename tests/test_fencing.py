@@ -164,6 +164,18 @@ def test_a_writer_frozen_in_a_transaction_and_never_resumed_is_killed(db, writer
     _check_nothing_lost(db, flood)
 
 
+def _lease_with_a_short_self_fence(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[sqlite3.Connection, WriterLease]:
+    """A connection to a fresh file and the lease held on it; an overrun is past 0.2 s."""
+    monkeypatch.setattr(lease_module, "SELF_FENCE_AFTER_S", 0.2)
+    conn = open_write_connection(db)
+    upgrade_schema(conn, time.time_ns() // 1000)
+    lease = WriterLease(conn, leases.current_process(), "ipc:///not-bound")
+    assert lease.acquire(standby=False, should_stop=lambda: False)
+    return conn, lease
+
+
 @pytest.mark.parametrize("stalled_at", ["BEGIN IMMEDIATE", "INSERT", "COMMIT"])
 def test_a_stalled_transaction_commits_and_is_noted_as_an_overrun(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalled_at: str
@@ -171,12 +183,8 @@ def test_a_stalled_transaction_commits_and_is_noted_as_an_overrun(
     # The chaos runs found a SIGSTOP that landed outside the transaction's body: a stall at
     # either end counts as silence too. The lock was the writer's from its fence to its
     # COMMIT, so what it did stands; the writer then stands aside (the process tests above).
-    monkeypatch.setattr(lease_module, "SELF_FENCE_AFTER_S", 0.2)
     db = tmp_path / "workflows.db"
-    conn = open_write_connection(db)
-    upgrade_schema(conn, time.time_ns() // 1000)
-    lease = WriterLease(conn, leases.current_process(), "ipc:///not-bound")
-    assert lease.acquire(standby=False, should_stop=lambda: False)
+    conn, lease = _lease_with_a_short_self_fence(db, monkeypatch)
 
     def stall(statement: str) -> None:
         if statement.startswith(stalled_at):
@@ -270,12 +278,8 @@ def test_the_transaction_after_an_overrun_stands_aside_first_whoever_begins_it(
 ) -> None:
     # Every commit renews the heartbeat and starts the standbys' watch over: a heartbeat, a
     # sweep or a prune chunk must not commit between an overrun and the writer standing aside.
-    monkeypatch.setattr(lease_module, "SELF_FENCE_AFTER_S", 0.2)
     db = tmp_path / "workflows.db"
-    conn = open_write_connection(db)
-    upgrade_schema(conn, time.time_ns() // 1000)
-    lease = WriterLease(conn, leases.current_process(), "ipc:///not-bound")
-    assert lease.acquire(standby=False, should_stop=lambda: False)
+    conn, lease = _lease_with_a_short_self_fence(db, monkeypatch)
     stood_aside: list[tuple[float, bool]] = []
     lease.stand_aside = lambda overrun: stood_aside.append((overrun.seconds, conn.in_transaction))
     conn.set_trace_callback(lambda statement: time.sleep(0.3) if statement.startswith("INSERT") else None)

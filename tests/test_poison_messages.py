@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import wait_until
@@ -39,12 +42,18 @@ def test_an_operation_another_programs_schema_refuses_is_a_dead_letter_not_a_stu
     assert reader.query("SELECT COUNT(*) FROM audit_events WHERE message = 'poison'") == [(0,)]
 
 
-def _in_process_writer(db):  # type: ignore[no-untyped-def]
+@contextmanager
+def _in_process_writer(db: Path) -> Iterator[Writer]:
+    """A Writer on a thread of the test process (so that monkeypatches reach it), stopped after."""
     writer = Writer(db)
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
-    assert writer.wait_ready(20)
-    return writer, thread
+    try:
+        assert writer.wait_ready(20)
+        yield writer
+    finally:
+        writer.stop()
+        thread.join(timeout=20)
 
 
 def _fail_runs_holding_the_poison(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,8 +80,7 @@ def test_an_operation_the_writers_code_fails_on_is_a_dead_letter_and_its_neighbo
         return real(payload, instance_id, now)
 
     monkeypatch.setitem(binding.FAST_BINDS, "create_workflow", crashing)
-    writer, thread = _in_process_writer(db)
-    try:
+    with _in_process_writer(db):
         with Client(db) as client:
             good = [client.create_workflow(f"good-{n}") for n in range(50)]
             client.create_workflow("poison")
@@ -83,9 +91,6 @@ def test_an_operation_the_writers_code_fails_on_is_a_dead_letter_and_its_neighbo
             assert "the writer failed applying it: RuntimeError" in rejection.reason
         reader = Reader(db)
         assert all(reader.get_workflow(wid) is not None for wid in good)
-    finally:
-        writer.stop()
-        thread.join(timeout=20)
 
 
 def test_a_message_the_writer_fails_on_every_time_is_buried_and_the_rest_commits(
@@ -95,8 +100,7 @@ def test_a_message_the_writer_fails_on_every_time_is_buried_and_the_rest_commits
     # tried a few times, then committed in halves down to the message at fault, which becomes
     # a dead letter; its instance's sequence moves past it, so what follows still applies.
     _fail_runs_holding_the_poison(monkeypatch)
-    writer, thread = _in_process_writer(db)
-    try:
+    with _in_process_writer(db) as writer:
         with Client(db) as client:
             first = client.create_workflow("first")
             assert client.flush(timeout=30) is True
@@ -112,9 +116,6 @@ def test_a_message_the_writer_fails_on_every_time_is_buried_and_the_rest_commits
         assert reader.get_workflow(first) is not None and reader.get_workflow(later) is not None
         poisoned = reader.query("SELECT COUNT(*) FROM workflow_executions WHERE workflow_name = 'poison'")
         assert poisoned == [(0,)]
-    finally:
-        writer.stop()
-        thread.join(timeout=20)
 
 
 def test_a_registering_message_that_is_buried_still_registers_its_instance(
@@ -123,8 +124,7 @@ def test_a_registering_message_that_is_buried_still_registers_its_instance(
     # Buried with its hello, the instance would stay unknown and its client would send the
     # same message for ever: the hello is applied alone.
     _fail_runs_holding_the_poison(monkeypatch)
-    writer, thread = _in_process_writer(db)
-    try:
+    with _in_process_writer(db) as writer:
         with Client(db) as client:
             client.create_workflow("poison")  # travels with the client's hello
             assert client.flush(timeout=60) is False
@@ -134,6 +134,3 @@ def test_a_registering_message_that_is_buried_still_registers_its_instance(
             assert instance is not None and instance.rejected == 1
         assert Reader(db).get_workflow(later) is not None
         assert writer.counters.get("messages_buried") == 1
-    finally:
-        writer.stop()
-        thread.join(timeout=20)

@@ -2701,19 +2701,8 @@ def render_other_writer_only(results: Results) -> str:
     ]
     out += [f"- {name}: {value}" for name, value in results.versions] + [""]
     out += _other_writer_section(results)
-    rows = [
-        [
-            t.name,
-            t.measured,
-            t.baseline,
-            t.ratio,
-            "n/a" if t.met is None else ("met" if t.met else "**not met**"),
-        ]
-        for t in (other_writer_targets(results.other_writer) if results.other_writer is not None else [])
-    ]
-    out += ["### Targets", ""]
-    out += _table(["target", "measured", "baseline / limit", "ratio", "result"], rows)
-    return "\n".join(out)
+    targets = other_writer_targets(results.other_writer) if results.other_writer is not None else []
+    return "\n".join(out + _targets_table("Targets", targets))
 
 
 def _reads_section(results: Results) -> list[str]:
@@ -2766,19 +2755,17 @@ def render_reads_only(results: Results) -> str:
     ]
     out += [f"- {name}: {value}" for name, value in results.versions] + [""]
     out += _reads_section(results)
-    rows = [
-        [
-            t.name,
-            t.measured,
-            t.baseline,
-            t.ratio,
-            "n/a" if t.met is None else ("met" if t.met else "**not met**"),
-        ]
-        for t in (read_targets(results.reads) if results.reads is not None else [])
-    ]
-    out += ["### Read targets", ""]
-    out += _table(["target", "measured", "baseline / limit", "ratio", "result"], rows)
-    return "\n".join(out)
+    targets = read_targets(results.reads) if results.reads is not None else []
+    return "\n".join(out + _targets_table("Read targets", targets))
+
+
+def _targets_table(title: str, targets: list[Target]) -> list[str]:
+    """A section of targets: each one's measurement beside its limit, met or not."""
+    def verdict(target: Target) -> str:
+        return "n/a" if target.met is None else ("met" if target.met else "**not met**")
+
+    rows = [[t.name, t.measured, t.baseline, t.ratio, verdict(t)] for t in targets]
+    return [f"### {title}", "", *_table(["target", "measured", "baseline / limit", "ratio", "result"], rows)]
 
 
 def _target_p(settings: Settings) -> int:
