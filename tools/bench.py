@@ -3306,8 +3306,8 @@ def _run_cells(settings: Settings, results: Results, watcher: LoadWatcher) -> No
                 results.profiles.append((prof.stem, _profile_summary(prof)))
 
 
-def run_reads_only(settings: Settings) -> Results:
-    """Only the reads, with the competing load noted (no write cells, no call floors)."""
+def _run_one_section(settings: Settings, load_key: str, run: Callable[[Results], None]) -> Results:
+    """One section alone, with the versions and the competing load noted (no write cells, no floors)."""
     results = Results(settings)
     results.started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results.versions = _versions()
@@ -3315,35 +3315,36 @@ def run_reads_only(settings: Settings) -> Results:
     watcher = LoadWatcher()
     watcher.start()
     try:
-        results.reads = _guard(
-            "reads", lambda: run_reads(settings), lambda reason: Reads(0, 0, 0, 0.0, error=reason)
-        )
-        results.other_load["reads"] = watcher.between(t0, time.monotonic())
+        run(results)
+        results.other_load[load_key] = watcher.between(t0, time.monotonic())
     finally:
         watcher.stop()
     results.duration_s = time.monotonic() - t0
     return results
 
 
+def run_reads_only(settings: Settings) -> Results:
+    """Only the reads, with the competing load noted (no write cells, no call floors)."""
+
+    def reads(results: Results) -> None:
+        results.reads = _guard(
+            "reads", lambda: run_reads(settings), lambda reason: Reads(0, 0, 0, 0.0, error=reason)
+        )
+
+    return _run_one_section(settings, "reads", reads)
+
+
 def run_other_writer_only(settings: Settings) -> Results:
     """Only the other program beside flooding GUIs, with the competing load noted."""
-    results = Results(settings)
-    results.started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    results.versions = _versions()
-    t0 = time.monotonic()
-    watcher = LoadWatcher()
-    watcher.start()
-    try:
+
+    def other_writer(results: Results) -> None:
         results.other_writer = _guard(
             "another program beside flooding GUIs",
             lambda: run_other_writer(settings),
             lambda reason: OtherWriter(error=reason),
         )
-        results.other_load["other-writer section"] = watcher.between(t0, time.monotonic())
-    finally:
-        watcher.stop()
-    results.duration_s = time.monotonic() - t0
-    return results
+
+    return _run_one_section(settings, "other-writer section", other_writer)
 
 
 def _failures(results: Results) -> list[str]:
