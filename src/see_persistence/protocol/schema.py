@@ -7,12 +7,14 @@ version 4 adds the indexes behind the newest-first list views, one per instance'
 letters, and `instances.rejected`; version 5 adds `task_log_lines`, where a task's log lines
 go once its `logs` column is full (protocol/task_logs.py). Every step only adds (tables,
 indexes, nullable columns), so a file written by a newer version still reads. Version 6
-adds `prune_jobs`: retention carried out in chunks (writer/retention.py).
+adds `prune_jobs`: retention carried out in chunks (writer/retention.py). Version 7 adds
+`writer_lease.commit_seq` and `writer_lease.feed_id`: the number of the writer's last commit
+and the random id of the feed that numbers them (the change feed, protocol/feed.py).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 
@@ -246,6 +248,13 @@ COLUMN_ADDITIONS: tuple[tuple[int, str, str, str], ...] = (
     # SHA-256 of the secret an instance registered with in its hello: only its holder may
     # send as that instance.
     (4, "instances", "token_hash", "TEXT"),
+    # The number of the last commit any writer made to this file: monotonic per database, set
+    # by the fence UPDATE every writer transaction runs (so no new page per commit), carried
+    # over on takeover. A change-feed watcher compares it with the notices it received.
+    (7, "writer_lease", "commit_seq", "INTEGER"),
+    # Drawn at random each time a writer takes the lease: a watcher that sees it change knows
+    # another writer numbers the commits from now on, and resyncs.
+    (7, "writer_lease", "feed_id", "INTEGER"),
 )
 
 UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -255,6 +264,7 @@ UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (4, _VIEW_STATEMENTS),
     (5, _TASK_LOG_STATEMENTS),
     (6, _RETENTION_STATEMENTS),
+    (7, ()),  # columns only (COLUMN_ADDITIONS)
 )
 """(version, statements): applying every step above a file's version brings it up to date."""
 

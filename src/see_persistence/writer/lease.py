@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import sqlite3
 import time
@@ -66,15 +67,25 @@ class LeaseRow:
     released_at: str | None
     boot_id: str | None = None  # the holder's boot (None: written before boot ids were)
     heartbeat_boot_ns: int | None = None  # its last heartbeat on that boot's CLOCK_BOOTTIME
+    commit_seq: int | None = None  # the number of the last commit to the file (None: none numbered yet)
+    feed_id: int | None = None  # the id of the feed that numbers them, drawn per acquisition
 
 
 def read_lease(conn: sqlite3.Connection) -> LeaseRow | None:
     """The current lease row, or None if no writer ever held one."""
     row = conn.execute(
         "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at, released_at,"
-        " boot_id, heartbeat_boot_ns FROM writer_lease WHERE id = 1"
+        " boot_id, heartbeat_boot_ns, commit_seq, feed_id FROM writer_lease WHERE id = 1"
     ).fetchone()
     return LeaseRow(*row) if row else None
+
+
+def new_feed_id(previous: int | None) -> int:
+    """A random feed id (63 bits, so SQLite's signed INTEGER holds it), never `previous` nor 0."""
+    while True:
+        feed_id = secrets.randbits(63)
+        if feed_id not in (0, previous):
+            return feed_id
 
 
 def _heartbeat_of(lease: LeaseRow) -> tuple[int, str, int | None]:
@@ -146,6 +157,16 @@ class WriterLease:
         self._endpoint = endpoint
         self._db_path = db_path if db_path is not None else _main_file(conn)
         self.epoch = 0
+        # The change feed: the number of this writer's last COMMIT (moves only once a COMMIT
+        # returned) and the id, drawn when the lease was taken, of the feed that numbers them.
+        self.commit_seq = 0
+        self.feed_id = 0
+        self._pending_seq = 0  # the number the open transaction's fence gave it
+        # After a failed transaction (a COMMIT that raised may still have been written) the
+        # next fence reads the number back from the file rather than trust the count here.
+        self._seq_uncertain = False
+        # Told the number of every COMMIT just made (the writer publishes its feed notice).
+        self.on_commit: Callable[[int], None] | None = None
         self.overrun: Overrun | None = None  # the last overrun not yet stood aside for
         # When set, every transaction leaves other writers of the file their turn (see courtesy.py).
         self.courtesy: LockCourtesy | None = None
@@ -193,11 +214,16 @@ class WriterLease:
             if holder_is_active(current, now_us, watched_s) and not self._is_me(current):
                 return current
             epoch = (current.epoch if current else 0) + 1
+            # The commit numbers go on from the last one in the file, whoever made it; a new
+            # feed id tells every watcher that notices of the old writer end here.
+            commit_seq = (current.commit_seq or 0) if current else 0
+            feed_id = new_feed_id(current.feed_id if current else None)
             now = timestamps.format_us(now_us)
             self._conn.execute(
                 "INSERT OR REPLACE INTO writer_lease (id, pid, process_create_time, host, endpoint,"
-                " epoch, acquired_at, heartbeat_at, released_at, boot_id, heartbeat_boot_ns)"
-                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                " epoch, acquired_at, heartbeat_at, released_at, boot_id, heartbeat_boot_ns,"
+                " commit_seq, feed_id)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
                 (
                     self._me.pid,
                     self._me.create_time,
@@ -208,6 +234,8 @@ class WriterLease:
                     now,
                     leases.boot_id(),
                     leases.boot_time_ns(),
+                    commit_seq,
+                    feed_id,
                 ),
             )
         if current is not None and current.released_at is None:
@@ -219,7 +247,10 @@ class WriterLease:
                 current.heartbeat_at,
             )
         self.epoch = epoch
-        log.info("holding the writer lease, epoch %d", epoch)
+        self.commit_seq = commit_seq
+        self.feed_id = feed_id
+        self._seq_uncertain = False
+        log.info("holding the writer lease, epoch %d (feed %x from commit %d)", epoch, feed_id, commit_seq)
         return None
 
     def acquire(self, *, standby: bool, should_stop: Callable[[], bool]) -> bool:
@@ -303,9 +334,14 @@ class WriterLease:
             pass
 
     def fence(self, now: str) -> None:
-        """Inside an open transaction: renew the heartbeat, or raise LeaseLostError."""
+        """Inside an open transaction: renew the heartbeat and number the commit, or raise LeaseLostError.
+
+        The file's number goes up by one in the row this UPDATE rewrites anyway; `commit_seq`
+        here moves only after the COMMIT (see `transaction`), so a rolled-back one leaves no hole.
+        """
         changed = self._conn.execute(
-            "UPDATE writer_lease SET heartbeat_at = ?, heartbeat_boot_ns = ?"
+            "UPDATE writer_lease SET heartbeat_at = ?, heartbeat_boot_ns = ?,"
+            " commit_seq = COALESCE(commit_seq, 0) + 1"
             " WHERE id = 1 AND epoch = ? AND pid = ? AND released_at IS NULL",
             (now, leases.boot_time_ns(), self.epoch, self._me.pid),
         ).rowcount
@@ -313,6 +349,11 @@ class WriterLease:
             holder = read_lease(self._conn)
             who = f"pid {holder.pid}, epoch {holder.epoch}" if holder else "nobody"
             raise LeaseLostError(f"lost the writer lease (epoch {self.epoch}); it is now held by {who}")
+        if self._seq_uncertain:
+            row = self._conn.execute("SELECT commit_seq FROM writer_lease WHERE id = 1").fetchone()
+            self._pending_seq = int(row[0])
+        else:
+            self._pending_seq = self.commit_seq + 1
 
     @contextmanager
     def transaction(self, now_us: int) -> Iterator[sqlite3.Connection]:
@@ -337,16 +378,24 @@ class WriterLease:
         if courtesy is not None:
             courtesy.wait_turn()
         started = time.monotonic()
-        with immediate_transaction(self._conn):
-            began = time.monotonic()
-            if courtesy is not None:
-                courtesy.began(self._conn)
-            self.fence(timestamps.format_us(now_us))
-            yield self._conn
+        try:
+            with immediate_transaction(self._conn):
+                began = time.monotonic()
+                if courtesy is not None:
+                    courtesy.began(self._conn)
+                self.fence(timestamps.format_us(now_us))
+                yield self._conn
+        except BaseException:
+            self._seq_uncertain = True
+            raise
         committed_at = time.monotonic()
+        self.commit_seq = self._pending_seq
+        self._seq_uncertain = False
         if committed_at - started > SELF_FENCE_AFTER_S:
             self.overrun = Overrun(committed_at - started, committed_at)
         try:
+            if self.on_commit is not None:
+                self.on_commit(self.commit_seq)
             if courtesy is not None:
                 courtesy.committed(committed_at - began)
             if self.on_transaction is not None:
