@@ -54,6 +54,8 @@ class LockCourtesy:
         self._gap_s = 0.0
         self._first_gap = False
         self.other_commits_seen = 0  # transactions of this writer that found another's commit before them
+        # Whether the current transaction found one (the change feed flags its notice FOREIGN).
+        self.foreign = False
 
     def polite(self, now: float | None = None) -> bool:
         """True while another writer was seen within the last POLITE_FOR_S."""
@@ -74,7 +76,8 @@ class LockCourtesy:
         """Right after BEGIN IMMEDIATE: did another connection commit since this writer's last COMMIT?"""
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         previous, self._data_version = self._data_version, version
-        if previous is None or version == previous:
+        self.foreign = previous is not None and version != previous
+        if not self.foreign:
             return
         self.other_commits_seen += 1
         now = time.monotonic()

@@ -17,12 +17,13 @@ import zmq
 
 from .. import leases, locations
 from ..database import is_environmental
-from ..protocol import codec, statements
+from ..protocol import codec, feed, statements
 from ..protocol.errors import LeaseLostError, SeePersistenceError
 from . import liveness
 from .batch import BatchResult, PreparedBatch, SequenceBook, prepare_burial, prepare_messages
 from .checkpointer import WAL_RESTART_PAGES, Checkpointer
 from .courtesy import LockCourtesy
+from .feed import describe_batch
 from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S, Overrun, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
@@ -217,6 +218,10 @@ class Writer:
         self._next_socket_check = 0.0
         self._book = SequenceBook()
         self._courtesy = LockCourtesy()
+        # The change feed: what the next transaction changes (None: not described, so its
+        # notice is an OVERFLOW and watchers re-read), and the workflows of recent tasks.
+        self._feed_next: feed.Coalescer | None = None
+        self._workflow_of_task: dict[str, str] = {}
         self._metrics: WriterMetrics | None = None
         self._notifier = SystemdNotifier()
 
@@ -281,6 +286,7 @@ class Writer:
         self._lease = WriterLease(self._conn, me, self.endpoints.pull, self.db_path)
         self._lease.courtesy = self._courtesy
         self._lease.stand_aside = self._stand_aside
+        self._lease.on_commit = self._publish_change
         if not self._lease.acquire(standby=self.standby, should_stop=self._should_stop_standing_by):
             return False
         # Checkpoints move to a thread of their own: inside a commit they stall it. SQLite's
@@ -431,6 +437,8 @@ class Writer:
                     # Outside the transaction: the write lock stays free meanwhile for others.
                     prepared = prepare_messages(self._conn, raws, self._book, now_us=now_us)
                 started_ns = time.monotonic_ns()
+                # Before BEGIN: describing the batch needs no lock.
+                self._feed_next = describe_batch(prepared, self._workflow_of_task)
                 with self._lease.transaction(now_us):
                     result = prepared.apply(
                         self._conn,
@@ -443,6 +451,7 @@ class Writer:
                 self._book.forget()
                 raise
             except Exception as exc:
+                self._feed_next = None  # not committed: it describes no later transaction
                 environmental = isinstance(exc, sqlite3.Error) and is_environmental(exc)
                 if not environmental:
                     own_failures += 1
@@ -570,6 +579,18 @@ class Writer:
         )
         self._next_heartbeat = time.monotonic()  # show the watchers at once that it is alive
 
+    def _publish_change(self, seq: int) -> None:
+        """After the COMMIT numbered `seq`: its feed notice (what the writer said it would change)."""
+        gathered, self._feed_next = self._feed_next, None
+        if gathered is None:
+            gathered = feed.Coalescer()
+            gathered.overflow_unknown()
+        assert self._lease is not None
+        flags = feed.Flag.FOREIGN if self._courtesy.foreign else feed.Flag.NONE
+        if self._pub is not None:
+            notice = gathered.notice(self._lease.feed_id, seq, self.epoch, flags)
+            self._send_notice(feed.encode_notice(notice))
+
     def _send_notice(self, frames: list[bytes]) -> None:
         assert self._pub is not None
         try:
@@ -580,8 +601,10 @@ class Writer:
     def _heartbeat(self) -> None:
         assert self._lease is not None
         try:
+            self._feed_next = feed.Coalescer()  # a heartbeat changes no record
             self._lease.heartbeat(_now_us())
         except sqlite3.Error as exc:
+            self._feed_next = None
             log.error("could not renew the lease heartbeat: %s", exc)
             return
         self._send_notice(codec.encode_heartbeat(self.epoch))
@@ -650,6 +673,7 @@ class Writer:
         now_us = _now_us()
         self._metrics.totals["other_writer_commits_seen"] = self._courtesy.other_commits_seen
         try:
+            self._feed_next = feed.Coalescer()  # counters are no record a watcher shows
             with self._lease.transaction(now_us):
                 self._metrics.publish(self._conn, now_us)
             if self._checkpointer is not None:
@@ -657,6 +681,7 @@ class Writer:
         except LeaseLostError:
             raise
         except sqlite3.Error as exc:
+            self._feed_next = None
             log.error("could not publish the writer's counters: %s", exc)
 
     def _drain_on_shutdown(self) -> None:

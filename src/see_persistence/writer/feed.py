@@ -1,0 +1,69 @@
+"""What each writer commit changed, for the change feed: gathered from the prepared batch, no SQL.
+
+The writer says before each transaction what it will change (`describe_batch`, `nothing`,
+or, by default, "not described": an OVERFLOW notice, so a watcher re-reads rather than miss
+a sweep's or a prune's changes), and publishes one notice per COMMIT (protocol/feed.py).
+"""
+
+from __future__ import annotations
+
+from ..protocol import feed, statements
+from ..protocol.operations import APPEND_TASK_LOG
+from .batch import PreparedBatch, _DeadLetter, _Logs, _Run
+
+# Statement -> where its record is in the bound parameters; looked up once per run of it.
+_SPECS: dict[int, feed.RecordSpec | None] = {}
+
+
+def _spec(statement: statements.Statement, operation: str) -> feed.RecordSpec | None:
+    key = id(statement)  # the compiled statements live for the process: their ids stay theirs
+    try:
+        return _SPECS[key]
+    except KeyError:
+        spec = _SPECS[key] = feed.record_spec(operation, statement.names)
+        return spec
+
+
+_LOG_SPEC = feed.record_spec(APPEND_TASK_LOG, statements.COMPILED[(APPEND_TASK_LOG, None)].names)
+
+
+def describe_batch(prepared: PreparedBatch, workflow_of_task: dict[str, str]) -> feed.Coalescer:
+    """The records `prepared` changes, coalesced; `workflow_of_task` is learned from and filled in."""
+    gathered = feed.Coalescer()
+    for step in prepared.steps:
+        kind = type(step)
+        if kind is _Run:
+            assert isinstance(step, _Run)
+            ops = step.operations
+            spec = _spec(step.statement, ops[0].name)
+            if spec is None:
+                continue
+            for op in ops:
+                _add(gathered, spec.record(op.params), workflow_of_task)
+        elif kind is _Logs:
+            assert isinstance(step, _Logs) and _LOG_SPEC is not None
+            for op in step.operations:
+                _add(gathered, _LOG_SPEC.record(op.params), workflow_of_task)
+        elif kind is not _DeadLetter:
+            gathered.overflow_unknown()  # a prune: its chunks delete what no notice lists
+    return gathered
+
+
+def _add(
+    gathered: feed.Coalescer,
+    record: tuple[feed.Kind, str, str | None, str | None],
+    workflow_of_task: dict[str, str],
+) -> None:
+    kind, record_id, workflow_id, status = record
+    if kind is feed.Kind.TASK and workflow_id is not None:
+        if len(workflow_of_task) >= TASK_WORKFLOWS_KEPT:
+            workflow_of_task.clear()  # a cache: a task it forgot is announced without its workflow
+        workflow_of_task[record_id] = workflow_id
+    elif workflow_id is None and kind in (feed.Kind.TASK, feed.Kind.TASK_LOG):
+        workflow_id = workflow_of_task.get(record_id)
+    gathered.add(kind, record_id, workflow_id, status)
+
+
+# How many tasks' workflows the writer remembers (from their create_task) to name the workflow
+# of a status change or a log line; a watcher looks up the ones it is not told.
+TASK_WORKFLOWS_KEPT = 100_000

@@ -1,0 +1,134 @@
+"""The change feed's notices, with plain function calls (protocol/feed.py), and the writer publishing them."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+import zmq
+from conftest import wait_until
+
+from see_persistence import locations
+from see_persistence.protocol import codec, feed, statements
+from see_persistence.protocol.errors import RejectedMessage
+from see_persistence.protocol.feed import Coalescer, FeedNotice, Flag, Kind, Record
+
+
+def test_no_existing_subscription_is_a_prefix_of_the_feed_topic() -> None:
+    # PUB filters by prefix: a client subscribed to b"h" or b"c<id>" never gets a feed frame.
+    for topic in (codec.NOTICE_HEARTBEAT, codec.NOTICE_COMMIT_PREFIX):
+        assert not feed.FEED_TOPIC.startswith(topic)
+
+
+def test_a_notice_round_trips() -> None:
+    notice = FeedNotice(
+        7,
+        42,
+        3,
+        Flag.FOREIGN,
+        (Record(Kind.WORKFLOW, "w1", "w1", "running"), Record(Kind.TASK_LOG, "t1", None, None)),
+    )
+    assert feed.decode_notice(feed.encode_notice(notice)) == notice
+
+
+def test_an_overflowing_notice_round_trips() -> None:
+    notice = FeedNotice(7, 43, 3, Flag.OVERFLOW, (), 500, ("w1", "w2"))
+    assert feed.decode_notice(feed.encode_notice(notice)) == notice
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [2, 1, 1, 1, 0, []],
+        [1, -1, 1, 1, 0, []],
+        [1, 1, 1, 1, 0, [[99, "x", None, None]]],
+        [1, 1, 1, 1, 0, [[0, 5, None, None]]],
+        [1, 1, 1, 1, 2, [5]],
+        [1, 1, 1, 1, 0, [[0, "x", None, None]] * (feed.MAX_RECORDS + 1)],
+        "nonsense",
+    ],
+)
+def test_bad_notices_are_rejected(payload: object) -> None:
+    with pytest.raises(RejectedMessage):
+        feed.decode_notice([feed.FEED_TOPIC, msgpack.packb(payload)])
+
+
+def test_other_topics_are_not_feed_notices() -> None:
+    with pytest.raises(RejectedMessage):
+        feed.decode_notice(codec.encode_heartbeat(1))
+
+
+def test_a_record_changed_twice_in_a_commit_is_one_change_with_its_last_status() -> None:
+    gathered = feed.coalesce(
+        [
+            (Kind.WORKFLOW, "w1", "w1", "pending"),
+            (Kind.TASK, "t1", "w1", "pending"),
+            (Kind.WORKFLOW, "w1", "w1", "running"),
+            (Kind.TASK, "t1", None, "completed"),
+        ]
+    )
+    notice = gathered.notice(1, 2, 3)
+    assert notice.records == (
+        Record(Kind.WORKFLOW, "w1", "w1", "running"),
+        Record(Kind.TASK, "t1", "w1", "completed"),
+    )
+    assert notice.flags == Flag.NONE
+
+
+def test_past_the_cap_only_the_workflows_and_a_count() -> None:
+    gathered = feed.coalesce([(Kind.WORKFLOW, f"w{i}", f"w{i % 3}", None) for i in range(10)], max_records=4)
+    notice = gathered.notice(1, 2, 3)
+    assert notice.flags == Flag.OVERFLOW
+    assert notice.records == () and notice.count == 10
+    assert notice.workflow_ids == ("w0", "w1", "w2")
+
+
+def test_past_the_cap_with_too_many_or_unknown_workflows_just_a_count() -> None:
+    many = feed.coalesce([(Kind.WORKFLOW, f"w{i}", f"w{i}", None) for i in range(10)], max_records=4)
+    assert many.notice(1, 2, 3).workflow_ids is None
+    unknown = feed.coalesce([(Kind.TASK_LOG, f"t{i}", None, None) for i in range(10)], max_records=4)
+    assert unknown.notice(1, 2, 3).workflow_ids is None
+
+
+def test_a_commit_not_described_is_an_overflow() -> None:
+    gathered = Coalescer()
+    gathered.overflow_unknown()
+    notice = gathered.notice(1, 2, 3)
+    assert notice.flags == Flag.OVERFLOW and notice.workflow_ids is None
+
+
+def test_every_statement_that_changes_a_record_has_a_spec() -> None:
+    for (operation, _status), statement in statements.COMPILED.items():
+        spec = feed.record_spec(operation, statement.names)
+        assert spec is not None, operation
+
+
+def test_the_writer_publishes_one_numbered_notice_per_commit(db, writers, clients) -> None:
+    writer = writers(db)
+    writer.wait_holding_lease()
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, feed.FEED_TOPIC)
+    sub.connect(locations.endpoints_for(db).pub)
+    notices: list[FeedNotice] = []
+
+    def receive() -> None:
+        while sub.poll(0):
+            notices.append(feed.decode_notice(sub.recv_multipart()))
+
+    # A connecting SUB gets nothing before its subscription reached the writer: wait for a heartbeat's notice.
+    wait_until(lambda: receive() or notices, 20, "a first feed notice")
+    assert clients(db, "--label", "feed", "--workflows", "3").finish(timeout=60)["flushed"] is True
+
+    def seen_workflows() -> int:
+        receive()
+        return sum(1 for n in notices for r in n.records if r.kind == Kind.WORKFLOW)
+
+    wait_until(lambda: seen_workflows() >= 3, 20, "the workflows' notices")
+    seqs = [n.seq for n in notices]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert len({n.feed_id for n in notices}) == 1
+    kinds = {r.kind for n in notices for r in n.records}
+    assert {Kind.WORKFLOW, Kind.INSTANCE} <= kinds
+    sub.close(linger=0)
+    context.term()
