@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         WorkflowExecution,
         WriterStatus,
     )
-    from .reader import Reader
+    from .reader import Change, ChangeKind, Reader, Resync, ResyncCause, Watcher, WatcherStats
     from .writer import Writer
 
 # Loaded on first use, so that each process pays only for what it uses: the writer process
@@ -41,6 +41,12 @@ _LAZY = {
     "TaskRun": ".client",
     "WorkflowRun": ".client",
     "Reader": ".reader",
+    "Change": ".reader",
+    "ChangeKind": ".reader",
+    "Resync": ".reader",
+    "ResyncCause": ".reader",
+    "Watcher": ".reader",
+    "WatcherStats": ".reader",
     "Writer": ".writer",
     "AuditEvent": ".protocol.models",
     "Instance": ".protocol.models",
@@ -71,6 +77,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AuditEvent",
     "CallerError",
+    "Change",
+    "ChangeKind",
     "Client",
     "ClientClosed",
     "ClientStats",
@@ -83,10 +91,14 @@ __all__ = [
     "ReadOnlyViolation",
     "Reader",
     "Rejection",
+    "Resync",
+    "ResyncCause",
     "SeePersistenceError",
     "Status",
     "TaskExecution",
     "TaskRun",
+    "Watcher",
+    "WatcherStats",
     "WorkflowExecution",
     "WorkflowRun",
     "Writer",

@@ -10,10 +10,10 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from pydantic import BaseModel, ValidationError
@@ -33,6 +33,9 @@ from ..protocol.models import (
     WriterStatus,
 )
 from ..protocol.status import Status
+
+if TYPE_CHECKING:
+    from .watch import Watcher
 
 log = logging.getLogger("see_persistence.reader")
 
@@ -924,6 +927,32 @@ class Reader:
             )[0][0]
         return InstanceStats(
             total_workflows=total, active_instances=len(active), workflows_per_instance=per_instance
+        )
+
+    def watch(
+        self,
+        workflow_id: str | None = None,
+        kinds: Iterable[str] | None = None,
+        instance_id: str | None = None,
+        *,
+        max_pending: int = 4096,
+        poll_interval_s: float = 0.25,
+    ) -> Watcher:
+        """Watch the changes committed from now on (a Watcher: get/iterate, or fileno + poll).
+
+        Its first item is a Resync(STARTED): read what you show, then apply the changes that
+        follow. Filters: one workflow (its record, tasks, logs and audit events), kinds of
+        record (ChangeKind values), one instance's records. Close it when done (or use `with`).
+        """
+        from .watch import Watcher
+
+        return Watcher(
+            self.db_path,
+            workflow_id=workflow_id,
+            kinds=kinds,
+            instance_id=instance_id,
+            max_pending=max_pending,
+            poll_interval_s=poll_interval_s,
         )
 
     def get_writer_status(self) -> WriterStatus | None:

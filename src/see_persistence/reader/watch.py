@@ -1,0 +1,463 @@
+"""Live views: a Watcher delivers the changes the writer committed, or an explicit Resync.
+
+A background thread owns a SUB socket on the writer's PUB endpoint (topic b"f", the feed
+notices of protocol/feed.py) and a read-only connection of its own. Each commit has a number
+(writer_lease.commit_seq) and each writer's numbering a feed id; the watcher keeps a cursor
+(feed id, last number) and delivers a notice's changes only when it is the very next commit
+of the same feed. Anything it cannot vouch for becomes one `Resync` (re-read what you show):
+its start, a skipped number, another writer, a replaced file, a commit of another program,
+a notice too large to list, or more items waiting than `max_pending`.
+
+Guarantee: changes come after their commit (a re-read sees them), in commit order, each at
+most once; every gap is reported as a Resync, never as silence. Not guaranteed: that a change
+is announced at all when a Resync covers it, nor that each listed change still applies (an
+operation that became a dead letter may be listed).
+
+With no writer heard from for NOTICE_SILENCE_S, the watcher polls `PRAGMA data_version` on
+its own connection every `poll_interval_s`, so changes made to the file directly (a restore,
+the app's Rust core) still show as a Resync(OTHER_WRITER).
+
+Three ways to wait: `get(timeout)` or iteration from a thread; `fileno()` in an event loop
+(Qt's QSocketNotifier, selectors), then `poll()`; both drain the same queue.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .. import locations
+from ..database import open_read_only
+from ..protocol import feed
+from ..protocol.errors import RejectedMessage
+
+log = logging.getLogger("see_persistence.reader")
+
+POLL_INTERVAL_S = 0.25
+# A live writer publishes a notice at least every HEARTBEAT_INTERVAL_S (0.5 s); this long
+# without one, the watcher takes it that no writer runs, and polls data_version itself.
+NOTICE_SILENCE_S = 1.5
+MAX_PENDING = 4096
+# Notices queued inside ZeroMQ for a watcher that is slow to take them: past it the writer's
+# PUB drops them (it never waits), and the watcher sees the skipped number: a Resync.
+RECEIVE_HIGH_WATER_MARK = 1000
+# Records of another writer's tables looked up for a filter (a task's workflow, a record's
+# instance), remembered per watcher.
+LOOKUPS_KEPT = 10_000
+
+
+class ResyncCause(str, enum.Enum):
+    """Why a watcher cannot vouch for what it would have delivered; compares equal to its text."""
+
+    STARTED = "started"  # the first item: read what you show now, changes follow
+    MISSED = "missed"  # a commit number was skipped (a notice dropped, a late subscription)
+    NEW_WRITER = "new_writer"  # another writer numbers the commits now (a takeover, a restart)
+    FILE_REPLACED = "file_replaced"  # the path leads to another file (a restore)
+    OTHER_WRITER = "other_writer"  # another program wrote the file directly
+    MANY_CHANGES = "many_changes"  # a commit changed more records than a notice lists
+    OVERFLOW = "overflow"  # more than max_pending items waited: they were replaced by this one
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record a commit changed: kind, id, its workflow (None: unknown), its new status, the commit."""
+
+    kind: feed.Kind
+    id: str
+    workflow_id: str | None
+    status: str | None
+    seq: int
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Re-read what you show: the watcher cannot vouch for what changed (see `cause`)."""
+
+    cause: ResyncCause
+    seq: int | None  # the commit number the watcher resumes after (None: not known)
+
+
+@dataclass
+class WatcherStats:
+    """What a watcher saw, as plain ints (and whether it is polling the file itself)."""
+
+    notices: int = 0
+    changes: int = 0
+    resyncs: int = 0
+    overflowed: int = 0  # items dropped because more than max_pending waited
+    data_version_polls: int = 0
+    polling: bool = False  # no writer heard from: data_version is polled instead
+    by_cause: dict[str, int] = field(default_factory=dict)
+
+
+Item = Change | Resync
+ChangeKind = feed.Kind  # what kind of record a Change is about (workflow, task, task_log, ...)
+
+
+class Watcher:
+    """Changes committed to one database, filtered, from a background thread; see the module."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        workflow_id: str | None = None,
+        kinds: Iterable[feed.Kind | str] | None = None,
+        instance_id: str | None = None,
+        max_pending: int = MAX_PENDING,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        endpoints: locations.Endpoints | None = None,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.db_path = db_path
+        self.workflow_id = workflow_id
+        self.kinds = frozenset(feed.Kind(kind) for kind in kinds) if kinds is not None else None
+        self.instance_id = instance_id
+        self.max_pending = max_pending
+        self.poll_interval_s = poll_interval_s
+        self.stats = WatcherStats()
+        self._endpoints = endpoints if endpoints is not None else locations.endpoints_for(db_path)
+        locations.ensure_private_directory(self._endpoints.directory)
+        locations.check_socket_files(self._endpoints)
+        self._items: deque[Item] = deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        # Readable while items wait (level-triggered, unlike ZeroMQ's own edge-triggered FD).
+        self._signal_r, self._signal_w = socket.socketpair()
+        self._signal_r.setblocking(False)
+        self._signal_w.setblocking(False)
+        self._closed = False
+        self._stop = threading.Event()
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._sub = self._context.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MARK)
+        self._sub.setsockopt(zmq.SUBSCRIBE, feed.FEED_TOPIC)
+        # Subscribe first, then read the file (the Guide's Clone order): a commit between the two
+        # is either in what the caller reads after STARTED, or its notice shows a skipped number.
+        self._sub.connect(self._endpoints.pub)
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._cursor: tuple[int | None, int] = (None, 0)  # (feed id, last commit number)
+        self._data_version: int | None = None
+        self._signature: tuple[object, ...] = ()
+        self._last_notice = time.monotonic()
+        self._notified = False  # a notice came since the file was last looked at
+        self._lookups: dict[tuple[str, str], str | None] = {}
+        self._thread = threading.Thread(target=self._run, name="see-persistence-watcher", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side -------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> Item | None:
+        """The next item, waiting up to `timeout` seconds (None: until one comes or close)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ready:
+            while not self._items:
+                if self._closed:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._ready.wait(left)
+            return self._take()
+
+    def poll(self) -> list[Item]:
+        """Every item waiting now, without waiting (for event loops, after fileno() is readable)."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._drain_signal()
+            return items
+
+    def pending(self) -> int:
+        """How many items wait."""
+        with self._lock:
+            return len(self._items)
+
+    def fileno(self) -> int:
+        """A descriptor readable while items wait (level-triggered): watch it, then call poll()."""
+        return self._signal_r.fileno()
+
+    def __iter__(self) -> Iterator[Item]:
+        """Items as they come, until close()."""
+        while True:
+            item = self.get()
+            if item is None:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop the thread and close the socket and connection; waiting get() calls return None."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._ready.notify_all()
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        self._signal_r.close()
+        self._signal_w.close()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _take(self) -> Item:
+        item = self._items.popleft()
+        if not self._items:
+            self._drain_signal()
+        return item
+
+    def _drain_signal(self) -> None:
+        try:
+            while self._signal_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- the thread's side -------------------------------------------------------------------
+
+    def _put(self, item: Item) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if len(self._items) >= self.max_pending:
+                self.stats.overflowed += len(self._items)
+                self._items.clear()
+                item = Resync(ResyncCause.OVERFLOW, self._cursor[1])
+            was_empty = not self._items
+            self._items.append(item)
+            if isinstance(item, Resync):
+                self.stats.resyncs += 1
+                self.stats.by_cause[item.cause.value] = self.stats.by_cause.get(item.cause.value, 0) + 1
+            else:
+                self.stats.changes += 1
+            if was_empty:
+                try:
+                    self._signal_w.send(b"\0")
+                except (BlockingIOError, OSError):
+                    pass  # already readable
+            self._ready.notify_all()
+
+    def _resync(self, cause: ResyncCause) -> None:
+        log.debug("watcher of %s: resync (%s) after commit %d", self.db_path, cause, self._cursor[1])
+        self._put(Resync(cause, self._cursor[1]))
+
+    def _run(self) -> None:
+        try:
+            self._open_file()
+            if self._conn is not None:
+                self._resync(ResyncCause.STARTED)
+            next_check = time.monotonic() + self.poll_interval_s
+            while not self._stop.is_set():
+                if self._sub.poll(int(self.poll_interval_s * 1000)):
+                    while not self._stop.is_set():
+                        try:
+                            frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_frames(frames)
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + self.poll_interval_s
+                    self._check_file(now)
+        except Exception:
+            log.exception("the watcher of %s failed", self.db_path)
+        finally:
+            self._sub.close(linger=0)
+            self._context.term()
+            if self._conn is not None:
+                self._conn.close()
+
+    def _open_file(self) -> None:
+        """Open the file if it exists now and set the cursor from its lease row."""
+        try:
+            conn = open_read_only(self.db_path)
+        except (FileNotFoundError, sqlite3.Error):
+            return  # not there yet: looked for again at each check
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = conn
+        self._identity = _identity_of(self.db_path)
+        self._lookups.clear()
+        self._data_version = self._read_data_version()
+        self._signature = self._file_signature()
+        self._cursor = self._read_cursor()
+
+    def _read_cursor(self) -> tuple[int | None, int]:
+        assert self._conn is not None
+        try:
+            row = self._conn.execute("SELECT feed_id, commit_seq FROM writer_lease WHERE id = 1").fetchone()
+        except sqlite3.Error:
+            return (None, 0)  # no lease table or no columns yet: an older file, no writer of ours
+        if row is None:
+            return (None, 0)
+        return (row[0], row[1] or 0)
+
+    def _read_data_version(self) -> int | None:
+        assert self._conn is not None
+        try:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def _file_signature(self) -> tuple[object, ...]:
+        """Size and mtime of the file and its WAL: data_version alone misses commits when no writer runs.
+
+        A read-only connection opened after the last writer closed (no -shm left, and it may
+        not create one) keeps its wal-index in its own memory and never sees the next one's
+        commits in data_version; the files themselves change.
+        """
+        signature: list[object] = []
+        for path in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
+            try:
+                info = os.stat(path)
+            except OSError:
+                signature.append(None)
+                continue
+            signature.append((info.st_size, info.st_mtime_ns))
+        return tuple(signature)
+
+    def _check_file(self, now: float) -> None:
+        """Each poll interval: the file still the one opened? without a writer, did it change?"""
+        if self._conn is None:
+            self._open_file()
+            if self._conn is not None:
+                self._resync(ResyncCause.STARTED)
+            return
+        if _identity_of(self.db_path) != self._identity:
+            self._open_file()
+            self._resync(ResyncCause.FILE_REPLACED)
+            return
+        version = self._read_data_version()
+        signature = self._file_signature()
+        self.stats.data_version_polls += 1
+        moved = version != self._data_version or signature != self._signature
+        self.stats.polling = now - self._last_notice > NOTICE_SILENCE_S
+        explained, self._notified = self._notified, False
+        if not moved:
+            return
+        # A notice since the last look explains the move (a change by another program while
+        # a writer runs is flagged FOREIGN in the writer's next notice). Unexplained, it waits
+        # until a notice comes or the silence says no writer runs: then it is another program's.
+        if explained or self.stats.polling:
+            self._data_version, self._signature = version, signature
+        if not explained and self.stats.polling:
+            self._cursor = self._read_cursor()
+            self._resync(ResyncCause.OTHER_WRITER)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        try:
+            notice = feed.decode_notice(frames)
+        except RejectedMessage as exc:
+            log.warning("watcher of %s: ignoring a bad feed notice: %s", self.db_path, exc)
+            return
+        self.stats.notices += 1
+        self._last_notice = time.monotonic()
+        self._notified = True
+        if self._conn is None:
+            return  # not started: STARTED comes with the file
+        feed_id, last = self._cursor
+        if notice.feed_id != feed_id:
+            self._cursor = (notice.feed_id, notice.seq)
+            self._resync(ResyncCause.NEW_WRITER)
+            return
+        if notice.seq <= last:
+            return  # a commit already in what the caller read (before STARTED), or a duplicate
+        self._cursor = (feed_id, notice.seq)
+        if notice.seq != last + 1:
+            self._resync(ResyncCause.MISSED)
+            return
+        if notice.flags & feed.Flag.FOREIGN:
+            self._resync(ResyncCause.OTHER_WRITER)
+            return
+        if notice.flags & feed.Flag.OVERFLOW:
+            if self._overflow_concerns_us(notice):
+                self._resync(ResyncCause.MANY_CHANGES)
+            return
+        for record in notice.records:
+            if self._wanted(record):
+                workflow_id = self._workflow_of(record)
+                self._put(Change(record.kind, record.id, workflow_id, record.status, notice.seq))
+
+    def _overflow_concerns_us(self, notice: feed.FeedNotice) -> bool:
+        if self.workflow_id is None or notice.workflow_ids is None:
+            return True
+        return self.workflow_id in notice.workflow_ids
+
+    def _wanted(self, record: feed.Record) -> bool:
+        if self.kinds is not None and record.kind not in self.kinds:
+            return False
+        if self.workflow_id is not None and self._workflow_of(record) != self.workflow_id:
+            return False
+        if self.instance_id is not None:
+            if record.kind is feed.Kind.INSTANCE:
+                return record.id == self.instance_id
+            return self._instance_of(record) == self.instance_id
+        return True
+
+    def _workflow_of(self, record: feed.Record) -> str | None:
+        """The record's workflow: from the notice, else looked up (only for what a filter needs)."""
+        if record.workflow_id is not None or record.kind not in (feed.Kind.TASK, feed.Kind.TASK_LOG):
+            return record.workflow_id
+        if self.workflow_id is None:
+            return None  # nobody asked: no query on the watcher's thread either
+        return self._lookup("SELECT workflow_id FROM task_executions WHERE id = ?", record.id)
+
+    def _instance_of(self, record: feed.Record) -> str | None:
+        table = _TABLES.get(record.kind)
+        if table is None:
+            return None
+        return self._lookup(f"SELECT instance_id FROM {table} WHERE id = ?", record.id)
+
+    def _lookup(self, sql: str, record_id: str) -> str | None:
+        key = (sql, record_id)
+        if key in self._lookups:
+            return self._lookups[key]
+        assert self._conn is not None
+        try:
+            row = self._conn.execute(sql, (record_id,)).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("watcher of %s: could not look up %s: %s", self.db_path, record_id, exc)
+            return None
+        value = row[0] if row else None
+        if len(self._lookups) >= LOOKUPS_KEPT:
+            self._lookups.clear()
+        self._lookups[key] = value
+        return value
+
+
+_TABLES = {
+    feed.Kind.WORKFLOW: "workflow_executions",
+    feed.Kind.TASK: "task_executions",
+    feed.Kind.TASK_LOG: "task_executions",
+    feed.Kind.AUDIT_EVENT: "audit_events",
+}
+
+
+def _identity_of(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
