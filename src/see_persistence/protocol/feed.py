@@ -178,6 +178,19 @@ class Coalescer:
             return
         self._records[key] = [kind, record_id, workflow_id, status]
 
+    def add_past_cap(self, count: int, workflow_ids: Iterable[str | None] | None) -> None:
+        """Once overflowing: `count` more operations, of these workflows (None: not known)."""
+        self.count += count
+        if self._workflow_ids is None:
+            return
+        if workflow_ids is None:
+            self._workflow_ids = None  # records whose workflow the notice cannot name
+            return
+        known = self._workflow_ids
+        known.update(workflow_ids)  # type: ignore[arg-type]  # a None in it is checked just below
+        if len(known) > self.max_records or None in known:
+            self._workflow_ids = None
+
     def overflow_unknown(self) -> None:
         """The commit also changes records nobody listed (a prune, a sweep): an OVERFLOW, no workflows."""
         self.overflow = True

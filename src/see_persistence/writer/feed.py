@@ -28,8 +28,14 @@ _LOG_SPEC = feed.record_spec(APPEND_TASK_LOG, statements.COMPILED[(APPEND_TASK_L
 
 
 def describe_batch(prepared: PreparedBatch, workflow_of_task: dict[str, str]) -> feed.Coalescer:
-    """The records `prepared` changes, coalesced; `workflow_of_task` is learned from and filled in."""
+    """The records `prepared` changes, coalesced; `workflow_of_task` is learned from and filled in.
+
+    Per operation it costs a few lookups until the notice is full (MAX_RECORDS); past that,
+    whole runs are taken at once: only the workflows they name, or nothing but a count.
+    """
     gathered = feed.Coalescer()
+    add = gathered.add
+    task = feed.Kind.TASK
     for step in prepared.steps:
         kind = type(step)
         if kind is _Run:
@@ -38,30 +44,31 @@ def describe_batch(prepared: PreparedBatch, workflow_of_task: dict[str, str]) ->
             spec = _spec(step.statement, ops[0].name)
             if spec is None:
                 continue
-            for op in ops:
-                _add(gathered, spec.record(op.params), workflow_of_task)
         elif kind is _Logs:
             assert isinstance(step, _Logs) and _LOG_SPEC is not None
-            for op in step.operations:
-                _add(gathered, _LOG_SPEC.record(op.params), workflow_of_task)
-        elif kind is not _DeadLetter:
+            ops, spec = step.operations, _LOG_SPEC
+        elif kind is _DeadLetter:
+            continue
+        else:
             gathered.overflow_unknown()  # a prune: its chunks delete what no notice lists
+            continue
+        if gathered.overflow:
+            index = spec.workflow_index
+            ids = None if index is None else (op.params[index] for op in ops)  # read only if still wanted
+            gathered.add_past_cap(len(ops), ids)
+            continue
+        record = spec.record
+        for op in ops:
+            record_kind, record_id, workflow_id, status = record(op.params)
+            if workflow_id is None:
+                if spec.workflow_index is None:
+                    workflow_id = workflow_of_task.get(record_id)
+            elif record_kind is task:
+                if len(workflow_of_task) >= TASK_WORKFLOWS_KEPT:
+                    workflow_of_task.clear()  # a cache: a task it forgot is announced without its workflow
+                workflow_of_task[record_id] = workflow_id
+            add(record_kind, record_id, workflow_id, status)
     return gathered
-
-
-def _add(
-    gathered: feed.Coalescer,
-    record: tuple[feed.Kind, str, str | None, str | None],
-    workflow_of_task: dict[str, str],
-) -> None:
-    kind, record_id, workflow_id, status = record
-    if kind is feed.Kind.TASK and workflow_id is not None:
-        if len(workflow_of_task) >= TASK_WORKFLOWS_KEPT:
-            workflow_of_task.clear()  # a cache: a task it forgot is announced without its workflow
-        workflow_of_task[record_id] = workflow_id
-    elif workflow_id is None and kind in (feed.Kind.TASK, feed.Kind.TASK_LOG):
-        workflow_id = workflow_of_task.get(record_id)
-    gathered.add(kind, record_id, workflow_id, status)
 
 
 # How many tasks' workflows the writer remembers (from their create_task) to name the workflow
