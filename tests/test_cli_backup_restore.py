@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
 from cli_support import (
@@ -135,6 +136,14 @@ def test_restore_is_refused_while_a_live_writer_holds_the_lease(populated, tmp_p
     assert _replaced_files(populated.db) == []
 
 
+def _commit_seq(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT commit_seq FROM writer_lease").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def test_restore_round_trip_keeps_the_replaced_file(db, writers, clients, tmp_path):
     writer = writers(db)
     writer.wait_holding_lease()
@@ -158,6 +167,9 @@ def test_restore_round_trip_keeps_the_replaced_file(db, writers, clients, tmp_pa
     assert len(replaced) == 1 and str(replaced[0]) in result.stdout
     assert counts(replaced[0])["workflow_executions"] == 5  # nothing of the old file is lost
     assert os.listdir(backup.parent) == ["backup.db"]  # the source is untouched, no -wal or -shm beside it
+    # the change feed's commit numbers only grow, across the restore too
+    assert _commit_seq(db) > _commit_seq(replaced[0]) > _commit_seq(backup)
+    assert not [p for p in os.listdir(db.parent) if ".restoring-" in p]
 
     # the restored file serves the next writer
     writers(db).wait_holding_lease()

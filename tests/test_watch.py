@@ -197,3 +197,22 @@ def test_close_ends_a_waiting_get(db: Path) -> None:
     assert watcher.get() is None
     closer.join()
     assert list(watcher) == []
+
+
+def test_a_file_put_in_the_database_s_place_is_a_file_replaced_resync(db: Path, writers, clients) -> None:
+    writer = writers(db)
+    writer.wait_holding_lease()
+    assert clients(db, "--workflows", "1").finish()["flushed"] is True
+    writer.signal(signal.SIGTERM)
+    assert writer.wait_exit() == 0
+    copy = db.with_name("copy.db")
+    with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    source.close()
+    target.close()
+    with Reader(db).watch(poll_interval_s=0.1) as watcher:
+        first = watcher.get(timeout=ITEM_TIMEOUT_S)
+        assert isinstance(first, Resync) and first.cause == ResyncCause.STARTED
+        copy.replace(db)  # what a restore does, in the end
+        item = watcher.get(timeout=ITEM_TIMEOUT_S)
+    assert isinstance(item, Resync) and item.cause == ResyncCause.FILE_REPLACED

@@ -142,6 +142,46 @@ def _move_back(db: Path, replaced: Path, placed: bool) -> None:
             os.rename(sidecar(replaced, suffix), sidecar(db, suffix))
 
 
+def _last_commit_seq(db: Path) -> int:
+    """The commit number in `db`'s lease row (0: no file, no row, or written before commit numbers)."""
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+        try:
+            row = conn.execute("SELECT commit_seq FROM writer_lease WHERE id = 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _carry_commit_numbers(staged: Path, old_seq: int) -> None:
+    """Number the restored file's commits on past both files' (the change feed's numbers only grow).
+
+    Its feed id is cleared: the next writer draws a new one, and every watcher resyncs (it
+    also sees the file replaced).
+    """
+    conn = sqlite3.connect(staged, isolation_level=None)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(writer_lease)")}
+        if not columns:
+            return  # no lease table: the writer that upgrades the file starts numbering it
+        conn.execute("BEGIN IMMEDIATE")
+        for table, column, declaration in schema.column_additions(0):
+            if table == "writer_lease" and column in ("commit_seq", "feed_id") and column not in columns:
+                conn.execute(f"ALTER TABLE writer_lease ADD COLUMN {column} {declaration}")
+        conn.execute(
+            "UPDATE writer_lease SET commit_seq = MAX(COALESCE(commit_seq, 0), ?) + 1, feed_id = NULL"
+            " WHERE id = 1",
+            (old_seq,),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()  # the last connection: its WAL is checkpointed into the file and removed
+
+
 def _verify_restored(db: Path) -> dict[str, int]:
     """Read the restored file as a Reader would; its row counts."""
     reader = open_database(db)
@@ -188,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         problems = integrity_problems(staged)
         if problems:
             raise CommandError(f"the copy of {src} fails PRAGMA integrity_check: {problems[0]}")
+        _carry_commit_numbers(staged, _last_commit_seq(db))
     except BaseException:
         bar.finish()
         remove_with_sidecars(staged)
