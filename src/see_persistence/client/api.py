@@ -366,6 +366,12 @@ class Client:
 
     # -- delivery ----------------------------------------------------------------------------------
 
+    async def aflush(self, timeout: float = 5.0) -> bool:
+        """flush() awaited from asyncio: it waits on a worker thread, so the loop runs meanwhile."""
+        import asyncio  # here: a GUI that never awaits does not pay for importing it
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything sent so far is applied; True once every Reader can see it all.
 

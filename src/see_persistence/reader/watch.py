@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ RECEIVE_HIGH_WATER_MARK = 1000
 # Records of another writer's tables looked up for a filter (a task's workflow, a record's
 # instance), remembered per watcher.
 LOOKUPS_KEPT = 10_000
+# How often an awaiting aget() looks whether the watcher was closed from another thread (a
+# closed descriptor never becomes readable).
+ASYNC_CLOSE_CHECK_S = 0.25
 
 
 class ResyncCause(str, enum.Enum):
@@ -201,6 +204,47 @@ class Watcher:
             item = self.get()
             if item is None:
                 return
+            yield item
+
+    async def aget(self, timeout: float | None = None) -> Item | None:
+        """The next item, awaited in an asyncio loop (None: `timeout` passed, or closed).
+
+        The loop runs meanwhile: it watches `fileno()` (`loop.add_reader`, so not on Windows'
+        Proactor loop). Cancelling it takes no item away: an item is taken only when returned.
+        One awaiting consumer at a time: a second one on the same watcher takes over the descriptor.
+        """
+        import asyncio  # here: a GUI that never awaits does not pay for importing it
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            item = self.get(timeout=0)
+            if item is not None or self._closed:
+                return item
+            left_s = None if deadline is None else deadline - loop.time()
+            if left_s is not None and left_s <= 0:
+                return None
+            ready: asyncio.Future[None] = loop.create_future()
+
+            def wake(ready: asyncio.Future[None] = ready) -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            try:
+                descriptor = self.fileno()
+                loop.add_reader(descriptor, wake)
+            except (OSError, ValueError):
+                return None  # closed meanwhile
+            try:
+                slice_s = ASYNC_CLOSE_CHECK_S if left_s is None else min(left_s, ASYNC_CLOSE_CHECK_S)
+                await asyncio.wait([ready], timeout=slice_s)
+            finally:
+                loop.remove_reader(descriptor)
+                ready.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[Item]:
+        """Items as they come, until close(), for `async for`."""
+        while (item := await self.aget()) is not None:
             yield item
 
     def close(self) -> None:
