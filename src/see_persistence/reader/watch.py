@@ -500,8 +500,8 @@ _TABLES = {
 
 
 def _identity_of(path: Path) -> tuple[int, int] | None:
+    """locations.file_identity, with an unreadable path taken as no file (the thread goes on)."""
     try:
-        info = os.stat(path)
+        return locations.file_identity(path)
     except OSError:
         return None
-    return info.st_dev, info.st_ino
