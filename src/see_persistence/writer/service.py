@@ -596,7 +596,11 @@ class Writer:
         try:
             self._pub.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
-            pass  # a slow subscriber misses a notice; it falls back to reading the file
+            # PUB never waits and never raises this while XPUB_NODROP is off: at a slow
+            # subscriber's high-water mark libzmq drops the notice, and the subscriber sees the
+            # gap in commit numbers as a Resync(MISSED). Kept so that a change of socket
+            # options can never turn a notice into a stalled commit loop.
+            pass
 
     def _heartbeat(self) -> None:
         assert self._lease is not None
