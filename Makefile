@@ -10,7 +10,7 @@ DB     ?= $(CURDIR)/.demo/workflows.db
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint]'
+	$(PY) -m pip install --quiet -e '.[test,lint,gui]'
 	touch $(STAMP)
 
 demo: $(STAMP)
