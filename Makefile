@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests $(wildcard tools)
+	$(VENV)/bin/ruff check src tests $(wildcard tools) examples
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
