@@ -10,7 +10,7 @@ DB     ?= $(CURDIR)/.demo/workflows.db
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint]'
+	$(PY) -m pip install --quiet -e '.[test,lint,gui]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests $(wildcard tools)
+	$(VENV)/bin/ruff check src tests $(wildcard tools) examples
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

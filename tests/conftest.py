@@ -5,6 +5,7 @@ Every process a test starts is killed at teardown; every wait has a deadline.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import queue
@@ -20,6 +21,24 @@ from typing import Any
 import pytest
 
 from see_persistence import Reader
+
+# Qt tests draw offscreen: the platform is chosen when the QApplication is made, after this.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _qt_importable() -> bool:
+    try:
+        importlib.import_module("PySide6.QtWidgets")
+        importlib.import_module("pytestqt")
+    except ImportError:
+        return False
+    return True
+
+
+# pytest-qt's plugin fails the whole session when it cannot import Qt (a pytest.UsageError, or an
+# ImportError for a missing system library), so pyproject's addopts keeps it from loading on its
+# own and it is loaded here only where Qt imports; without it the Qt test skips, the rest runs.
+pytest_plugins = ["pytestqt.plugin"] if _qt_importable() else []
 
 HERE = Path(__file__).parent
 CLIENT_SCRIPT = HERE / "client_process.py"
