@@ -1,4 +1,4 @@
-"""The public names of DESIGN.md are exported, and __all__ lists only what exists."""
+"""The public names docs/DESIGN.md lists are exported, and __all__ lists only what exists."""
 
 from __future__ import annotations
 
