@@ -4,10 +4,11 @@
                                 [--name-prefix other-program-] [--seconds N | --stop-at T] [--start-at T]
 
 It stands for the app's Rust core or a user's script writing the same file beside the writer
-(DESIGN.md, "Other writers"): `sqlite3.connect(db, timeout=30)` in autocommit, no PRAGMA of its
-own, and one INSERT into workflow_executions per interval with the seed's column values (a uuid4
-id, lowercase status `pending`, RFC 3339 UTC timestamps with microseconds and `+00:00`, metadata
-`{}`, no instance). It imports nothing of see_persistence: it knows only the file.
+(docs/DESIGN.md, "Other writers of the same file"): `sqlite3.connect(db, timeout=30)` in
+autocommit, no PRAGMA of its own, and one INSERT into workflow_executions per interval with the
+seed's column values (a uuid4 id, lowercase status `pending`, RFC 3339 UTC timestamps with
+microseconds and `+00:00`, metadata `{}`, no instance). It imports nothing of see_persistence:
+it knows only the file.
 
 Every write goes to the log as one tab-separated line, flushed at once so that a parent can
 verify the rows even if this process is killed:

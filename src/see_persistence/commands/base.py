@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LEASE_HELD, EXIT_LEASE_LOST = 0, 1, 2, 3, 4
 
-EXIT_CODES_HELP = "Exit codes: 0 ok, 1 error, 2 usage, 3 lease held by another live writer, 4 lease lost."
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 lease held by another live writer, 4 lease lost,"
+    " 5 prune still under way."
+)
 
 
 class CommandError(Exception):
