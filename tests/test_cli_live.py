@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -172,3 +173,28 @@ def test_status_watch_redraws_at_the_interval_with_nothing_committed(db: Path, w
     reports = [json.loads(lines.wait_for('"rows"')[-1]) for _ in range(3)]
     assert all(report["writer"]["state"] == "released" for report in reports)
     _ends_cleanly(process, signal.SIGTERM)
+
+
+def test_tail_follow_with_no_writer_prints_an_event_written_to_the_file_directly(
+    db: Path, writers, commands
+) -> None:
+    writer: WriterProcess = writers(db)
+    writer.wait_holding_lease()
+    with Client(db) as client:
+        client.log_audit_event("follow", "recorded through the writer")
+        assert client.flush(timeout=30)
+    writer.signal(signal.SIGTERM)
+    assert writer.wait_exit() == 0
+    process, lines = _start(commands, "tail", "--follow", "--db", db, "-n", "1")
+    lines.wait_for("recorded through the writer")
+    # The app's Rust core, or a script, writing the file itself: no feed notice, only the file.
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute(
+            "INSERT INTO audit_events (id, event_type, message, timestamp)"
+            " VALUES ('direct-1', 'script', 'written directly', '2026-01-01T00:00:00.000000+00:00')"
+        )
+    finally:
+        conn.close()
+    lines.wait_for("written directly")
+    _ends_cleanly(process, signal.SIGINT)
