@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import LineReader
+from cli_support import LineReader, cli, stop_writer
 from conftest import WriterProcess, wait_until
 
 from see_persistence import Client
@@ -198,3 +198,43 @@ def test_tail_follow_with_no_writer_prints_an_event_written_to_the_file_directly
         conn.close()
     lines.wait_for("written directly")
     _ends_cleanly(process, signal.SIGINT)
+
+
+def test_tail_follow_after_a_restore_prints_what_is_committed_to_the_restored_file(
+    db: Path, writers, commands, tmp_path: Path
+) -> None:
+    writer: WriterProcess = writers(db)
+    writer.wait_holding_lease()
+    with Client(db) as client:
+        client.log_audit_event("follow", "in the backup")
+        assert client.flush(timeout=30)
+        backup = tmp_path / "backup.db"
+        assert cli("backup", "--db", db, backup).returncode == 0
+        for n in range(5):  # the file tail follows ends past where the backup ends
+            client.log_audit_event("follow", f"not in the backup {n}")
+        assert client.flush(timeout=30)
+    stop_writer(writer)
+    log_path = tmp_path / "tail.log"
+    argv = [sys.executable, "-m", "see_persistence", "--log-level", "INFO", "tail", "--follow"]
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [*argv, "--db", str(db), "-n", "1"],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+        )
+    commands.append(process)
+    lines = LineReader(process)
+    lines.wait_for("not in the backup 4")
+    result = cli("restore", "--db", db, backup)
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: "file was replaced" in log_path.read_text(), 30, "tail to see the file replaced")
+    writers(db).wait_holding_lease()
+    with Client(db) as client:
+        client.log_audit_event("follow", "after the restore")
+        assert client.flush(timeout=30)
+    seen = lines.wait_for("after the restore")
+    assert [line for line in seen if "backup" in line] == [], "nothing of the restored history is printed"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert "Traceback" not in log_path.read_text()
