@@ -134,6 +134,15 @@ class LineReader:
                 return seen
         raise AssertionError(f"no line with {needle!r} within {timeout} s; got {seen!r}")
 
+    def remaining(self, timeout: float = 10.0) -> list[str]:
+        """Once the process has ended: every line not taken by wait_for yet."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the process's stdout is still open"
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get())
+        return rest
+
 
 @dataclass
 class Populated:

@@ -18,6 +18,7 @@ BAD_FILES = {
 COMMANDS = {
     "status": ["status", "--db", "DB"],
     "status-json": ["status", "--json", "--db", "DB"],
+    "status-watch": ["status", "--watch", "--db", "DB"],
     "tail": ["tail", "--db", "DB"],
     "tail-follow": ["tail", "--follow", "--db", "DB"],
     "query": ["query", "--db", "DB", "SELECT 1"],
@@ -75,6 +76,8 @@ def test_a_directory_as_database_is_one_line(tmp_path):
         [],
         ["frobnicate"],
         ["status", "--bogus"],
+        ["status", "--watch", "--interval", "0"],
+        ["status", "--watch", "--interval", "nan"],
         ["tail", "-n", "-1"],
         ["tail", "-n", "many"],
         ["query"],

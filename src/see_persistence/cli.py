@@ -54,6 +54,7 @@ examples:
   see-persistence writer --db ~/.s_e_e/workflows.db            # foreground, for supervisors
   see-persistence writer --db ~/.s_e_e/workflows.db --standby  # waits, takes over when the writer dies
   see-persistence status --json
+  see-persistence status --watch                               # redrawn as changes are committed
   see-persistence tail --follow --type workflow_completed
   see-persistence query "SELECT status, COUNT(*) FROM workflow_executions GROUP BY status"
   see-persistence backup ~/backups/workflows.db

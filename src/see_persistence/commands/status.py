@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import selectors
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import leases
 from ..protocol import schema
-from .base import Command
+from .base import Command, UsageError
 from .common import (
     file_size,
     human_bytes,
@@ -21,6 +25,7 @@ from .common import (
     sidecar,
     table_names,
 )
+from .signals import stop_on_signals
 
 if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
     from ..reader import Reader
@@ -28,11 +33,37 @@ if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 
 COUNTER_PREFIX = "writer."
 STALE_COUNTERS_S = 5.0  # the writer publishes about once a second; older than this, it stopped
 DEFAULT_INSTANCE_LIMIT = 10
+DEFAULT_INTERVAL_S = 2.0  # --watch: redrawn at least this often, so ages shown stay current
+MIN_REDRAW_S = 0.25  # --watch: a burst of commits redraws at most this often
+# --watch: how long the first draw waits for the watcher to say it has started.
+STARTED_WAIT_S = 2.0
+# --watch: items the watcher may hold; each only says "draw again", and past this many it
+# replaces them with one resync, which says the same.
+WATCH_PENDING = 64
+CURSOR_HOME, CLEAR_LINE, CLEAR_BELOW, CLEAR_SCREEN = "\x1b[H", "\x1b[K", "\x1b[J", "\x1b[2J"
+
+log = logging.getLogger("see_persistence.cli.status")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the status command's arguments."""
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (with --watch: one a line)"
+    )
+    parser.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="show the report again whenever something is committed, until interrupted",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="S",
+        help=f"with --watch: show it at least every S seconds (default {DEFAULT_INTERVAL_S:g}),"
+        " so the heartbeat and liveness ages stay current",
+    )
     parser.add_argument(
         "--instances",
         type=int,
@@ -147,69 +178,80 @@ def _schema_line(version: int | None, code: int) -> str:
     return f"version {version}, {relation} this code's {code}"
 
 
-def _print_writer(writer: dict[str, Any] | None) -> None:
+def _writer_lines(writer: dict[str, Any] | None) -> list[str]:
     if writer is None:
-        print("writer    none has ever run on this file")
-        return
+        return ["writer    none has ever run on this file"]
     line = f"writer    pid {writer['pid']} on {writer['host']}, {writer['state']}, epoch {writer['epoch']}"
     line += f", since {writer['since']}"
     if writer["uptime_s"] is not None:
         line += f", up {human_duration(writer['uptime_s'])}"
-    print(line)
-    print(f"          endpoint {writer['endpoint']}")
+    lines = [line, f"          endpoint {writer['endpoint']}"]
     if writer["state"] == "alive":
-        print(f"          heartbeat {human_duration(max(writer['heartbeat_age_s'], 0.0))} ago")
+        lines.append(f"          heartbeat {human_duration(max(writer['heartbeat_age_s'], 0.0))} ago")
+    return lines
 
 
-def _print_metrics(metrics: dict[str, Any] | None) -> None:
+def _metrics_lines(metrics: dict[str, Any] | None) -> list[str]:
     if metrics is None:
-        print("metrics   no counters published")
-        return
+        return ["metrics   no counters published"]
     source = "" if metrics["current"] else f" (stale: from pid {metrics['pid']}, epoch {metrics['epoch']})"
     mean_ms, max_ms = metrics["commit_us_mean"] / 1000, metrics["commit_us_max"] / 1000
     age = human_duration(max(metrics["published_age_s"], 0.0))
-    print(
+    lines = [
         f"metrics   {metrics['operations_per_s']} operations/s, {metrics['batch_operations_mean']} per batch,"
         f" commit {mean_ms:.2f} ms mean, {max_ms:.2f} ms max (published {age} ago){source}"
         f"; longest commit {metrics['commit_us_longest'] / 1000:.1f} ms,"
         f" lock held at most {metrics['hold_us_longest'] / 1000:.1f} ms"
-    )
+    ]
     if metrics["totals"]:
-        print("          totals " + ", ".join(f"{name} {value}" for name, value in metrics["totals"].items()))
+        totals = ", ".join(f"{name} {value}" for name, value in metrics["totals"].items())
+        lines.append(f"          totals {totals}")
+    return lines
 
 
-def _print_instance(entry: dict[str, Any]) -> None:
+def _instance_line(entry: dict[str, Any]) -> str:
     when = entry["ended_at"] or entry["last_seen"] or entry["started_at"] or "-"
-    print(
+    return (
         f"          {entry['state']:<6} {entry['id']}  pid {entry['pid']}  {entry['workflows']} workflows"
         f"  last seq {entry['last_seq']}  {'ended' if entry['state'] != 'live' else 'seen'} {when}"
     )
 
 
-def print_report(report: dict[str, Any]) -> None:
-    """The report as text, one topic a line."""
-    print(
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The report as text, one topic a line (continuations indented)."""
+    lines = [
         f"database  {report['database']} ({human_bytes(report['file_bytes'])},"
-        f" WAL {human_bytes(report['wal_bytes'])})"
-    )
-    print(f"schema    {_schema_line(report['schema']['version'], report['schema']['code_version'])}")
-    _print_writer(report["writer"])
-    _print_metrics(report["writer_metrics"])
+        f" WAL {human_bytes(report['wal_bytes'])})",
+        f"schema    {_schema_line(report['schema']['version'], report['schema']['code_version'])}",
+        *_writer_lines(report["writer"]),
+        *_metrics_lines(report["writer_metrics"]),
+    ]
     dead = report["dead_letters"]
-    print(f"dead      {dead['count']} dead letters, {dead['dropped']} dropped by the cap")
+    lines.append(f"dead      {dead['count']} dead letters, {dead['dropped']} dropped by the cap")
     live, others = report["live_instances"], report["other_instances"]
-    print(f"instances {len(live)} live, {report['other_instances_total']} ended or dead")
-    for entry in live + others:
-        _print_instance(entry)
+    lines.append(f"instances {len(live)} live, {report['other_instances_total']} ended or dead")
+    lines.extend(_instance_line(entry) for entry in live + others)
     hidden = report["other_instances_total"] - len(others)
     if hidden > 0:
-        print(f"          ... and {hidden} older ended or dead instances (--instances N shows more)")
-    print("rows      " + ", ".join(f"{name} {count}" for name, count in report["rows"].items()))
+        lines.append(f"          ... and {hidden} older ended or dead instances (--instances N shows more)")
+    lines.append("rows      " + ", ".join(f"{name} {count}" for name, count in report["rows"].items()))
+    return lines
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The report as text, one topic a line."""
+    print("\n".join(report_lines(report)))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the status report."""
+    """Print the status report (with --watch: again whenever something in it was committed)."""
+    if not (args.interval > 0 and math.isfinite(args.interval)):
+        raise UsageError("--interval must be a number of seconds more than 0")
     reader = open_database(args.db)
+    if args.watch:
+        _watch(reader, args)
+        reader.close()
+        return 0
     report = gather(reader, Path(args.db), args.instances)
     reader.close()
     if args.json:
@@ -219,13 +261,80 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Screen:
+    """Where --watch draws: in place at a terminal, else one block after another."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.in_place = not as_json and sys.stdout.isatty()
+        self.drawn = 0
+
+    def draw(self, report: dict[str, Any]) -> None:
+        """Show `report`: a JSON line, a block after a blank line, or the terminal redrawn."""
+        if self.as_json:
+            text = json.dumps(report) + "\n"
+        elif self.in_place:
+            # Home, each line then clear its rest, then clear below: no blank flash between draws.
+            first = CLEAR_SCREEN if self.drawn == 0 else ""
+            body = "".join(f"{line}{CLEAR_LINE}\n" for line in report_lines(report))
+            text = f"{first}{CURSOR_HOME}{body}{CLEAR_BELOW}"
+        else:
+            text = ("\n" if self.drawn else "") + "\n".join(report_lines(report)) + "\n"
+        sys.stdout.write(text)
+        sys.stdout.flush()  # a pipe reader sees each block as it is drawn
+        self.drawn += 1
+
+
+def _watch(reader: Reader, args: argparse.Namespace) -> None:
+    """Draw the report, then again after each commit the change feed announces, until a signal.
+
+    A burst of commits is one redraw at most every MIN_REDRAW_S; with nothing committed it is
+    redrawn every --interval anyway, so the heartbeat and liveness ages stay true. The first
+    draw waits for the watcher's Resync(STARTED) (bounded): drawn before it, a commit in
+    between could go unshown until the next interval.
+    """
+    screen = _Screen(args.json)
+    with (
+        stop_on_signals() as stop,
+        reader.watch(max_pending=WATCH_PENDING) as watcher,
+        selectors.DefaultSelector() as selector,
+    ):
+        selector.register(watcher.fileno(), selectors.EVENT_READ)
+        selector.register(stop.fileno(), selectors.EVENT_READ)
+        drawn_at: float | None = None
+        due = time.monotonic() + STARTED_WAIT_S
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= due:
+                screen.draw(gather(reader, Path(args.db), args.instances))
+                drawn_at = time.monotonic()
+                due = drawn_at + args.interval
+                continue
+            selector.select(due - now)
+            if stop.is_set():
+                break
+            if watcher.poll():  # a change or a resync: either way, something shown may be stale
+                soonest = time.monotonic() if drawn_at is None else drawn_at + MIN_REDRAW_S
+                due = min(due, soonest)
+    log.debug("status --watch stopped by a signal")
+
+
 COMMAND = Command(
     name="status",
     help="show the writer, its throughput, dead letters, WAL size, instances and row counts",
     description="Show the writer lease (pid, alive, endpoint, epoch, since, uptime), the writer's "
     "published counters (throughput, batch size, commit latency), dead letters, the WAL size, live "
-    "and ended or dead GUI instances with their workflow counts, the schema version and row counts.",
-    examples=("see-persistence status", "see-persistence status --db ~/.s_e_e/workflows.db --json"),
+    "and ended or dead GUI instances with their workflow counts, the schema version and row counts. "
+    "With --watch it shows the report again whenever a change is committed (at most "
+    f"{1 / MIN_REDRAW_S:g} times a second) and at least every --interval seconds, until SIGINT or "
+    "SIGTERM (exit code 0): redrawn in place at a terminal; otherwise each report follows the last "
+    "after a blank line, or with --json one JSON object a line.",
+    examples=(
+        "see-persistence status",
+        "see-persistence status --db ~/.s_e_e/workflows.db --json",
+        "see-persistence status --watch",
+        "see-persistence status --watch --json --interval 10 > status.jsonl",
+    ),
     configure=configure,
     run=run,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import selectors
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -13,15 +14,18 @@ from ..protocol import timestamps
 from .base import Command, UsageError
 from .common import open_database
 from .output import cell_text
-from .signals import stop_on_signals
+from .signals import StopFlag, stop_on_signals
 
 if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
     from ..reader import Reader
 
 log = logging.getLogger("see_persistence.cli.tail")
 
-POLL_INTERVAL_S = 0.2
 FETCH_ROWS = 500  # rows per query while catching up, so memory stays bounded
+# Items the watcher may hold for us: each only says "look again", so past this many it
+# replaces them with one resync, which says the same.
+WATCH_PENDING = 64
+AUDIT_EVENT_KIND = "audit_event"
 
 # rowid, not timestamp, orders the events: it grows in commit order, so an event committed
 # late with an early client timestamp is still seen by --follow.
@@ -109,13 +113,59 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         rows, last_rowid = _last(reader, args.lines, where, params)
         _emit(rows, args.json)
-        if not args.follow:
-            return 0
-        while not stop.wait(POLL_INTERVAL_S):
-            last_rowid = _catch_up(reader, last_rowid, where, params, args.json, stop)
-    log.debug("tail stopped by a signal")
+        if args.follow:
+            _follow(reader, last_rowid, (where, params), args, stop)
+            log.debug("tail stopped by a signal")
     reader.close()
     return 0
+
+
+def _follow(
+    reader: Reader,
+    last_rowid: int,
+    filters: tuple[str, list[Any]],
+    args: argparse.Namespace,
+    stop: StopFlag,
+) -> None:
+    """Print new events as the change feed announces them, until `stop` is set.
+
+    Any item of the watcher (a change, or a resync: it cannot vouch for what happened) means
+    "read what is new since the last rowid", so a resync after a takeover prints nothing twice
+    and skips nothing. Its first item, Resync(STARTED), catches up what was committed between
+    the last N and its subscription. With no writer, the watcher polls the file itself.
+    """
+    from ..reader import Resync, ResyncCause  # here: see TYPE_CHECKING above
+
+    where, params = filters
+    with (
+        reader.watch(
+            workflow_id=args.workflow, kinds=[AUDIT_EVENT_KIND], max_pending=WATCH_PENDING
+        ) as watcher,
+        selectors.DefaultSelector() as selector,
+    ):
+        selector.register(watcher.fileno(), selectors.EVENT_READ)
+        selector.register(stop.fileno(), selectors.EVENT_READ)
+        while not stop.is_set():
+            selector.select()  # no timeout: the watcher wakes us, and so does a signal
+            if stop.is_set():
+                break
+            items = watcher.poll()
+            if any(isinstance(item, Resync) and item.cause == ResyncCause.FILE_REPLACED for item in items):
+                last_rowid = _restart_after_restore(reader)
+            if items:
+                last_rowid = _catch_up(reader, last_rowid, where, params, args.json, stop)
+
+
+def _restart_after_restore(reader: Reader) -> int:
+    """After the path came to lead to another file (a restore): follow that file from its end.
+
+    Its rowids say nothing about the old file's, so neither "after the last rowid printed"
+    nor its history is what a follower wants: only what is committed to it from now on.
+    """
+    reader.recheck_file()
+    top = int(reader.query("SELECT COALESCE(MAX(rowid), 0) FROM audit_events")[0][0])
+    log.info("the database file was replaced: following it from its event %d", top)
+    return top
 
 
 def _catch_up(
@@ -141,7 +191,10 @@ COMMAND = Command(
     help="print the latest audit events; --follow prints new ones as they are committed",
     description="Print audit events one a line (timestamp, type, workflow id, message), oldest first: "
     "the last N, then with --follow every new one as the writer commits it, until SIGINT or SIGTERM "
-    "(exit code 0). Events are in commit order.",
+    "(exit code 0). Events are in commit order, each once, across a writer restart or takeover too. "
+    "--follow waits on the writer's change feed; with no writer running it notices changes to the "
+    "file within a fraction of a second. After a restore replaces the file it follows the restored "
+    "file from its end.",
     examples=(
         "see-persistence tail -n 20",
         "see-persistence tail --follow --type workflow_completed",
