@@ -15,6 +15,7 @@ from .protocol.errors import (
     LeaseLostError,
     ReadOnlyViolation,
     SeePersistenceError,
+    WatcherHasCallback,
 )
 from .protocol.status import Status
 
@@ -98,6 +99,7 @@ __all__ = [
     "TaskExecution",
     "TaskRun",
     "Watcher",
+    "WatcherHasCallback",
     "WatcherStats",
     "WorkflowExecution",
     "WorkflowRun",

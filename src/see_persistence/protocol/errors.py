@@ -7,7 +7,8 @@
     ├── LeaseHeldError                   another live writer holds the lease
     ├── LeaseLostError                   this writer was fenced off (another writer took over)
     ├── ReadOnlyViolation (PermissionError)  a write statement sent through a Reader
-    └── ClientClosed (RuntimeError)      a write call on a Client after close()
+    ├── ClientClosed (RuntimeError)      a write call on a Client after close()
+    └── WatcherHasCallback (RuntimeError)  get()/poll()/iteration on a Watcher that feeds a callback
 
 The writer never raises the peer's errors: it stores their reason in `dead_letters`.
 """
@@ -60,3 +61,7 @@ class ReadOnlyViolation(SeePersistenceError, PermissionError):
 
 class ClientClosed(SeePersistenceError, RuntimeError):
     """A write call reached a Client that was already closed."""
+
+
+class WatcherHasCallback(SeePersistenceError, RuntimeError):
+    """A Watcher made with `on_change` was asked for items another way: the callback takes them all."""
