@@ -8,7 +8,8 @@
     ├── LeaseLostError                   this writer was fenced off (another writer took over)
     ├── ReadOnlyViolation (PermissionError)  a write statement sent through a Reader
     ├── ClientClosed (RuntimeError)      a write call on a Client after close()
-    └── WatcherHasCallback (RuntimeError)  get()/poll()/iteration on a Watcher that feeds a callback
+    ├── WatcherHasCallback (RuntimeError)  get()/poll()/iteration on a Watcher that feeds a callback
+    └── DefaultsInUse (RuntimeError)     configure() with other settings once get_client()/get_reader() ran
 
 The writer never raises the peer's errors: it stores their reason in `dead_letters`.
 """
@@ -65,3 +66,7 @@ class ClientClosed(SeePersistenceError, RuntimeError):
 
 class WatcherHasCallback(SeePersistenceError, RuntimeError):
     """A Watcher made with `on_change` was asked for items another way: the callback takes them all."""
+
+
+class DefaultsInUse(SeePersistenceError, RuntimeError):
+    """configure() came, with other settings, after the process-wide Client or Reader was made."""
