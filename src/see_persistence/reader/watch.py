@@ -290,7 +290,8 @@ class Watcher:
         No call of `on_change` starts once close() has begun; one under way is waited for up
         to `timeout` seconds (not when close() is called from inside the callback itself:
         then the callback thread ends as soon as the callback returns). True if every thread
-        of the watcher has ended, or is the caller's own. A second close() does nothing.
+        of the watcher has ended, or is the caller's own; a later close() does nothing and
+        returns True.
         """
         with self._lock:
             if self._closed:
