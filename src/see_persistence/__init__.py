@@ -2,6 +2,9 @@
 elected writer, and read them back without ever waiting on each other or on the disk.
 
     from see_persistence import Client, Reader, Writer, Status
+
+GUI code may share one Client and one Reader per process instead: `configure(db_path)` once
+at start-up, then `get_client()` and `get_reader()` from any thread (see defaults.py).
 """
 
 import importlib
@@ -10,16 +13,19 @@ from typing import TYPE_CHECKING, Any
 from .protocol.errors import (
     CallerError,
     ClientClosed,
+    DefaultsInUse,
     InvalidOperation,
     LeaseHeldError,
     LeaseLostError,
     ReadOnlyViolation,
     SeePersistenceError,
+    WatcherHasCallback,
 )
 from .protocol.status import Status
 
 if TYPE_CHECKING:
     from .client import Client, ClientStats, TaskRun, WorkflowRun
+    from .defaults import close_defaults, configure, get_client, get_reader
     from .protocol.models import (
         AuditEvent,
         Instance,
@@ -48,6 +54,10 @@ _LAZY = {
     "Watcher": ".reader",
     "WatcherStats": ".reader",
     "Writer": ".writer",
+    "configure": ".defaults",
+    "get_client": ".defaults",
+    "get_reader": ".defaults",
+    "close_defaults": ".defaults",
     "AuditEvent": ".protocol.models",
     "Instance": ".protocol.models",
     "InstanceStats": ".protocol.models",
@@ -82,6 +92,7 @@ __all__ = [
     "Client",
     "ClientClosed",
     "ClientStats",
+    "DefaultsInUse",
     "Instance",
     "InstanceStats",
     "InvalidOperation",
@@ -98,10 +109,15 @@ __all__ = [
     "TaskExecution",
     "TaskRun",
     "Watcher",
+    "WatcherHasCallback",
     "WatcherStats",
     "WorkflowExecution",
     "WorkflowRun",
     "Writer",
     "WriterStatus",
     "__version__",
+    "close_defaults",
+    "configure",
+    "get_client",
+    "get_reader",
 ]

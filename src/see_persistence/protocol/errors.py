@@ -7,7 +7,9 @@
     ├── LeaseHeldError                   another live writer holds the lease
     ├── LeaseLostError                   this writer was fenced off (another writer took over)
     ├── ReadOnlyViolation (PermissionError)  a write statement sent through a Reader
-    └── ClientClosed (RuntimeError)      a write call on a Client after close()
+    ├── ClientClosed (RuntimeError)      a write call on a Client after close()
+    ├── WatcherHasCallback (RuntimeError)  get()/poll()/iteration on a Watcher that feeds a callback
+    └── DefaultsInUse (RuntimeError)     configure() with other settings once get_client()/get_reader() ran
 
 The writer never raises the peer's errors: it stores their reason in `dead_letters`.
 """
@@ -60,3 +62,11 @@ class ReadOnlyViolation(SeePersistenceError, PermissionError):
 
 class ClientClosed(SeePersistenceError, RuntimeError):
     """A write call reached a Client that was already closed."""
+
+
+class WatcherHasCallback(SeePersistenceError, RuntimeError):
+    """A Watcher made with `on_change` was asked for items another way: the callback takes them all."""
+
+
+class DefaultsInUse(SeePersistenceError, RuntimeError):
+    """configure() came, with other settings, after the process-wide Client or Reader was made."""

@@ -35,7 +35,7 @@ from ..protocol.models import (
 from ..protocol.status import Status
 
 if TYPE_CHECKING:
-    from .watch import Watcher
+    from .watch import Change, Resync, Watcher
 
 log = logging.getLogger("see_persistence.reader")
 
@@ -937,12 +937,18 @@ class Reader:
         *,
         max_pending: int = 4096,
         poll_interval_s: float = 0.25,
+        on_change: Callable[[Change | Resync], object] | None = None,
     ) -> Watcher:
         """Watch the changes committed from now on (a Watcher: get/iterate, or fileno + poll).
 
         Its first item is a Resync(STARTED): read what you show, then apply the changes that
         follow. Filters: one workflow (its record, tasks, logs and audit events), kinds of
         record (ChangeKind values), one instance's records. Close it when done (or use `with`).
+
+        With `on_change`, a thread of the watcher calls `on_change(item)` for every item, in
+        order, from the first; an exception it raises is logged and delivery goes on. Given
+        here rather than set later so that it sees the very first item and no other consumer
+        can take one before it; get(), poll() and iteration are then refused.
         """
         from .watch import Watcher
 
@@ -953,6 +959,7 @@ class Reader:
             instance_id=instance_id,
             max_pending=max_pending,
             poll_interval_s=poll_interval_s,
+            on_change=on_change,
         )
 
     def get_writer_status(self) -> WriterStatus | None:

@@ -17,8 +17,11 @@ With no writer heard from for NOTICE_SILENCE_S, the watcher polls `PRAGMA data_v
 its own connection every `poll_interval_s`, so changes made to the file directly (a restore,
 the app's Rust core) still show as a Resync(OTHER_WRITER).
 
-Three ways to wait: `get(timeout)` or iteration from a thread; `fileno()` in an event loop
-(Qt's QSocketNotifier, selectors), then `poll()`; both drain the same queue.
+Ways to wait: `get(timeout)` or iteration from a thread; `fileno()` in an event loop (Qt's
+QSocketNotifier, selectors), then `poll()`; `aget()` or `async for` under asyncio; all of them
+drain the same queue. Or hand the watcher an `on_change` callback: a thread of its own then
+takes every item from that queue and calls it, and the other ways are refused (two consumers
+would split the items between them).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ import zmq
 from .. import locations
 from ..database import open_read_only
 from ..protocol import feed
-from ..protocol.errors import RejectedMessage
+from ..protocol.errors import RejectedMessage, WatcherHasCallback
 
 log = logging.getLogger("see_persistence.reader")
 
@@ -59,6 +62,9 @@ LOOKUPS_KEPT = 10_000
 # How often an awaiting aget() looks whether the watcher was closed from another thread (a
 # closed descriptor never becomes readable).
 ASYNC_CLOSE_CHECK_S = 0.25
+# How long close() waits for each of the watcher's threads: the receiving one, and a callback
+# under way (one that waits on the thread calling close() would otherwise hang it for good).
+CLOSE_TIMEOUT_S = 5.0
 
 
 class ResyncCause(str, enum.Enum):
@@ -104,16 +110,29 @@ class WatcherStats:
     resyncs: int = 0
     overflowed: int = 0  # items dropped because more than max_pending waited
     data_version_polls: int = 0
+    callback_errors: int = 0  # calls of the on_change callback that raised (each one logged)
     polling: bool = False  # no writer heard from: data_version is polled instead
     by_cause: dict[str, int] = field(default_factory=dict)
 
 
 Item = Change | Resync
 ChangeKind = feed.Kind  # what kind of record a Change is about (workflow, task, task_log, ...)
+OnChange = Callable[[Item], object]  # what `on_change` is called with: each Change or Resync
 
 
 class Watcher:
-    """Changes committed to one database, filtered, from a background thread; see the module."""
+    """Changes committed to one database, filtered, from a background thread; see the module.
+
+    With `on_change`, one thread of the watcher's own calls `on_change(item)` for every item
+    (the first is Resync(STARTED)), one call at a time, in the order the items came. A GUI
+    must hand what it draws to its own thread from there (a Qt signal does; Tk's
+    `after`/`event_generate` do). An exception the callback raises is logged with its
+    traceback on the "see_persistence.reader" logger and counted in
+    `stats.callback_errors`; the next item is delivered all the same. A callback slower
+    than the commits gets a Resync(OVERFLOW) once `max_pending` items wait, as any consumer
+    does. Such a watcher refuses get(), poll(), fileno(), aget() and iteration
+    (WatcherHasCallback).
+    """
 
     def __init__(
         self,
@@ -125,9 +144,12 @@ class Watcher:
         max_pending: int = MAX_PENDING,
         poll_interval_s: float = POLL_INTERVAL_S,
         endpoints: locations.Endpoints | None = None,
+        on_change: OnChange | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        if on_change is not None and not callable(on_change):
+            raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
         self.db_path = db_path
         self.workflow_id = workflow_id
         self.kinds = frozenset(feed.Kind(kind) for kind in kinds) if kinds is not None else None
@@ -163,13 +185,21 @@ class Watcher:
         self._last_notice = time.monotonic()
         self._notified = False  # a notice came since the file was last looked at
         self._lookups: dict[tuple[str, str], str | None] = {}
+        self._on_change = on_change
         self._thread = threading.Thread(target=self._run, name="see-persistence-watcher", daemon=True)
+        self._callback_thread: threading.Thread | None = None
+        if on_change is not None:
+            self._callback_thread = threading.Thread(
+                target=self._deliver, args=(on_change,), name="see-persistence-watcher-callback", daemon=True
+            )
+            self._callback_thread.start()
         self._thread.start()
 
     # -- the caller's side -------------------------------------------------------------------
 
     def get(self, timeout: float | None = None) -> Item | None:
         """The next item, waiting up to `timeout` seconds (None: until one comes or close)."""
+        self._refuse_with_callback("get()")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._ready:
             while not self._items:
@@ -183,6 +213,7 @@ class Watcher:
 
     def poll(self) -> list[Item]:
         """Every item waiting now, without waiting (for event loops, after fileno() is readable)."""
+        self._refuse_with_callback("poll()")
         with self._lock:
             items = list(self._items)
             self._items.clear()
@@ -196,10 +227,15 @@ class Watcher:
 
     def fileno(self) -> int:
         """A descriptor readable while items wait (level-triggered): watch it, then call poll()."""
+        self._refuse_with_callback("fileno()")
         return self._signal_r.fileno()
 
     def __iter__(self) -> Iterator[Item]:
         """Items as they come, until close()."""
+        self._refuse_with_callback("iteration")  # here, not at the first next(): iter() refuses
+        return self._items_until_closed()
+
+    def _items_until_closed(self) -> Iterator[Item]:
         while True:
             item = self.get()
             if item is None:
@@ -213,6 +249,7 @@ class Watcher:
         Proactor loop). Cancelling it takes no item away: an item is taken only when returned.
         One awaiting consumer at a time: a second one on the same watcher takes over the descriptor.
         """
+        self._refuse_with_callback("aget()")
         import asyncio  # here: a GUI that never awaits does not pay for importing it
 
         loop = asyncio.get_running_loop()
@@ -247,24 +284,61 @@ class Watcher:
         while (item := await self.aget()) is not None:
             yield item
 
-    def close(self) -> None:
-        """Stop the thread and close the socket and connection; waiting get() calls return None."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
+        """Stop the threads and close the socket and connection; waiting get() calls return None.
+
+        No call of `on_change` starts once close() has begun; one under way is waited for up
+        to `timeout` seconds (not when close() is called from inside the callback itself:
+        then the callback thread ends as soon as the callback returns). True if every thread
+        of the watcher has ended, or is the caller's own; a later close() does nothing and
+        returns True.
+        """
         with self._lock:
             if self._closed:
-                return
+                return True
             self._closed = True
             self._ready.notify_all()
         self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+        ended = True
+        for thread in (self._callback_thread, self._thread):
+            if thread is None or thread is threading.current_thread():
+                continue
+            thread.join(timeout=max(0.0, timeout))
+            if thread.is_alive():
+                ended = False
+                log.warning("watcher of %s: %s still runs after close()", self.db_path, thread.name)
         self._signal_r.close()
         self._signal_w.close()
+        return ended
 
     def __enter__(self) -> Watcher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _refuse_with_callback(self, what: str) -> None:
+        if self._on_change is not None:
+            raise WatcherHasCallback(
+                f"{what} on a Watcher made with on_change: the callback takes every item,"
+                " and two consumers would split them between them"
+            )
+
+    def _deliver(self, on_change: OnChange) -> None:
+        """The callback thread: each item, in order, until close()."""
+        while True:
+            with self._ready:
+                while not self._items and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return  # what still waits is dropped: close() means no more calls
+                item = self._take()
+            try:
+                on_change(item)
+            except Exception:
+                with self._lock:
+                    self.stats.callback_errors += 1
+                log.exception("watcher of %s: on_change raised on %r; delivery goes on", self.db_path, item)
 
     def _take(self) -> Item:
         item = self._items.popleft()
