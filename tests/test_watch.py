@@ -73,7 +73,8 @@ def test_a_watcher_sees_every_change_of_two_client_processes_in_order_once(
         created = {c.id for c in changes if c.kind == "workflow" and c.status == "pending"}
         # A workflow created and completed within one commit is one change, with its last status.
         assert ids <= created | {c.id for c in changes if c.kind == "workflow"}
-        assert {c.kind for c in changes} >= {"workflow", "task", "task_log", "audit_event", "instance"}
+        kinds = {c.kind for c in changes}
+        assert kinds >= {"workflow", "task", "task_log", "audit_event", "instance"}, (kinds, changes)
         tasks = [c for c in changes if c.kind == "task"]
         assert all(c.workflow_id in ids for c in tasks)
 
