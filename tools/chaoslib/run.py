@@ -37,6 +37,7 @@ class Interrupted(Exception):
 
 
 def _page_size(db: Path) -> int | None:
+    """The database's page size (a WAL frame holds one page); None if it cannot be read."""
     try:
         with read_only(db) as conn:
             return int(conn.execute("PRAGMA page_size").fetchone()[0])
