@@ -9,6 +9,8 @@ the figure helpers and tools/other_writer.py are checked without a writer.
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import importlib.util
 import json
 import re
@@ -25,7 +27,8 @@ import pytest
 
 from see_persistence.writer.storage import upgrade_schema
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "chaos.py"
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+TOOL = TOOLS / "chaos.py"
 OTHER = TOOL.with_name("other_writer.py")
 CLIENTS = 2
 # Seed 3 makes the first faults kill, kill, stop: at least two kills fit in 8 s, then a stop.
@@ -39,16 +42,11 @@ SOAK_ARGS += ["--stop-fraction", "0.3", "--max-db-mb", "1", "--series-every", "8
 SOAK_TIMEOUT_S = 150.0
 
 
-def _load_tool() -> ModuleType:
-    """Import tools/chaos.py as a module (it is a script, not part of the package)."""
-    if "see_chaos_tool" in sys.modules:
-        return sys.modules["see_chaos_tool"]
-    spec = importlib.util.spec_from_file_location("see_chaos_tool", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+def _chaoslib(module: str) -> ModuleType:
+    """Import a module of tools/chaoslib, the tool's package (beside its script, not in see_persistence)."""
+    if str(TOOLS) not in sys.path:
+        sys.path.append(str(TOOLS))  # appended: nothing in tools/ may shadow an installed module
+    return importlib.import_module(f"chaoslib.{module}")
 
 
 def _run_tool(args: list[str], run_dir: Path, timeout: float) -> dict[str, Any]:
@@ -108,12 +106,12 @@ def test_a_short_chaos_run_loses_nothing_doubles_nothing_and_passes(chaos_run: d
 def test_the_verification_finds_lost_doubled_extra_and_changed_records(
     chaos_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    chaos = _load_tool()
+    verification = _chaoslib("verification")
     run_dir: Path = chaos_run["run_dir"]
-    manifests = chaos._load_manifests(run_dir, CLIENTS)
+    manifests = _chaoslib("rundir").load_manifests(run_dir, CLIENTS)
     assert len(manifests) == CLIENTS, chaos_run["stderr"][-4000:]
     tampered = tmp_path / "tampered.db"
-    with chaos.read_only(run_dir / "workflows.db") as source:
+    with verification.read_only(run_dir / "workflows.db") as source:
         target = sqlite3.connect(tampered)
         source.backup(target)
     workflow = manifests[0]["workflows"][0]
@@ -139,8 +137,8 @@ def test_the_verification_finds_lost_doubled_extra_and_changed_records(
         )
     target.close()
 
-    before = chaos.verify(run_dir / "workflows.db", manifests)
-    found = chaos.verify(tampered, manifests)
+    before = verification.verify(run_dir / "workflows.db", manifests)
+    found = verification.verify(tampered, manifests)
 
     def more(what: str, kind: str | None = None) -> int:
         if kind is None:
@@ -205,40 +203,40 @@ def test_a_short_soak_replaces_clients_checks_everything_and_reports_the_new_fig
 
 
 def test_the_p999_bound_from_per_second_maxima_is_an_upper_bound() -> None:
-    chaos = _load_tool()
+    figures = _chaoslib("figures")
     # 1000 batches: 990 in intervals whose max is 5 ms, 9 in one of 40 ms, 1 in one of 900 ms.
     rows = [(5_000, 110, False)] * 9 + [(40_000, 9, False), (900_000, 1, False)]
-    assert chaos._p999_bound(rows, 1000) == 40_000  # at most one commit (0.1 %) is above 40 ms
-    assert chaos._p999_bound([*rows[:-1], (900_000, 2, False)], 1001) == 900_000  # two may be that slow
+    assert figures._p999_bound(rows, 1000) == 40_000  # at most one commit (0.1 %) is above 40 ms
+    assert figures._p999_bound([*rows[:-1], (900_000, 2, False)], 1001) == 900_000  # two may be that slow
     # Batches of a merged publication have unknown durations: they count against the budget.
-    assert chaos._p999_bound([*rows, (1_000, 2, True)], 1002) is None
-    assert chaos._p999_bound([], 0) is None
+    assert figures._p999_bound([*rows, (1_000, 2, True)], 1002) is None
+    assert figures._p999_bound([], 0) is None
 
 
 def test_the_histogram_quantile_is_the_upper_bound_of_its_bucket() -> None:
-    chaos = _load_tool()
+    figures = _chaoslib("figures")
     buckets = {"1000": 900, "10000": 99, "100000": 1, "inf": 0}
-    assert chaos._histogram_quantile(buckets, 0.999) == (10_000, 1000)
-    assert chaos._histogram_quantile({**buckets, "inf": 1}, 0.999) == (100_000, 1001)
-    assert chaos._histogram_quantile({**buckets, "inf": 5}, 0.999) == (None, 1005)  # beyond the last bound
-    assert chaos._histogram_quantile({"inf": 3}, 0.5) == (None, 3)
+    assert figures._histogram_quantile(buckets, 0.999) == (10_000, 1000)
+    assert figures._histogram_quantile({**buckets, "inf": 1}, 0.999) == (100_000, 1001)
+    assert figures._histogram_quantile({**buckets, "inf": 5}, 0.999) == (None, 1005)  # beyond the last bound
+    assert figures._histogram_quantile({"inf": 3}, 0.5) == (None, 3)
 
 
 def test_the_rss_verdict_compares_the_first_and_last_third_of_one_writer() -> None:
-    chaos = _load_tool()
+    figures, sampling = _chaoslib("figures"), _chaoslib("sampling")
     mb = 2**20
 
     def samples(pid: int, rss: list[int]) -> list[Any]:
         return [
-            chaos.Sample(at_s=i * 10.0, wal_bytes=0, wal_frames=0, db_bytes=0, pid=pid, epoch=1, rss=value)
+            sampling.Sample(at_s=i * 10.0, wal_bytes=0, wal_frames=0, db_bytes=0, pid=pid, epoch=1, rss=value)
             for i, value in enumerate(rss)
         ]
 
     flat = samples(1, [30 * mb + (i % 3) * mb for i in range(12)])
     growing = samples(2, [30 * mb + i * 2 * mb for i in range(12)])
-    assert chaos.rss_figures(flat)["verdict"] == "flat"
-    assert chaos.rss_figures(flat + growing)["verdict"] == "grows"
-    assert chaos.rss_figures(samples(3, [30 * mb] * 3))["verdict"].startswith("not judged")
+    assert figures.rss_figures(flat)["verdict"] == "flat"
+    assert figures.rss_figures(flat + growing)["verdict"] == "grows"
+    assert figures.rss_figures(samples(3, [30 * mb] * 3))["verdict"].startswith("not judged")
 
 
 def test_the_other_program_logs_each_write_and_its_rows_are_what_the_seed_writes(tmp_path: Path) -> None:
@@ -269,7 +267,7 @@ def test_the_other_program_logs_each_write_and_its_rows_are_what_the_seed_writes
 
 
 def test_commit_figures_read_what_the_writer_publishes_and_the_proposed_histograms() -> None:
-    chaos = _load_tool()
+    figure_helpers, sampling = _chaoslib("figures"), _chaoslib("sampling")
 
     def publication(at: float, epoch: int, published_s: int, **values: int) -> Any:
         base = {
@@ -277,7 +275,7 @@ def test_commit_figures_read_what_the_writer_publishes_and_the_proposed_histogra
             "writer.started_at_us": 0,
             "writer.published_at_us": published_s * 10**6,
         }
-        return chaos.Publication(at, published_s * 10**6, epoch, {**base, **values}, False)
+        return sampling.Publication(at, published_s * 10**6, epoch, {**base, **values}, False)
 
     # What the writer publishes today: per second commit_us_max and commit_us_mean, lifetime totals.
     today = [
@@ -304,7 +302,7 @@ def test_commit_figures_read_what_the_writer_publishes_and_the_proposed_histogra
             **{"writer.batches_total": 200, "writer.operations_total": 20_000},
         ),
     ]
-    figures = chaos.commit_figures(today)
+    figures = figure_helpers.commit_figures(today)
     assert figures["batches"] == 1200 and figures["longest_us"] == 70_000 and figures["longest_epoch"] == 1
     assert figures["mean_us"] == round((500 * 2_000 + 500 * 4_000 + 200 * 1_000) / 1200)
     assert figures["p999_us_at_most"] == 70_000  # 500 batches lie in the 70 ms second: 0.1 % is 1.2
@@ -323,7 +321,23 @@ def test_commit_figures_read_what_the_writer_publishes_and_the_proposed_histogra
             4.0, 3, 4, **{"writer.commit_us_max": 80_000, "writer.batches_total": 1200}, **histogram, **holds
         )
     ]
-    figures = chaos.commit_figures(proposed)
+    figures = figure_helpers.commit_figures(proposed)
     assert figures["p999_us"] == 10_000 and figures["commit_us_histogram_count"] == 1200
     assert figures["hold_p999_us"] == 1000 and figures["hold_us_max"] == 900
     assert figures["lock_wait_us_max"] == 40
+
+
+def test_each_module_of_the_tool_says_its_job_and_none_imports_in_a_cycle() -> None:
+    package = TOOLS / "chaoslib"
+    imports: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{path.name} does not say what it is for"
+        imports[path.stem] = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        }
+    assert len(imports) > 10 and "cli" in imports
+    order = list(graphlib.TopologicalSorter(imports).static_order())  # CycleError names a cycle
+    assert set(order) == set(imports), "a module imports one that does not exist"

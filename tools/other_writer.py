@@ -33,7 +33,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,21 +94,26 @@ def quantile(ordered: Sequence[int], fraction: float) -> int | None:
     return int(ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))])
 
 
-def summarize(writes: Sequence[Write]) -> dict[str, object]:
-    """Counts and wait percentiles (milliseconds) of some writes."""
-    waits = sorted(w.wait_ns for w in writes)
-    errors = [w for w in writes if not w.ok]
+def wait_ms(waits_ns: Iterable[int]) -> dict[str, float | None]:
+    """p50 / p99 / p99.9 / max of some waits in milliseconds (nearest rank; None when there are none)."""
+    ordered = sorted(waits_ns)
 
     def ms(fraction: float) -> float | None:
-        value = quantile(waits, fraction)
+        value = quantile(ordered, fraction)
         return None if value is None else round(value / 1e6, 3)
 
+    return {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": ms(1.0)}
+
+
+def summarize(writes: Sequence[Write]) -> dict[str, object]:
+    """Counts and wait percentiles (milliseconds) of some writes."""
+    errors = [w for w in writes if not w.ok]
     return {
         "writes": len(writes),
         "ok": len(writes) - len(errors),
         "errors": len(errors),
         "first_errors": [e.error[:200] for e in errors[:5]],
-        "wait_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": ms(1.0)},
+        "wait_ms": wait_ms(w.wait_ns for w in writes),
     }
 
 
