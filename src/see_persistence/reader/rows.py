@@ -1,0 +1,364 @@
+"""Rows of the three record tables as the protocol's models, through pydantic's public API only.
+
+Two paths give the same models:
+
+- The validated path, for any row: the row goes to `Model.model_validate`, which parses the
+  RFC 3339 text, the status and the 0/1 success itself; Python decodes only the JSON columns.
+  A row it cannot take as it is (naive or odd timestamps from another writer) is built field
+  by field from Python-parsed values (`_slow_*`), which reads naive time as UTC.
+- The quick path, for rows exactly as our writer writes them: ids and names as text, a known
+  status, success NULL/0/1, timestamps in the writer's 32-character UTC form
+  (`YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, which datetime.fromisoformat reads in C) and JSON text
+  with nothing around the value. Python prepares every field's final value and
+  `model_copy(update=...)` of a model validated once puts them in place: pydantic documents
+  that it does not validate `update`, and it measured faster than `model_construct` (a Python
+  loop over the fields) and than validating the prepared values. Anything else raises
+  `_Odd` (or the error the check ran into) while preparing, and the row takes the validated
+  path. The only visible difference: quick-path datetimes carry datetime.timezone.utc rather
+  than pydantic's equal TzInfo(0), as the slow path's do.
+
+tests/test_reader_rows.py proves the two paths agree, row shape by row shape; so if a model
+ever gains a validator that changes or refuses a value, those tests fail rather than the quick
+path skipping it in silence.
+"""
+
+from __future__ import annotations
+
+import json
+import json.scanner
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..protocol import timestamps
+from ..protocol.models import AuditEvent, JsonValue, TaskExecution, WorkflowExecution
+from ..protocol.status import Status
+
+WORKFLOW_COLUMNS = (
+    "id, workflow_name, status, created_at, started_at, completed_at, success, error_message,"
+    " metadata, instance_id, last_updated"
+)
+TASK_COLUMNS = (
+    "id, workflow_id, task_name, status, created_at, started_at, completed_at, success,"
+    " error_message, output, logs, retry_count, execution_order, instance_id, last_updated"
+)
+AUDIT_COLUMNS = "id, workflow_id, task_id, event_type, message, timestamp, data, instance_id"
+WORKFLOW_FIELDS = tuple(name.strip() for name in WORKFLOW_COLUMNS.split(","))
+TASK_FIELDS = tuple(name.strip() for name in TASK_COLUMNS.split(","))
+AUDIT_FIELDS = tuple(name.strip() for name in AUDIT_COLUMNS.split(","))
+LOGS_COLUMN = TASK_FIELDS.index("logs")
+
+_JSON = json.JSONDecoder()
+# What a JSON column reads as, on both paths (the models' docstrings say it to callers).
+# Nothing is invented: a wrapper such as {"_value": ...} would be a value never stored, and
+# one a real object could hold too. Text that is not JSON (or nests deeper than Python can
+# build) reads as itself, so a GUI shows what is there and one odd row never fails a list.
+_NOT_JSON = (ValueError, RecursionError)
+
+
+def optional_time(text: str | None) -> Any:
+    """The aware datetime in a timestamp column (naive text read as UTC); None for NULL or ''."""
+    return timestamps.parse(text) if text else None
+
+
+def json_value(text: str | None) -> JsonValue:
+    """The JSON value in a metadata/data column: NULL reads as {}, text that is not JSON as itself."""
+    if text is None or text == "{}":
+        return {}  # the seed's "no metadata": a NULL column
+    try:
+        return _JSON.decode(text)  # type: ignore[no-any-return]
+    except _NOT_JSON:
+        return text
+
+
+def json_list(text: str | None) -> list[JsonValue]:
+    """The items of a logs column's JSON array as stored; NULL and JSON null read as [] (no logs).
+
+    Another JSON value reads as a list of that one value and text that is not JSON as a list
+    of that text: logs is a list, and these keep what is there visible in it.
+    """
+    if text is None or text == "[]":
+        return []
+    try:
+        value = _JSON.decode(text)
+    except _NOT_JSON:
+        return [text]
+    if type(value) is list:
+        return value
+    return [] if value is None else [value]
+
+
+def _bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+# -- the slow path: every field parsed in Python, then the model's constructor -------------------
+
+
+def _slow_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+    return WorkflowExecution(
+        id=row[0],
+        workflow_name=row[1],
+        status=Status(row[2]),
+        created_at=optional_time(row[3]),
+        started_at=optional_time(row[4]),
+        completed_at=optional_time(row[5]),
+        success=_bool(row[6]),
+        error_message=row[7],
+        metadata=json_value(row[8]),
+        instance_id=row[9],
+        last_updated=optional_time(row[10]),
+    )
+
+
+def _slow_task(row: tuple[Any, ...]) -> TaskExecution:
+    return TaskExecution(
+        id=row[0],
+        workflow_id=row[1],
+        task_name=row[2],
+        status=Status(row[3]),
+        created_at=optional_time(row[4]),
+        started_at=optional_time(row[5]),
+        completed_at=optional_time(row[6]),
+        success=_bool(row[7]),
+        error_message=row[8],
+        output=row[9],
+        logs=json_list(row[10]),
+        retry_count=row[11] or 0,
+        execution_order=row[12] or 0,
+        instance_id=row[13],
+        last_updated=optional_time(row[14]),
+    )
+
+
+def _slow_audit(row: tuple[Any, ...]) -> AuditEvent:
+    return AuditEvent(
+        id=row[0],
+        workflow_id=row[1],
+        task_id=row[2],
+        event_type=row[3],
+        message=row[4],
+        timestamp=optional_time(row[5]),
+        data=json_value(row[6]),
+        instance_id=row[7],
+    )
+
+
+# -- the validated path: pydantic's compiled validator over the row ------------------------------
+
+_M = TypeVar("_M", bound=BaseModel)
+_TIMES = ("created_at", "started_at", "completed_at", "last_updated")
+
+
+def _via_validator(
+    model: type[_M],
+    names: tuple[str, ...],
+    row: tuple[Any, ...],
+    decoded: dict[str, Any],
+    times: tuple[str, ...],
+    slow: Callable[[tuple[Any, ...]], _M],
+) -> _M:
+    """The model for `row` from `model.model_validate`, or from `slow` if the row is odd."""
+    fields = dict(zip(names, row, strict=True))
+    fields.update(decoded)
+    try:
+        validated = model.model_validate(fields)
+    except ValidationError:
+        return slow(row)
+    for name in times:
+        moment = getattr(validated, name)
+        if moment is not None and moment.tzinfo is None:
+            return slow(row)  # a naive timestamp: the slow path reads it as UTC
+    return validated
+
+
+def _validated_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+    decoded = {"metadata": json_value(row[8])}
+    return _via_validator(WorkflowExecution, WORKFLOW_FIELDS, row, decoded, _TIMES, _slow_workflow)
+
+
+def _validated_task(row: tuple[Any, ...]) -> TaskExecution:
+    decoded = {"logs": json_list(row[10]), "retry_count": row[11] or 0, "execution_order": row[12] or 0}
+    return _via_validator(TaskExecution, TASK_FIELDS, row, decoded, _TIMES, _slow_task)
+
+
+def _validated_audit(row: tuple[Any, ...]) -> AuditEvent:
+    decoded = {"data": json_value(row[6])}
+    return _via_validator(AuditEvent, AUDIT_FIELDS, row, decoded, ("timestamp",), _slow_audit)
+
+
+# -- the quick path: values prepared in Python, put in place by model_copy -------------------------
+
+
+class _Odd(Exception):
+    """A row the quick path does not take as it is."""
+
+
+# What odd rows raise while being prepared (RecursionError: JSON nested deeper than Python builds).
+_ODD_ROW = (_Odd, KeyError, ValueError, TypeError, StopIteration, IndexError, RecursionError)
+_WRITER_TIMESTAMP_CHARS = 32  # len("2026-01-02T03:04:05.123456+00:00")
+_UTC = timezone.utc
+_STATUSES: dict[Any, Status] = {status.value: status for status in Status}
+_BOOLS: dict[Any, bool | None] = {None: None, 0: False, 1: True}
+_STR_OR_NONE = frozenset({str, type(None)})
+# The C scanner that decode() calls between two whitespace regexes: text from our writer has
+# no whitespace around the value, and anything else falls back. (typeshed mistypes its arg.)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
+_fromiso = datetime.fromisoformat
+
+
+def _writer_time(text: Any) -> datetime:
+    """The datetime in `text` if it is in the writer's form, else _Odd."""
+    if type(text) is not str or len(text) != _WRITER_TIMESTAMP_CHARS:
+        raise _Odd
+    moment = _fromiso(text)
+    if moment.tzinfo is not _UTC:
+        raise _Odd
+    return moment
+
+
+def _writer_json(text: str) -> Any:
+    """The JSON value in `text` if nothing surrounds it, else _Odd (or the decoder's error)."""
+    value, end = _scan_json(text, 0)
+    if end != len(text):
+        raise _Odd
+    return value
+
+
+def _workflow_values(row: tuple[Any, ...]) -> dict[str, Any]:
+    wid, name, status, created, started, completed, success, error, meta, instance, updated = row
+    if type(wid) is not str or type(name) is not str:
+        raise _Odd
+    if type(error) not in _STR_OR_NONE or type(instance) not in _STR_OR_NONE:
+        raise _Odd
+    return {
+        "id": wid,
+        "workflow_name": name,
+        "status": _STATUSES[status],
+        "created_at": _writer_time(created),
+        "started_at": None if started is None else _writer_time(started),
+        "completed_at": None if completed is None else _writer_time(completed),
+        "success": _BOOLS[success],
+        "error_message": error,
+        "metadata": {} if meta is None or meta == "{}" else _writer_json(meta),
+        "instance_id": instance,
+        "last_updated": None if updated is None else _writer_time(updated),
+    }
+
+
+def _task_values(row: tuple[Any, ...]) -> dict[str, Any]:
+    (tid, wid, name, status, created, started, completed, success, error, output, logs, retries, order,
+     instance, updated) = row  # fmt: skip
+    if type(tid) is not str or type(wid) is not str or type(name) is not str:
+        raise _Odd
+    if type(error) not in _STR_OR_NONE or type(output) not in _STR_OR_NONE:
+        raise _Odd
+    if type(instance) not in _STR_OR_NONE:
+        raise _Odd
+    retries = retries or 0  # NULL reads as the column's default, as on the validated path
+    order = order or 0
+    if type(retries) is not int or type(order) is not int:
+        raise _Odd
+    if logs is None or logs == "[]":
+        logs = []
+    else:
+        logs = _writer_json(logs)
+        if type(logs) is not list:
+            raise _Odd  # JSON null or a lone value: the validated path makes it a list
+    return {
+        "id": tid,
+        "workflow_id": wid,
+        "task_name": name,
+        "status": _STATUSES[status],
+        "created_at": _writer_time(created),
+        "started_at": None if started is None else _writer_time(started),
+        "completed_at": None if completed is None else _writer_time(completed),
+        "success": _BOOLS[success],
+        "error_message": error,
+        "output": output,
+        "logs": logs,
+        "retry_count": retries,
+        "execution_order": order,
+        "instance_id": instance,
+        "last_updated": None if updated is None else _writer_time(updated),
+    }
+
+
+def _audit_values(row: tuple[Any, ...]) -> dict[str, Any]:
+    eid, wid, tid, event_type, message, at, data, instance = row
+    if type(eid) is not str or type(event_type) is not str or type(message) is not str:
+        raise _Odd
+    if type(wid) not in _STR_OR_NONE or type(tid) not in _STR_OR_NONE:
+        raise _Odd
+    if type(instance) not in _STR_OR_NONE:
+        raise _Odd
+    return {
+        "id": eid,
+        "workflow_id": wid,
+        "task_id": tid,
+        "event_type": event_type,
+        "message": message,
+        "timestamp": _writer_time(at),
+        "data": {} if data is None or data == "{}" else _writer_json(data),
+        "instance_id": instance,
+    }
+
+
+# One validated model of each kind, whose copies the quick path fills: every field is given, so
+# each copy's model_fields_set is every field, as a validated row's is. Its values never show:
+# `update` replaces them all (tests/test_reader_rows.py checks the keys).
+_AT = "2026-01-02T03:04:05.123456+00:00"
+_WORKFLOW_TEMPLATE = _validated_workflow(("", "", "pending", _AT, None, None, None, None, None, None, None))
+_TASK_TEMPLATE = _validated_task(
+    ("", "", "", "pending", _AT, None, None, None, None, None, None, 0, 0, None, None)
+)
+_AUDIT_TEMPLATE = _validated_audit(("", None, None, "", "", _AT, None, None))
+
+
+def _models(
+    rows: list[tuple[Any, ...]],
+    values: Callable[[tuple[Any, ...]], dict[str, Any]],
+    template: _M,
+    validated: Callable[[tuple[Any, ...]], _M],
+) -> list[_M]:
+    copy = template.model_copy
+    out: list[_M] = []
+    for row in rows:
+        try:
+            model = copy(update=values(row))
+        except _ODD_ROW:
+            model = validated(row)
+        out.append(model)
+    return out
+
+
+def workflows(rows: list[tuple[Any, ...]]) -> list[WorkflowExecution]:
+    """The models for rows of WORKFLOW_COLUMNS, each built quickly if its row is as our writer wrote it."""
+    return _models(rows, _workflow_values, _WORKFLOW_TEMPLATE, _validated_workflow)
+
+
+def tasks(rows: list[tuple[Any, ...]]) -> list[TaskExecution]:
+    """The models for rows of TASK_COLUMNS, each built quickly if its row is as our writer wrote it."""
+    return _models(rows, _task_values, _TASK_TEMPLATE, _validated_task)
+
+
+def audits(rows: list[tuple[Any, ...]]) -> list[AuditEvent]:
+    """The models for rows of AUDIT_COLUMNS, each built quickly if its row is as our writer wrote it."""
+    return _models(rows, _audit_values, _AUDIT_TEMPLATE, _validated_audit)
+
+
+def workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+    """The model for one row of WORKFLOW_COLUMNS."""
+    return workflows([row])[0]
+
+
+def task(row: tuple[Any, ...]) -> TaskExecution:
+    """The model for one row of TASK_COLUMNS."""
+    return tasks([row])[0]
+
+
+def audit(row: tuple[Any, ...]) -> AuditEvent:
+    """The model for one row of AUDIT_COLUMNS."""
+    return audits([row])[0]
