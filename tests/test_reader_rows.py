@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from see_persistence import Reader
+from see_persistence import Reader, WorkflowExecution
 from see_persistence.protocol import schema
+from see_persistence.protocol.errors import CallerError
 from see_persistence.reader import audit, rows, tasks, workflows
 
 WRITER_AT = "2026-12-01T07:37:36.123456+00:00"  # the writer's form: the quick path takes it
@@ -165,7 +166,7 @@ def _audit_row(**overrides: Any) -> tuple[Any, ...]:
 
 
 def test_the_quick_path_gives_every_field_of_each_model():
-    """model_copy keeps the template's value of any field not given: every one must be given."""
+    """A field left out would take its default, and drop out of model_fields_set."""
     for values, row, model in (
         (rows._workflow_values, _workflow_row(), rows.WorkflowExecution),
         (rows._task_values, _task_row(), rows.TaskExecution),
@@ -488,3 +489,34 @@ def test_other_writers_timestamps_take_the_validated_path(monkeypatch, at):
     given = [_workflow_row(), _workflow_row(started_at=at), _workflow_row(last_updated=at)]
     assert rows.workflows(given) == [validated(row) for row in given]
     assert taken == given[1:]
+
+
+def test_a_prepared_value_the_model_refuses_sends_the_whole_list_the_validated_way(monkeypatch):
+    prepare = rows._workflow_values
+
+    def wrong_for_one(row: tuple[Any, ...]) -> dict[str, Any]:
+        values = prepare(row)
+        if row[0] == "w-2":
+            values["id"] = 2  # not a str: the model refuses it
+        return values
+
+    monkeypatch.setattr(rows, "_workflow_values", wrong_for_one)
+    given = [_workflow_row(id=f"w-{i}") for i in range(4)]
+    assert rows.workflows(given) == [rows._validated_workflow(row) for row in given]
+
+
+def test_list_workflow_rows_gives_the_rows_list_workflows_builds_its_models_from(tmp_path):
+    given = [
+        _workflow_row(id=f"w-{i}", created_at=f"2026-12-01T07:37:3{i}.123456+00:00", status=status)
+        for i, status in enumerate(["running", "failed", "completed", "failed"])
+    ]
+    db = _file_with_rows(tmp_path / "plain.db", given, [], [])
+    with Reader(db) as reader:
+        for kwargs in ({}, {"limit": 2, "offset": 1}, {"status": "failed"}, {"instance_id": "i-1"}):
+            plain = reader.list_workflow_rows(**kwargs)
+            assert rows.workflows(plain) == reader.list_workflows(**kwargs)
+        assert [row[0] for row in reader.list_workflow_rows()] == ["w-3", "w-2", "w-1", "w-0"]
+        assert reader.list_workflow_rows(limit=1)[0] == given[3]  # as stored: text, JSON text, 0/1
+        assert tuple(WorkflowExecution.model_fields) == Reader.WORKFLOW_ROW_COLUMNS
+        with pytest.raises(CallerError):
+            reader.list_workflow_rows(limit=-1)

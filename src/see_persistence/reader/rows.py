@@ -9,17 +9,20 @@ Two paths give the same models:
 - The quick path, for rows exactly as our writer writes them: ids and names as text, a known
   status, success NULL/0/1, timestamps in the writer's 32-character UTC form
   (`YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, which datetime.fromisoformat reads in C) and JSON text
-  with nothing around the value. Python prepares every field's final value and
-  `model_copy(update=...)` of a model validated once puts them in place: pydantic documents
-  that it does not validate `update`, and it measured faster than `model_construct` (a Python
-  loop over the fields) and than validating the prepared values. Anything else raises
-  `_Odd` (or the error the check ran into) while preparing, and the row takes the validated
-  path. The only visible difference: quick-path datetimes carry datetime.timezone.utc rather
-  than pydantic's equal TzInfo(0), as the slow path's do.
+  with nothing around the value. Python prepares every field's final value, and one strict
+  validation of the whole list (a TypeAdapter) builds the models: the values are already of
+  their fields' exact types, so strict validation checks and stores them without converting
+  any. Anything else raises `_Odd` (or the error the check ran into) while preparing, and the
+  row takes the validated path. The only visible difference: quick-path datetimes carry
+  datetime.timezone.utc rather than pydantic's equal TzInfo(0), as the slow path's do.
 
-tests/test_reader_rows.py proves the two paths agree, row shape by row shape; so if a model
-ever gains a validator that changes or refuses a value, those tests fail rather than the quick
-path skipping it in silence.
+Measured on pydantic 2.14 (tools/bench.py's reads), building a model costs more than reading
+its row, whichever public way: `model_construct` (a Python loop over the fields) and
+`model_copy(update=...)` of a template cost more than this strict validation, and lax
+validation of the same values more still (it tries every member of JsonValue's union). Scans
+of many rows that need no models have Reader.list_workflow_rows.
+
+tests/test_reader_rows.py proves the two paths agree, row shape by row shape.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..protocol import timestamps
 from ..protocol.models import AuditEvent, JsonValue, TaskExecution, WorkflowExecution
@@ -189,7 +192,7 @@ def _validated_audit(row: tuple[Any, ...]) -> AuditEvent:
     return _via_validator(AuditEvent, AUDIT_FIELDS, row, decoded, ("timestamp",), _slow_audit)
 
 
-# -- the quick path: values prepared in Python, put in place by model_copy -------------------------
+# -- the quick path: values prepared in Python, validated strictly in one call per query ----------
 
 
 class _Odd(Exception):
@@ -306,47 +309,52 @@ def _audit_values(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-# One validated model of each kind, whose copies the quick path fills: every field is given, so
-# each copy's model_fields_set is every field, as a validated row's is. Its values never show:
-# `update` replaces them all (tests/test_reader_rows.py checks the keys).
-_AT = "2026-01-02T03:04:05.123456+00:00"
-_WORKFLOW_TEMPLATE = _validated_workflow(("", "", "pending", _AT, None, None, None, None, None, None, None))
-_TASK_TEMPLATE = _validated_task(
-    ("", "", "", "pending", _AT, None, None, None, None, None, None, 0, 0, None, None)
-)
-_AUDIT_TEMPLATE = _validated_audit(("", None, None, "", "", _AT, None, None))
+# A list of each model, validated in one call: strict, because the quick path prepares every
+# value as the exact type its field holds, and strict validation of a union (JsonValue) stops at
+# the member of the value's own type where lax validation tries the others first.
+_WORKFLOW_LIST = TypeAdapter(list[WorkflowExecution])
+_TASK_LIST = TypeAdapter(list[TaskExecution])
+_AUDIT_LIST = TypeAdapter(list[AuditEvent])
 
 
 def _models(
     rows: list[tuple[Any, ...]],
     values: Callable[[tuple[Any, ...]], dict[str, Any]],
-    template: _M,
+    adapter: TypeAdapter[list[_M]],
     validated: Callable[[tuple[Any, ...]], _M],
 ) -> list[_M]:
-    copy = template.model_copy
-    out: list[_M] = []
-    for row in rows:
+    prepared: list[dict[str, Any]] = []
+    odd: dict[int, _M] = {}  # by position in `rows`
+    for index, row in enumerate(rows):
         try:
-            model = copy(update=values(row))
+            prepared.append(values(row))
         except _ODD_ROW:
-            model = validated(row)
-        out.append(model)
-    return out
+            odd[index] = validated(row)
+    try:
+        built = adapter.validate_python(prepared, strict=True)
+    except ValidationError:
+        # A value the model refuses after all (a constraint this module does not know of):
+        # every row takes the validated path, which says what is wrong with which.
+        return [validated(row) for row in rows]
+    if not odd:
+        return built
+    quick = iter(built)
+    return [odd[index] if index in odd else next(quick) for index in range(len(rows))]
 
 
 def workflows(rows: list[tuple[Any, ...]]) -> list[WorkflowExecution]:
     """The models for rows of WORKFLOW_COLUMNS, each built quickly if its row is as our writer wrote it."""
-    return _models(rows, _workflow_values, _WORKFLOW_TEMPLATE, _validated_workflow)
+    return _models(rows, _workflow_values, _WORKFLOW_LIST, _validated_workflow)
 
 
 def tasks(rows: list[tuple[Any, ...]]) -> list[TaskExecution]:
     """The models for rows of TASK_COLUMNS, each built quickly if its row is as our writer wrote it."""
-    return _models(rows, _task_values, _TASK_TEMPLATE, _validated_task)
+    return _models(rows, _task_values, _TASK_LIST, _validated_task)
 
 
 def audits(rows: list[tuple[Any, ...]]) -> list[AuditEvent]:
     """The models for rows of AUDIT_COLUMNS, each built quickly if its row is as our writer wrote it."""
-    return _models(rows, _audit_values, _AUDIT_TEMPLATE, _validated_audit)
+    return _models(rows, _audit_values, _AUDIT_LIST, _validated_audit)
 
 
 def workflow(row: tuple[Any, ...]) -> WorkflowExecution:
