@@ -4,8 +4,8 @@ Two paths give the same models:
 
 - The validated path, for any row: the row goes to `Model.model_validate`, which parses the
   RFC 3339 text, the status and the 0/1 success itself; Python decodes only the JSON columns.
-  A row it cannot take as it is (naive or odd timestamps from another writer) is built field
-  by field from Python-parsed values (`_slow_*`), which reads naive time as UTC.
+  A row it cannot take as it is (naive or odd timestamps from another writer) is built from
+  values Python parsed (`_slow`), which reads naive time as UTC.
 - The quick path, for rows exactly as our writer writes them: ids and names as text, a known
   status, success NULL/0/1, timestamps in the writer's 32-character UTC form
   (`YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, which datetime.fromisoformat reads in C) and JSON text
@@ -94,103 +94,77 @@ def json_list(text: str | None) -> list[JsonValue]:
     return [] if value is None else [value]
 
 
-def _bool(value: Any) -> bool | None:
-    return None if value is None else bool(value)
-
-
-# -- the slow path: every field parsed in Python, then the model's constructor -------------------
-
-
-def _slow_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
-    return WorkflowExecution(
-        id=row[0],
-        workflow_name=row[1],
-        status=Status(row[2]),
-        created_at=optional_time(row[3]),
-        started_at=optional_time(row[4]),
-        completed_at=optional_time(row[5]),
-        success=_bool(row[6]),
-        error_message=row[7],
-        metadata=json_value(row[8]),
-        instance_id=row[9],
-        last_updated=optional_time(row[10]),
-    )
-
-
-def _slow_task(row: tuple[Any, ...]) -> TaskExecution:
-    return TaskExecution(
-        id=row[0],
-        workflow_id=row[1],
-        task_name=row[2],
-        status=Status(row[3]),
-        created_at=optional_time(row[4]),
-        started_at=optional_time(row[5]),
-        completed_at=optional_time(row[6]),
-        success=_bool(row[7]),
-        error_message=row[8],
-        output=row[9],
-        logs=json_list(row[10]),
-        retry_count=row[11] or 0,
-        execution_order=row[12] or 0,
-        instance_id=row[13],
-        last_updated=optional_time(row[14]),
-    )
-
-
-def _slow_audit(row: tuple[Any, ...]) -> AuditEvent:
-    return AuditEvent(
-        id=row[0],
-        workflow_id=row[1],
-        task_id=row[2],
-        event_type=row[3],
-        message=row[4],
-        timestamp=optional_time(row[5]),
-        data=json_value(row[6]),
-        instance_id=row[7],
-    )
-
-
-# -- the validated path: pydantic's compiled validator over the row ------------------------------
+# -- the validated path: pydantic's compiled validator over the row, else Python's parsing ----------
 
 _M = TypeVar("_M", bound=BaseModel)
 _TIMES = ("created_at", "started_at", "completed_at", "last_updated")
 
 
-def _via_validator(
-    model: type[_M],
-    names: tuple[str, ...],
-    row: tuple[Any, ...],
-    decoded: dict[str, Any],
-    times: tuple[str, ...],
-    slow: Callable[[tuple[Any, ...]], _M],
-) -> _M:
-    """The model for `row` from `model.model_validate`, or from `slow` if the row is odd."""
-    fields = dict(zip(names, row, strict=True))
-    fields.update(decoded)
+def _workflow_fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    fields = dict(zip(WORKFLOW_FIELDS, row, strict=True))
+    fields["metadata"] = json_value(fields["metadata"])
+    return fields
+
+
+def _task_fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    fields = dict(zip(TASK_FIELDS, row, strict=True))
+    fields["logs"] = json_list(fields["logs"])
+    fields["retry_count"] = fields["retry_count"] or 0  # NULL reads as the column's default
+    fields["execution_order"] = fields["execution_order"] or 0
+    return fields
+
+
+def _audit_fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    fields = dict(zip(AUDIT_FIELDS, row, strict=True))
+    fields["data"] = json_value(fields["data"])
+    return fields
+
+
+def _slow(model: type[_M], fields: dict[str, Any], times: tuple[str, ...]) -> _M:
+    """`model` from `fields` with its times, status and success parsed in Python (naive time is UTC)."""
+    for name in times:
+        fields[name] = optional_time(fields[name])
+    if "status" in fields:
+        fields["status"] = Status(fields["status"])  # an unknown status raises, naming it
+        fields["success"] = None if fields["success"] is None else bool(fields["success"])
+    return model(**fields)
+
+
+def _validated(model: type[_M], fields: dict[str, Any], times: tuple[str, ...]) -> _M:
+    """`model` from `fields` through `model.model_validate`, or through _slow if the row is odd."""
     try:
         validated = model.model_validate(fields)
     except ValidationError:
-        return slow(row)
+        return _slow(model, fields, times)
     for name in times:
         moment = getattr(validated, name)
         if moment is not None and moment.tzinfo is None:
-            return slow(row)  # a naive timestamp: the slow path reads it as UTC
+            return _slow(model, fields, times)  # a naive timestamp: read as UTC
     return validated
 
 
 def _validated_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
-    decoded = {"metadata": json_value(row[8])}
-    return _via_validator(WorkflowExecution, WORKFLOW_FIELDS, row, decoded, _TIMES, _slow_workflow)
+    return _validated(WorkflowExecution, _workflow_fields(row), _TIMES)
 
 
 def _validated_task(row: tuple[Any, ...]) -> TaskExecution:
-    decoded = {"logs": json_list(row[10]), "retry_count": row[11] or 0, "execution_order": row[12] or 0}
-    return _via_validator(TaskExecution, TASK_FIELDS, row, decoded, _TIMES, _slow_task)
+    return _validated(TaskExecution, _task_fields(row), _TIMES)
 
 
 def _validated_audit(row: tuple[Any, ...]) -> AuditEvent:
-    decoded = {"data": json_value(row[6])}
-    return _via_validator(AuditEvent, AUDIT_FIELDS, row, decoded, ("timestamp",), _slow_audit)
+    return _validated(AuditEvent, _audit_fields(row), ("timestamp",))
+
+
+def _slow_workflow(row: tuple[Any, ...]) -> WorkflowExecution:
+    return _slow(WorkflowExecution, _workflow_fields(row), _TIMES)
+
+
+def _slow_task(row: tuple[Any, ...]) -> TaskExecution:
+    return _slow(TaskExecution, _task_fields(row), _TIMES)
+
+
+def _slow_audit(row: tuple[Any, ...]) -> AuditEvent:
+    return _slow(AuditEvent, _audit_fields(row), ("timestamp",))
 
 
 # -- the quick path: values prepared in Python, validated strictly in one call per query ----------
