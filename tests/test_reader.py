@@ -122,10 +122,10 @@ def test_one_reader_serves_several_threads(populated):
     "metadata", [None, "{}", '{"a": [1, 2]}', "[1]", '"text"', "null", "42", "{not json"]
 )
 def test_the_fast_row_path_gives_what_the_slow_one_does(created_at, success, metadata):
-    from see_persistence.reader import queries
+    from see_persistence.reader import rows
 
     row = ("w-1", "name", "running", created_at, None, created_at, success, None, metadata, "i-1", created_at)
-    fast, slow = queries._workflow(row), queries._slow_workflow(row)
+    fast, slow = rows.workflow(row), rows._slow_workflow(row)
     assert fast == slow
     assert fast.created_at.tzinfo is not None
     task_row = (
@@ -145,9 +145,9 @@ def test_the_fast_row_path_gives_what_the_slow_one_does(created_at, success, met
         None,
         None,
     )
-    assert queries._task(task_row) == queries._slow_task(task_row)
+    assert rows.task(task_row) == rows._slow_task(task_row)
     audit_row = ("e-1", "w-1", None, "type", "message", created_at, metadata, None)
-    assert queries._audit(audit_row) == queries._slow_audit(audit_row)
+    assert rows.audit(audit_row) == rows._slow_audit(audit_row)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -27,7 +27,7 @@ from see_persistence.protocol.task_logs import (
     plan_append,
     whole_log,
 )
-from see_persistence.reader.queries import _json_list
+from see_persistence.reader.rows import json_list
 from see_persistence.writer import retention, storage
 from see_persistence.writer.batch import BatchResult, SequenceBook, apply_messages
 
@@ -115,7 +115,7 @@ def test_a_column_already_past_the_bound_gets_the_marker_and_nothing_more() -> N
 def test_the_column_becomes_what_a_reader_showed_plus_the_lines(text: str | None) -> None:
     plan = plan_append(text, ["a", "b"], LOG_COLUMN_MAX_BYTES)
     assert not plan.spilled
-    assert json.loads(plan.text) == [*_json_list(text), "a", "b"]
+    assert json.loads(plan.text) == [*json_list(text), "a", "b"]
     if text is not None and text.strip().startswith("[") and text.strip().endswith("]"):
         assert plan.text.startswith(text.strip()[:-1])  # spliced: nothing of theirs re-encoded
 

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     # The very authorizer Reader.query installs: one definition of "read-only" for the library
     # and the command; our own connection streams rows and keeps the cursor's column names.
     # Imported here, so that the writer command never loads the record models.
-    from ..reader.queries import ReadOnlyAuthorizer, is_read_only_error
+    from ..reader.readonly import ReadOnlyAuthorizer, is_read_only_error
 
     open_database(args.db).close()  # one-line refusal of a missing or foreign file first
     conn = open_read_only(args.db)

@@ -1,4 +1,4 @@
-"""The Reader's fast row path: the same models as the validated path, for every row shape."""
+"""The Reader's quick row path: the same models as the validated path, for every row shape."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from see_persistence import Reader
+from see_persistence import Reader, WorkflowExecution
 from see_persistence.protocol import schema
-from see_persistence.reader import queries
+from see_persistence.protocol.errors import CallerError
+from see_persistence.reader import audit, rows, tasks, workflows
 
-WRITER_AT = "2026-12-01T07:37:36.123456+00:00"  # the writer's form: the fast path takes it
+WRITER_AT = "2026-12-01T07:37:36.123456+00:00"  # the writer's form: the quick path takes it
 TIMESTAMPS = [
     WRITER_AT,
     "2026-12-01T07:37:36.000000+00:00",
@@ -103,10 +104,9 @@ def _assert_same(fast: tuple[str, Any], validated: tuple[str, Any]) -> None:
     assert a.model_dump() == b.model_dump()
     assert a.model_dump_json() == b.model_dump_json()
     assert a.model_fields_set == b.model_fields_set
-    assert a.__pydantic_extra__ == b.__pydantic_extra__
-    assert a.__pydantic_private__ == b.__pydantic_private__
-    assert list(a.__dict__) == list(b.__dict__)
-    for name, value in b.__dict__.items():
+    assert a.model_extra == b.model_extra
+    assert [name for name, _ in a] == [name for name, _ in b]
+    for name, value in b:
         assert type(getattr(a, name)) is type(value), name
 
 
@@ -125,7 +125,7 @@ def _workflow_row(**overrides: Any) -> tuple[Any, ...]:
         "last_updated": WRITER_AT,
     }
     fields.update(overrides)
-    return tuple(fields[name] for name in queries._WORKFLOW_FIELDS)
+    return tuple(fields[name] for name in rows.WORKFLOW_FIELDS)
 
 
 def _task_row(**overrides: Any) -> tuple[Any, ...]:
@@ -147,7 +147,7 @@ def _task_row(**overrides: Any) -> tuple[Any, ...]:
         "last_updated": WRITER_AT,
     }
     fields.update(overrides)
-    return tuple(fields[name] for name in queries._TASK_FIELDS)
+    return tuple(fields[name] for name in rows.TASK_FIELDS)
 
 
 def _audit_row(**overrides: Any) -> tuple[Any, ...]:
@@ -162,44 +162,49 @@ def _audit_row(**overrides: Any) -> tuple[Any, ...]:
         "instance_id": "i-1",
     }
     fields.update(overrides)
-    return tuple(fields[name] for name in queries._AUDIT_FIELDS)
+    return tuple(fields[name] for name in rows.AUDIT_FIELDS)
 
 
-def test_the_models_can_still_be_built_without_validation():
-    assert queries._FAST_WORKFLOWS and queries._FAST_TASKS and queries._FAST_AUDIT
+def test_the_quick_path_gives_every_field_of_each_model():
+    """A field left out would take its default, and drop out of model_fields_set."""
+    for values, row, model in (
+        (rows._workflow_values, _workflow_row(), rows.WorkflowExecution),
+        (rows._task_values, _task_row(), rows.TaskExecution),
+        (rows._audit_values, _audit_row(), rows.AuditEvent),
+    ):
+        assert list(values(row)) == list(model.model_fields)
 
 
-def test_rows_as_the_writer_writes_them_take_the_fast_path(monkeypatch):
+def _refuse_the_validated_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(row: tuple[Any, ...]) -> Any:
         raise AssertionError(f"fell back for {row}")
 
     for name in ("_validated_workflow", "_validated_task", "_validated_audit"):
-        monkeypatch.setattr(queries, name, refuse)
-    rows = [
+        monkeypatch.setattr(rows, name, refuse)
+
+
+def test_rows_as_the_writer_writes_them_take_the_quick_path(monkeypatch):
+    _refuse_the_validated_path(monkeypatch)
+    workflow_rows = [
         _workflow_row(),
         _workflow_row(status="pending", started_at=None, completed_at=None, success=None, metadata="{}"),
         _workflow_row(status="failed", success=0, error_message="boom", metadata=None, instance_id=None),
         _workflow_row(last_updated=None),
     ]
-    assert len(queries._workflows(rows)) == 4
-    assert queries._tasks([_task_row(), _task_row(logs="[]", retry_count=None, execution_order=None)])
-    assert queries._audits([_audit_row(), _audit_row(data="{}", workflow_id=None, task_id="t-1")])
+    assert len(rows.workflows(workflow_rows)) == 4
+    assert rows.tasks([_task_row(), _task_row(logs="[]", retry_count=None, execution_order=None)])
+    assert rows.audits([_audit_row(), _audit_row(data="{}", workflow_id=None, task_id="t-1")])
 
 
-def test_json_values_other_than_objects_are_built_fast_too(monkeypatch):
+def test_json_values_other_than_objects_take_the_quick_path_too(monkeypatch):
     """Any JSON value is what the model holds, so only text that is not one falls back."""
-
-    def refuse(row: tuple[Any, ...]) -> Any:
-        raise AssertionError(f"fell back for {row}")
-
-    for name in ("_validated_workflow", "_validated_task", "_validated_audit"):
-        monkeypatch.setattr(queries, name, refuse)
+    _refuse_the_validated_path(monkeypatch)
     values = ['["a",1,null]', "[1,2,3]", "null", '"text"', "42", "-1.5", "false", '{"a":{"b":[]}}']
-    workflows = queries._workflows([_workflow_row(metadata=v) for v in values])
-    assert [w.metadata for w in workflows] == [json.loads(v) for v in values]
-    audits = queries._audits([_audit_row(data=v) for v in values])
-    assert [e.data for e in audits] == [json.loads(v) for v in values]
-    [task] = queries._tasks([_task_row(logs='["a",1,null,{"b":2}]')])
+    built = rows.workflows([_workflow_row(metadata=v) for v in values])
+    assert [w.metadata for w in built] == [json.loads(v) for v in values]
+    events = rows.audits([_audit_row(data=v) for v in values])
+    assert [e.data for e in events] == [json.loads(v) for v in values]
+    [task] = rows.tasks([_task_row(logs='["a",1,null,{"b":2}]')])
     assert task.logs == ["a", 1, None, {"b": 2}]
 
 
@@ -228,7 +233,7 @@ WORKFLOW_CASES = [
 @pytest.mark.parametrize("overrides", WORKFLOW_CASES, ids=_case_id)
 def test_a_workflow_row_gives_what_the_validated_path_gives(overrides):
     row = _workflow_row(**overrides)
-    _assert_same(_outcome(queries._workflow, row), _outcome(queries._validated_workflow, row))
+    _assert_same(_outcome(rows.workflow, row), _outcome(rows._validated_workflow, row))
 
 
 TASK_CASES = [
@@ -253,7 +258,7 @@ TASK_CASES = [
 @pytest.mark.parametrize("overrides", TASK_CASES, ids=_case_id)
 def test_a_task_row_gives_what_the_validated_path_gives(overrides):
     row = _task_row(**overrides)
-    _assert_same(_outcome(queries._task, row), _outcome(queries._validated_task, row))
+    _assert_same(_outcome(rows.task, row), _outcome(rows._validated_task, row))
 
 
 AUDIT_CASES = [
@@ -271,7 +276,7 @@ AUDIT_CASES = [
 @pytest.mark.parametrize("overrides", AUDIT_CASES, ids=_case_id)
 def test_an_audit_row_gives_what_the_validated_path_gives(overrides):
     row = _audit_row(**overrides)
-    _assert_same(_outcome(queries._audit, row), _outcome(queries._validated_audit, row))
+    _assert_same(_outcome(rows.audit, row), _outcome(rows._validated_audit, row))
 
 
 def _pick(values: list[Any]) -> st.SearchStrategy[Any]:
@@ -298,7 +303,7 @@ _FAST_SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check
     )
 )
 def test_any_mix_of_workflow_columns_gives_what_the_validated_path_gives(row):
-    _assert_same(_outcome(queries._workflow, row), _outcome(queries._validated_workflow, row))
+    _assert_same(_outcome(rows.workflow, row), _outcome(rows._validated_workflow, row))
 
 
 @_FAST_SETTINGS
@@ -322,7 +327,7 @@ def test_any_mix_of_workflow_columns_gives_what_the_validated_path_gives(row):
     )
 )
 def test_any_mix_of_task_columns_gives_what_the_validated_path_gives(row):
-    _assert_same(_outcome(queries._task, row), _outcome(queries._validated_task, row))
+    _assert_same(_outcome(rows.task, row), _outcome(rows._validated_task, row))
 
 
 @_FAST_SETTINGS
@@ -339,7 +344,7 @@ def test_any_mix_of_task_columns_gives_what_the_validated_path_gives(row):
     )
 )
 def test_any_mix_of_audit_columns_gives_what_the_validated_path_gives(row):
-    _assert_same(_outcome(queries._audit, row), _outcome(queries._validated_audit, row))
+    _assert_same(_outcome(rows.audit, row), _outcome(rows._validated_audit, row))
 
 
 @_FAST_SETTINGS
@@ -355,19 +360,19 @@ def test_any_mix_of_audit_columns_gives_what_the_validated_path_gives(row):
 def test_any_writer_shaped_values_give_what_the_validated_path_gives(moment, metadata, logs):
     at = moment.isoformat(timespec="microseconds")
     row = _workflow_row(created_at=at, last_updated=at, metadata=json.dumps(metadata))
-    _assert_same(_outcome(queries._workflow, row), _outcome(queries._validated_workflow, row))
+    _assert_same(_outcome(rows.workflow, row), _outcome(rows._validated_workflow, row))
     task = _task_row(created_at=at, logs=json.dumps(logs))
-    _assert_same(_outcome(queries._task, task), _outcome(queries._validated_task, task))
+    _assert_same(_outcome(rows.task, task), _outcome(rows._validated_task, task))
     audit = _audit_row(timestamp=at, data=json.dumps(metadata))
-    _assert_same(_outcome(queries._audit, audit), _outcome(queries._validated_audit, audit))
+    _assert_same(_outcome(rows.audit, audit), _outcome(rows._validated_audit, audit))
 
 
 @pytest.mark.parametrize(
     "build, validated, row",
     [
-        (queries._workflow, queries._slow_workflow, _workflow_row()),
-        (queries._task, queries._slow_task, _task_row()),
-        (queries._audit, queries._slow_audit, _audit_row()),
+        (rows.workflow, rows._slow_workflow, _workflow_row()),
+        (rows.task, rows._slow_task, _task_row()),
+        (rows.audit, rows._slow_audit, _audit_row()),
     ],
 )
 def test_a_fast_model_behaves_like_a_validated_one(build, validated, row):
@@ -395,44 +400,23 @@ def test_a_fast_model_behaves_like_a_validated_one(build, validated, row):
     assert isinstance(fast, BaseModel)
 
 
-def test_a_model_that_gains_what_construction_skips_is_no_longer_built_without_validation():
-    from pydantic import PrivateAttr, field_validator
-
-    class Plain(BaseModel):
-        id: str
-
-    class Checked(BaseModel):
-        id: str
-
-        @field_validator("id")
-        @classmethod
-        def _upper(cls, value: str) -> str:
-            return value.upper()
-
-    class Private(BaseModel):
-        id: str
-        _seen: int = PrivateAttr(default=0)
-
-    assert queries._constructible(Plain, ("id",)) is True
-    assert queries._constructible(Plain, ("id", "other")) is False
-    assert queries._constructible(Checked, ("id",)) is False
-    assert queries._constructible(Private, ("id",)) is False
-
-
 def _file_with_rows(
-    path: Path, workflows: list[tuple[Any, ...]], tasks: list[tuple[Any, ...]], events: list[tuple[Any, ...]]
+    path: Path,
+    workflow_rows: list[tuple[Any, ...]],
+    task_rows: list[tuple[Any, ...]],
+    event_rows: list[tuple[Any, ...]],
 ) -> Path:
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
         for statement in schema.upgrade_statements(0):
             conn.execute(statement)
-        for table, columns, rows in (
-            ("workflow_executions", queries._WORKFLOW_COLUMNS, workflows),
-            ("task_executions", queries._TASK_COLUMNS, tasks),
-            ("audit_events", queries._AUDIT_COLUMNS, events),
+        for table, columns, table_rows in (
+            ("workflow_executions", rows.WORKFLOW_COLUMNS, workflow_rows),
+            ("task_executions", rows.TASK_COLUMNS, task_rows),
+            ("audit_events", rows.AUDIT_COLUMNS, event_rows),
         ):
             marks = ",".join("?" * len(columns.split(",")))
-            conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", table_rows)
     finally:
         conn.close()
     return path
@@ -446,7 +430,7 @@ def test_the_reader_gives_the_validated_models_for_a_file_another_writer_filled(
         "2026-12-01T07:37:36Z",
         "2026-12-01T09:37:36.123456+02:00",
     ]
-    workflows = [
+    workflow_rows = [
         _workflow_row(id=f"w-{i}", created_at=at, last_updated=at, metadata=meta, success=success)
         for i, (at, meta, success) in enumerate(
             (at, meta, success)
@@ -455,30 +439,30 @@ def test_the_reader_gives_the_validated_models_for_a_file_another_writer_filled(
             for success in (None, 0, 1)
         )
     ]
-    tasks = [
+    task_rows = [
         _task_row(id=f"t-{i}", created_at=at, logs=logs)
         for i, at in enumerate(odd_times)
         for logs in ('["x", 3]',)
     ]
-    events = [
+    event_rows = [
         _audit_row(id=f"e-{i}", timestamp=at, data=data)
         for i, (at, data) in enumerate((a, d) for a in odd_times for d in (None, "3", '{"j": 1}'))
     ]
-    db = _file_with_rows(tmp_path / "other.db", workflows, tasks, events)
+    db = _file_with_rows(tmp_path / "other.db", workflow_rows, task_rows, event_rows)
     with Reader(db) as reader:
         got = reader.list_workflows(limit=1000)
-        raw = reader.query(f"{queries._SQL_NEWEST_WORKFLOWS[False, False]}", (1000, 0))
-        assert len(got) == len(workflows)
+        raw = reader.query(f"{workflows.SQL_NEWEST_WORKFLOWS[False, False]}", (1000, 0))
+        assert len(got) == len(workflow_rows)
         for model, row in zip(got, raw, strict=True):
-            _assert_same(("model", model), ("model", queries._validated_workflow(row)))
-        assert reader.get_workflow("w-3") == queries._validated_workflow(
-            reader.query(queries._SQL_WORKFLOW, ("w-3",))[0]
+            _assert_same(("model", model), ("model", rows._validated_workflow(row)))
+        assert reader.get_workflow("w-3") == rows._validated_workflow(
+            reader.query(workflows.SQL_WORKFLOW, ("w-3",))[0]
         )
-        raw_tasks = reader.query(queries._SQL_TASKS_OF_WORKFLOW, ("w-1",))
-        assert reader.get_tasks_for_workflow("w-1") == [queries._validated_task(r) for r in raw_tasks]
-        raw_events = reader.query(queries._SQL_AUDIT_TRAIL, ("w-1",))
-        assert reader.get_audit_trail("w-1") == [queries._validated_audit(r) for r in raw_events]
-        assert len(raw_tasks) == len(tasks) and len(raw_events) == len(events)
+        raw_tasks = reader.query(tasks.SQL_TASKS_OF_WORKFLOW, ("w-1",))
+        assert reader.get_tasks_for_workflow("w-1") == [rows._validated_task(r) for r in raw_tasks]
+        raw_events = reader.query(audit.SQL_AUDIT_TRAIL, ("w-1",))
+        assert reader.get_audit_trail("w-1") == [rows._validated_audit(r) for r in raw_events]
+        assert len(raw_tasks) == len(task_rows) and len(raw_events) == len(event_rows)
 
 
 def test_an_unknown_status_in_the_file_fails_the_read_as_before(tmp_path):
@@ -486,7 +470,7 @@ def test_an_unknown_status_in_the_file_fails_the_read_as_before(tmp_path):
     with Reader(db) as reader, pytest.raises(ValueError, match="archived"):
         reader.list_workflows()
     with pytest.raises(ValueError, match="archived"):
-        queries._validated_workflow(_workflow_row(status="archived"))
+        rows._validated_workflow(_workflow_row(status="archived"))
 
 
 @pytest.mark.parametrize(
@@ -495,13 +479,44 @@ def test_an_unknown_status_in_the_file_fails_the_read_as_before(tmp_path):
 )
 def test_other_writers_timestamps_take_the_validated_path(monkeypatch, at):
     taken: list[tuple[Any, ...]] = []
-    validated = queries._validated_workflow
+    validated = rows._validated_workflow
 
     def spy(row: tuple[Any, ...]) -> Any:
         taken.append(row)
         return validated(row)
 
-    monkeypatch.setattr(queries, "_validated_workflow", spy)
-    rows = [_workflow_row(), _workflow_row(started_at=at), _workflow_row(last_updated=at)]
-    assert queries._workflows(rows) == [validated(row) for row in rows]
-    assert taken == rows[1:]
+    monkeypatch.setattr(rows, "_validated_workflow", spy)
+    given = [_workflow_row(), _workflow_row(started_at=at), _workflow_row(last_updated=at)]
+    assert rows.workflows(given) == [validated(row) for row in given]
+    assert taken == given[1:]
+
+
+def test_a_prepared_value_the_model_refuses_sends_the_whole_list_the_validated_way(monkeypatch):
+    prepare = rows._workflow_values
+
+    def wrong_for_one(row: tuple[Any, ...]) -> dict[str, Any]:
+        values = prepare(row)
+        if row[0] == "w-2":
+            values["id"] = 2  # not a str: the model refuses it
+        return values
+
+    monkeypatch.setattr(rows, "_workflow_values", wrong_for_one)
+    given = [_workflow_row(id=f"w-{i}") for i in range(4)]
+    assert rows.workflows(given) == [rows._validated_workflow(row) for row in given]
+
+
+def test_list_workflow_rows_gives_the_rows_list_workflows_builds_its_models_from(tmp_path):
+    given = [
+        _workflow_row(id=f"w-{i}", created_at=f"2026-12-01T07:37:3{i}.123456+00:00", status=status)
+        for i, status in enumerate(["running", "failed", "completed", "failed"])
+    ]
+    db = _file_with_rows(tmp_path / "plain.db", given, [], [])
+    with Reader(db) as reader:
+        for kwargs in ({}, {"limit": 2, "offset": 1}, {"status": "failed"}, {"instance_id": "i-1"}):
+            plain = reader.list_workflow_rows(**kwargs)
+            assert rows.workflows(plain) == reader.list_workflows(**kwargs)
+        assert [row[0] for row in reader.list_workflow_rows()] == ["w-3", "w-2", "w-1", "w-0"]
+        assert reader.list_workflow_rows(limit=1)[0] == given[3]  # as stored: text, JSON text, 0/1
+        assert tuple(WorkflowExecution.model_fields) == Reader.WORKFLOW_ROW_COLUMNS
+        with pytest.raises(CallerError):
+            reader.list_workflow_rows(limit=-1)

@@ -1,0 +1,87 @@
+"""The Reader's instance queries: registered GUI instances, the live ones, and counts per instance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .. import leases
+from ..protocol.models import Instance, InstanceStats
+from . import paging
+from .connection import ReadConnection
+from .rows import optional_time
+
+_INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, ended_at, state, last_seq"
+# `rejected` and `boot_id` came with schema version 4; on an older file a literal 0 and NULL
+# stand in for them, so every instance row has the same shape. Keyed by (has rejected, has
+# boot_id).
+_INSTANCE_SELECT = {
+    (rejected, boot): f"SELECT {_INSTANCE_COLUMNS}, {'rejected' if rejected else '0'},"
+    f" {'boot_id' if boot else 'NULL'} FROM instances"
+    for rejected in (True, False)
+    for boot in (True, False)
+}
+_SQL_INSTANCES_PAGE = " ORDER BY started_at DESC" + paging.PAGE_SQL
+
+
+def _instance(row: tuple[Any, ...]) -> Instance:
+    return Instance(
+        id=row[0],
+        pid=row[1],
+        process_create_time=row[2],
+        host=row[3],
+        started_at=optional_time(row[4]),
+        last_seen=optional_time(row[5]),
+        ended_at=optional_time(row[6]),
+        state=row[7],
+        last_seq=row[8] or 0,
+        rejected=row[9] or 0,
+        boot_id=row[10],
+    )
+
+
+class InstanceQueries(ReadConnection):
+    """GUI instances: get_instances, get_instance, get_active_instances, get_instance_stats."""
+
+    def _instances(self, where: str = "", params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of `instances` (with `rejected`, 0 if the file has none); [] if it has no such table."""
+        if not self._has("instances"):
+            return []
+        rejected = self._has("instances", "rejected")
+        # boot_id comes with rejected, in one upgrade: the table_info read that found (or is
+        # still looking for) `rejected` lists it too. A lookup of its own would repeat on every
+        # call on a file stamped 4 before boot_id joined that version; such a file reads NULL
+        # (the host-name rule) until the connection is opened again.
+        boot = self._seen("instances", "boot_id")
+        return self._fetch(_INSTANCE_SELECT[rejected, boot] + where, params)
+
+    def get_instances(self, limit: int | None = None, offset: int = 0) -> list[Instance]:
+        """Registered instances, live, ended or dead, most recently started first: all or a page.
+
+        Empty on a file without `instances` (made by the Rust core, before any writer of ours).
+        """
+        page = paging.page(limit, offset)
+        return [_instance(r) for r in self._instances(_SQL_INSTANCES_PAGE, page)]
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """The registered instance with this id, or None."""
+        found = self._instances(" WHERE id = ?", (instance_id,))
+        return _instance(found[0]) if found else None
+
+    def get_active_instances(self) -> list[Instance]:
+        """Instances registered live whose process still runs (pid, create time and boot checked)."""
+        found = self._instances(" WHERE state = 'live' ORDER BY started_at")
+        return [_instance(r) for r in found if leases.is_alive(r[1], r[2], r[3], r[10])]
+
+    def get_instance_stats(self) -> InstanceStats:
+        """Total workflows, live instances, and how many workflows each live instance has."""
+        total = self._fetch("SELECT COUNT(*) FROM workflow_executions")[0][0]
+        active = self.get_active_instances()
+        per_instance: dict[str, int] = {}
+        for instance in active:
+            per_instance[instance.id] = self._fetch(
+                "SELECT COUNT(*) FROM workflow_executions WHERE instance_id = ?", (instance.id,)
+            )[0][0]
+        return InstanceStats(
+            total_workflows=total, active_instances=len(active), workflows_per_instance=per_instance
+        )

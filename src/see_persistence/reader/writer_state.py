@@ -1,0 +1,55 @@
+"""What the writer leaves in the file for readers: its lease, its published counters, the row counts."""
+
+from __future__ import annotations
+
+from .. import leases
+from ..protocol.models import WriterStatus
+from .connection import ReadConnection
+from .rows import optional_time
+
+_COUNTED_TABLES = ("workflow_executions", "task_executions", "audit_events", "instances", "dead_letters")
+
+
+class WriterStateQueries(ReadConnection):
+    """The writer's side of the file: get_writer_status, get_counters, count_rows."""
+
+    def get_writer_status(self) -> WriterStatus | None:
+        """The writer lease and whether its holder is alive; None if no writer ever ran."""
+        if not self._has("writer_lease"):  # a file no writer of ours has upgraded yet
+            return None
+        # boot_id and heartbeat_boot_ns came with schema version 4: NULL on an older file.
+        boot_columns = "boot_id, heartbeat_boot_ns" if self._has("writer_lease", "boot_id") else "NULL, NULL"
+        found = self._fetch(
+            "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
+            f" released_at, {boot_columns} FROM writer_lease WHERE id = 1"
+        )
+        if not found:
+            return None
+        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released, boot, boot_ns = found[0]
+        alive = released is None and leases.is_alive(pid, ctime, host, boot)
+        heartbeat_at = optional_time(heartbeat)
+        heartbeat_us = int(heartbeat_at.timestamp() * 1_000_000)
+        age_s = leases.silence_s(heartbeat_us, leases.wall_clock_us(), boot, boot_ns)
+        return WriterStatus(
+            pid=pid,
+            host=host,
+            endpoint=endpoint,
+            epoch=epoch,
+            since=optional_time(acquired),
+            heartbeat=heartbeat_at,
+            released=optional_time(released),
+            alive=alive,
+            boot_id=boot,
+            heartbeat_age_s=round(age_s, 3),
+        )
+
+    def get_counters(self) -> dict[str, int]:
+        """The `counters` table as a dict (the writer's published counters are `writer.*`)."""
+        if not self._has("counters", "name"):  # a file from before schema version 3
+            return {}
+        return dict(self._fetch("SELECT name, value FROM counters ORDER BY name"))
+
+    def count_rows(self) -> dict[str, int]:
+        """Row counts of the layer's tables that exist in this file."""
+        names = [r[0] for r in self._fetch("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: self._fetch(f'SELECT COUNT(*) FROM "{n}"')[0][0] for n in _COUNTED_TABLES if n in names}
