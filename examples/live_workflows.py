@@ -47,8 +47,6 @@ STEP_INTERVAL_MS = 400  # how fast a started workflow moves along, so that one c
 TASK_NAMES = ("fetch", "build", "test")
 ID_ROLE = Qt.ItemDataRole.UserRole  # each line keeps its record's id
 ORDER_ROLE = Qt.ItemDataRole.UserRole + 1  # and where it sorts: "created_at id", or execution_order
-# The Reader has no lookup of one task by id; its raw read-only query does it.
-TASK_BY_ID = "SELECT workflow_id, task_name, status, execution_order FROM task_executions WHERE id = ?"
 
 
 @dataclass
@@ -153,22 +151,21 @@ class LiveWorkflowsWindow(QMainWindow):
             item.setText(1, str(workflow.status))
 
     def _redraw_task(self, task_id: str) -> None:
-        rows = self.reader.query(TASK_BY_ID, (task_id,))
+        task = self.reader.get_task(task_id)
         item = self._tasks.get(task_id)
-        if not rows:
+        if task is None:
             if item is not None:
                 item.parent().removeChild(item)
                 del self._tasks[task_id]
             return
-        workflow_id, name, status, order = rows[0]
-        parent = self._workflows.get(workflow_id)
+        parent = self._workflows.get(task.workflow_id)
         if parent is None:
             return  # a task of a workflow not shown (older than the newest WORKFLOWS_SHOWN)
         if item is None:
-            self._place_task(parent, task_id, name, status, order)
+            self._place_task(parent, task_id, task.task_name, str(task.status), task.execution_order)
         else:
-            item.setText(0, f"{order}. {name}")
-            item.setText(1, status)
+            item.setText(0, f"{task.execution_order}. {task.task_name}")
+            item.setText(1, str(task.status))
 
     # -- lines in the tree -------------------------------------------------------------------
 

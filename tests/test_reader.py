@@ -79,6 +79,9 @@ def test_queries_return_models_in_the_documented_order(populated):
     assert reader.list_workflows(status="failed") == []
     assert reader.get_workflow(runs[0].id) == runs[0]
     assert reader.get_workflow("nope") is None
+    tasks = reader.get_tasks_for_workflow(runs[0].id)
+    assert tasks and [reader.get_task(t.id) for t in tasks] == tasks
+    assert reader.get_task("nope") is None
     assert runs[0].metadata["label"] == "c"
     trail = reader.get_audit_trail(runs[0].id)
     assert [e.timestamp for e in trail] == sorted(e.timestamp for e in trail) and len(trail) == 1

@@ -244,6 +244,9 @@ def test_a_long_log_is_column_then_side_table_in_order_and_readers_get_all_of_it
     assert [no for no, _ in side] == list(range(len(items) - 1, len(lines)))  # numbered by place in the log
     assert [line for _, line in side] == lines[len(items) - 1 :]
     assert whole_logs(applying.path) == {TASK: lines, OTHER_TASK: []}
+    with Reader(applying.path) as reader:
+        task = reader.get_task(TASK)
+        assert task is not None and task.logs == lines, "one task by id: its whole log too"
 
 
 def test_a_run_of_appends_rewrites_each_column_once(applying: Applying) -> None:

@@ -1,4 +1,4 @@
-"""The Reader's task query: a workflow's tasks in order, each with its whole log."""
+"""The Reader's task queries: one task by id, and a workflow's tasks in order, each with its whole log."""
 
 from __future__ import annotations
 
@@ -11,12 +11,24 @@ SQL_TASKS_OF_WORKFLOW = (
     f"SELECT {rows.TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
     " ORDER BY execution_order, created_at, id"
 )
+SQL_TASK = f"SELECT {rows.TASK_COLUMNS} FROM task_executions WHERE id = ?"
 # A page; the whole list keeps the SQL above, with no LIMIT to bind.
 _SQL_TASKS_OF_WORKFLOW_PAGE = SQL_TASKS_OF_WORKFLOW + paging.PAGE_SQL
 
 
 class TaskQueries(ReadConnection):
-    """Task executions: get_tasks_for_workflow."""
+    """Task executions: get_task, get_tasks_for_workflow."""
+
+    def get_task(self, task_id: str) -> TaskExecution | None:
+        """The task with this id, its whole log included, or None."""
+        found = self._fetch(SQL_TASK, (task_id,))
+        if not found:
+            return None
+        task = rows.tasks(found)[0]
+        logs = found[0][rows.LOGS_COLUMN]
+        if type(logs) is str and task_logs.LOG_CONTINUED_JSON in logs:
+            task = self._whole_log(task)
+        return task
 
     def get_tasks_for_workflow(
         self, workflow_id: str, limit: int | None = None, offset: int = 0
