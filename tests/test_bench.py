@@ -74,6 +74,11 @@ def _table_rows(section: str) -> list[list[str]]:
     return rows
 
 
+def _labels(text: str, header: str) -> list[str]:
+    """The first cell of each body row of the tables under `header`, header rows left out."""
+    return [row[0] for row in _table_rows(_section(text, header))[1:]]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(170)
 def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
@@ -145,7 +150,7 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
     # other program's write waits, and its targets (whatever the figures are).
     other = _section(report, "## Another program writing beside 4 flooding GUIs")
     phases = _table_rows(_section(other, "### The GUIs' committed rows/s"))
-    assert [row[0] for row in phases[1:]] == [
+    assert _labels(other, "### The GUIs' committed rows/s") == [
         "without the other program",
         "with the other program writing",
         "without it, again",
@@ -164,8 +169,7 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
     # Live views: commit -> delivered beside send -> delivered and send -> visible, the writer's
     # rows/s with 0, 1 and 8 watchers, a watcher stopped, the polling fallback; and their targets.
     live = _section(report, "## Live views (change feed)")
-    delivered = _table_rows(_section(live, "### Commit → delivered, each GUI at 0.25 of the peak rate"))
-    assert [row[0] for row in delivered[1:]] == [
+    assert _labels(live, "### Commit → delivered, each GUI at 0.25 of the peak rate") == [
         "writer's stamp → delivered (commit → delivered, an upper bound)",
         "send → delivered by the feed",
         "send → visible, polling every 1 ms",
@@ -177,8 +181,7 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
         ["8 watchers", "8"],
         ["no watcher, again", "0"],
     ]
-    stopped = _table_rows(_section(live, "### A watcher stopped for 5 s while the GUIs flood"))
-    assert [row[0] for row in stopped[1:]] == [
+    assert _labels(live, "### A watcher stopped for 5 s while the GUIs flood") == [
         "the watcher reading",
         "the watcher stopped (SIGSTOP)",
         "the watcher reading again",
