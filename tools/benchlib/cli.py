@@ -16,6 +16,9 @@ running, 2 log lines, completed; 10 audit events; completed): 38 operations, 16 
 Then another program beside 4 flooding GUIs: plain sqlite3 inserting one workflow every 50 ms
 (tools/other_writer.py), its write waits, the WAL's peak, and the GUIs' committed rows/s with
 and without it in the same run (`--only other-writer` runs just this and prints it).
+Then live views: watcher processes on the change feed beside 4 GUIs, commit -> delivered,
+the writer's rows/s with 0, 1 and 8 watchers and with one stopped, and the polling fallback
+with no writer (`--only feed`).
 Then reads on a database of 1,000,000 workflows, each beside the same SQL through raw sqlite3
 (`--reads-only` runs just these and prints them).
 Every figure is printed beside its baseline and as a ratio; each target says met / not met.
