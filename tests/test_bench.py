@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "tools" / "bench.py"
 QUICK_PROCS = ("1", "4")
-RUN_TIMEOUT_S = 100.0
+RUN_TIMEOUT_S = 150.0
 
 WORKLOAD_HEADERS = (
     "## Writes: audit events only",
@@ -38,6 +38,7 @@ REPORT_HEADERS = (
     "## Command",
     "## Method",
     "## Another program writing beside 4 flooding GUIs",
+    "## Live views (change feed)",
     "## Reads",
     "### Queries",
     "### Rows materialized as models",
@@ -73,8 +74,13 @@ def _table_rows(section: str) -> list[list[str]]:
     return rows
 
 
+def _labels(text: str, header: str) -> list[str]:
+    """The first cell of each body row of the tables under `header`, header rows left out."""
+    return [row[0] for row in _table_rows(_section(text, header))[1:]]
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(170)
 def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     proc = subprocess.run(
@@ -144,7 +150,7 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
     # other program's write waits, and its targets (whatever the figures are).
     other = _section(report, "## Another program writing beside 4 flooding GUIs")
     phases = _table_rows(_section(other, "### The GUIs' committed rows/s"))
-    assert [row[0] for row in phases[1:]] == [
+    assert _labels(other, "### The GUIs' committed rows/s") == [
         "without the other program",
         "with the other program writing",
         "without it, again",
@@ -159,6 +165,32 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
         row for row in _table_rows(_section(report, "## Targets")) if "another program" in row[0]
     ]
     assert len(other_targets) == 4, other_targets
+
+    # Live views: commit -> delivered beside send -> delivered and send -> visible, the writer's
+    # rows/s with 0, 1 and 8 watchers, a watcher stopped, the polling fallback; and their targets.
+    live = _section(report, "## Live views (change feed)")
+    assert _labels(live, "### Commit → delivered, each GUI at 0.25 of the peak rate") == [
+        "writer's stamp → delivered (commit → delivered, an upper bound)",
+        "send → delivered by the feed",
+        "send → visible, polling every 1 ms",
+    ]
+    cost = _table_rows(_section(live, "### The writer's committed rows/s with 0, 1 and 8 watchers"))
+    assert [row[:2] for row in cost[1:]] == [
+        ["no watcher", "0"],
+        ["1 watcher", "1"],
+        ["8 watchers", "8"],
+        ["no watcher, again", "0"],
+    ]
+    assert _labels(live, "### A watcher stopped for 5 s while the GUIs flood") == [
+        "the watcher reading",
+        "the watcher stopped (SIGSTOP)",
+        "the watcher reading again",
+    ]
+    assert "The stopped watcher's RSS: " in live and "n/a before" not in live, live
+    polled = _table_rows(_section(live, "### No writer running: the watcher polls the file"))
+    assert polled[0] == ["changes", "p50", "max", "poll interval"] and polled[1][0] == "3", polled
+    feed_targets = [row for row in _table_rows(_section(report, "## Targets")) if row[0].startswith("feed: ")]
+    assert len(feed_targets) == 6, feed_targets
 
     queries = _table_rows(_section(report, "### Queries"))
     assert [row[0] for row in queries[1:]] == list(READ_QUERIES)

@@ -33,7 +33,7 @@ if "SEE_PERSISTENCE_RUNTIME_DIR" not in os.environ:  # the Client's socket direc
     os.environ["SEE_PERSISTENCE_RUNTIME_DIR"] = _runtime_dir = tempfile.mkdtemp(prefix="see-profile-")
     atexit.register(shutil.rmtree, _runtime_dir, ignore_errors=True)
 
-import bench
+from benchlib.workloads import audit_stream, mix_stream
 
 from see_persistence import Client
 from see_persistence.protocol import codec
@@ -49,7 +49,7 @@ def build_messages(db: Path, workload: str, operations: int) -> list[bytes]:
     client = Client(db)  # no writer runs: its operations are taken from it, never sent
     recorded: list[tuple[str, Any]] = []
     client._put = lambda name, payload: recorded.append((name, payload))  # type: ignore[method-assign]
-    stream = bench.audit_stream(client) if workload == "audit" else bench.mix_stream(client)
+    stream = audit_stream(client) if workload == "audit" else mix_stream(client)
     for _ in range(operations):
         next(stream)
     client.close(timeout=0)  # nothing to wait for: no writer ever takes its messages
