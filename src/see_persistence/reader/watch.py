@@ -62,6 +62,9 @@ LOOKUPS_KEPT = 10_000
 # How often an awaiting aget() looks whether the watcher was closed from another thread (a
 # closed descriptor never becomes readable).
 ASYNC_CLOSE_CHECK_S = 0.25
+# Before blaming another program for a change seen after a silence, how long to wait for the
+# writer's notices that may still be on their way (its queue drains as this process resumes).
+RESUMED_GRACE_MS = 100
 # How long close() waits for each of the watcher's threads: the receiving one, and a callback
 # under way (one that waits on the thread calling close() would otherwise hang it for good).
 CLOSE_TIMEOUT_S = 5.0
@@ -388,13 +391,7 @@ class Watcher:
                 self._resync(ResyncCause.STARTED)
             next_check = time.monotonic() + self.poll_interval_s
             while not self._stop.is_set():
-                if self._sub.poll(int(self.poll_interval_s * 1000)):
-                    while not self._stop.is_set():
-                        try:
-                            frames = self._sub.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._on_frames(frames)
+                self._receive(int(self.poll_interval_s * 1000))
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + self.poll_interval_s
@@ -406,6 +403,18 @@ class Watcher:
             self._context.term()
             if self._conn is not None:
                 self._conn.close()
+
+    def _receive(self, timeout_ms: int) -> bool:
+        """Take every notice that arrives within `timeout_ms`; True if any came."""
+        if not self._sub.poll(timeout_ms):
+            return False
+        while not self._stop.is_set():
+            try:
+                frames = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._on_frames(frames)
+        return True
 
     def _open_file(self) -> None:
         """Open the file if it exists now and set the cursor from its lease row."""
@@ -475,6 +484,12 @@ class Watcher:
         explained, self._notified = self._notified, False
         if not moved:
             return
+        if not explained and self.stats.polling and self._receive(RESUMED_GRACE_MS):
+            # Notices queued while this process was stopped (SIGSTOP, a debugger, a machine
+            # that slept) arrive after the silence looked long: they, not another program,
+            # explain the change, and a gap among them is a MISSED resync of its own.
+            self.stats.polling = False
+            explained, self._notified = True, False
         # A notice since the last look explains the move (a change by another program while
         # a writer runs is flagged FOREIGN in the writer's next notice). Unexplained, it waits
         # until a notice comes or the silence says no writer runs: then it is another program's.
