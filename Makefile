@@ -31,3 +31,34 @@ chaos: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+
+# --- Packaging: the lowest dependency versions, the wheel and the sdist -----------------------
+# Kept in one block of its own (other targets are edited elsewhere); clean and the main venv's
+# stamp get their extra prerequisites here rather than by editing their rules.
+LOWEST       := .venv-lowest
+LOWEST_STAMP := $(LOWEST)/.installed
+TEST_ARGS    ?=
+
+.PHONY: test-lowest
+clean: clean-packaging
+
+# The version is read from __init__.py, so an editable install's metadata is stale after a bump.
+$(STAMP): src/see_persistence/__init__.py
+
+# A venv of its own, made anew whenever the constraints change, so nothing newer lingers in it.
+$(LOWEST_STAMP): pyproject.toml constraints/lowest.txt src/see_persistence/__init__.py
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -c constraints/lowest.txt -e '.[test]'
+	touch $@
+
+# The same test command as `make test`, on the lowest versions pyproject.toml allows.
+# TEST_ARGS picks a part of the suite: make test-lowest TEST_ARGS='tests/test_reader.py'
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST)/bin/python -m pip freeze --exclude-editable | grep -iE '^(pyzmq|msgpack|psutil|pydantic)'
+	$(LOWEST)/bin/python -m pytest $(TEST_ARGS)
+
+.PHONY: clean-packaging
+clean-packaging:
+	rm -rf $(LOWEST) dist
