@@ -62,3 +62,14 @@ test-lowest: $(LOWEST_STAMP)
 .PHONY: clean-packaging
 clean-packaging:
 	rm -rf $(LOWEST) dist
+
+# The sdist, then the wheel built from it (build's default), and a check of what each holds.
+.PHONY: dist check-wheel
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --quiet --outdir dist .
+	$(PY) tools/check_dist.py dist
+
+# What users install is what is tested: the wheel in a fresh venv, run from outside the tree.
+check-wheel: dist
+	$(PY) tools/check_dist.py dist --install
