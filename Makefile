@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DB     ?= $(CURDIR)/.demo/workflows.db
 
-.PHONY: demo test lint bench chaos clean
+.PHONY: demo test test-lowest lint bench chaos clean dist check-wheel
 
-$(STAMP): pyproject.toml
+# The version is read from __init__.py, so an editable install's metadata is stale after a bump.
+$(STAMP): pyproject.toml src/see_persistence/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,lint,gui]'
@@ -30,4 +31,33 @@ chaos: $(STAMP)
 	$(PY) tools/chaos.py --clients 4 --seconds 30 --kill-every 2
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(LOWEST) dist .demo .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+
+# --- The lowest dependency versions, the wheel and the sdist ----------------------------------
+LOWEST       := .venv-lowest
+LOWEST_STAMP := $(LOWEST)/.installed
+TEST_ARGS    ?=
+
+# A venv of its own, made anew whenever the constraints change, so nothing newer lingers in it.
+$(LOWEST_STAMP): pyproject.toml constraints/lowest.txt src/see_persistence/__init__.py
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -c constraints/lowest.txt -e '.[test]'
+	touch $@
+
+# The same test command as `make test`, on the lowest versions pyproject.toml allows.
+# TEST_ARGS picks a part of the suite: make test-lowest TEST_ARGS='tests/test_reader.py'
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST)/bin/python -m pip freeze --exclude-editable | grep -iE '^(pyzmq|msgpack|psutil|pydantic)'
+	$(LOWEST)/bin/python -m pytest $(TEST_ARGS)
+
+# The sdist, then the wheel built from it (build's default), and a check of what each holds.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --quiet --outdir dist .
+	$(PY) tools/check_dist.py dist
+
+# What users install is what is tested: the wheel in a fresh venv, run from outside the tree.
+check-wheel: dist
+	$(PY) tools/check_dist.py dist --install

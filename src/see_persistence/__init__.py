@@ -82,6 +82,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+# The only place the version is written: pyproject.toml reads it from here (a literal, so
+# setuptools can read it without importing). Bump it together with CHANGELOG.md.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import locations
+from . import __version__, locations
 from .commands import COMMANDS
 from .commands.base import (
     EXIT_CODES_HELP,
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _logging_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
