@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
+import pytest
 from postgres_server import MIN_SERVER_MAJOR, PostgresServer
+
+psycopg = pytest.importorskip("psycopg")
 
 
 def test_server_listens_on_its_socket_only(postgres_server: PostgresServer) -> None:
