@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest_postgres import postgres_server, postgres_url  # noqa: F401 - the PostgreSQL fixtures
 
 from see_persistence import Reader
 

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .protocol.errors import (
+    BackendUnavailable,
     CallerError,
     ClientClosed,
     DefaultsInUse,
@@ -88,6 +89,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditEvent",
+    "BackendUnavailable",
     "CallerError",
     "Change",
     "ChangeKind",

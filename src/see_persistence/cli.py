@@ -102,7 +102,8 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         metavar="PATH",
-        help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db)",
+        help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db);"
+        " postgresql:// URLs are not supported yet",
     )
 
 
@@ -172,5 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     command: Command = args.spec
     if command.takes_db or args.db is not None:
-        args.db = locations.resolve_db_path(args.db)  # a Path, absolute
+        try:
+            args.db = locations.resolve_db_path(args.db)  # a Path, absolute
+        except SeePersistenceError as exc:  # a database URL this version cannot use
+            print(f"see-persistence {command.name}: {_one_line(str(exc))}", file=sys.stderr)
+            return EXIT_ERROR
     return _run(command, args)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .protocol.errors import SeePersistenceError
+from . import backends
+from .protocol.errors import BackendUnavailable, SeePersistenceError
 
 DB_ENV_VAR = "SEE_PERSISTENCE_DB"
 RUNTIME_DIR_ENV_VAR = "SEE_PERSISTENCE_RUNTIME_DIR"
@@ -46,11 +47,20 @@ class FileIdentity(NamedTuple):
 def resolve_db_path(db_path: str | os.PathLike[str] | None = None) -> Path:
     """The real absolute database path: the argument, else $SEE_PERSISTENCE_DB, else the default.
 
+    A postgresql:// URL raises BackendUnavailable saying why (backends.py), and a URL of
+    another scheme CallerError.
+
     Resolved as open() resolves it (symlinks first, then `..`), not by text: `DIR/link/../wf.db`
     is the `wf.db` beside the link's target, where open() would find it.
     """
     if db_path is None or str(db_path) == "":
         db_path = os.environ.get(DB_ENV_VAR) or DEFAULT_DB_PATH
+    database_url = backends.parse_database(db_path)
+    if database_url is not None:
+        # Until the PostgreSQL backend is complete this always raises: better than SQLite's
+        # "unable to open database file" for a file named postgresql:/host/db.
+        backends.require_backend(database_url)
+        raise BackendUnavailable(f"{database_url}: this part of see-persistence takes a file path only")
     return Path(os.path.realpath(Path(db_path).expanduser()))
 
 

@@ -9,7 +9,8 @@
     ├── ReadOnlyViolation (PermissionError)  a write statement sent through a Reader
     ├── ClientClosed (RuntimeError)      a write call on a Client after close()
     ├── WatcherHasCallback (RuntimeError)  get()/poll()/iteration on a Watcher that feeds a callback
-    └── DefaultsInUse (RuntimeError)     configure() with other settings once get_client()/get_reader() ran
+    ├── DefaultsInUse (RuntimeError)     configure() with other settings once get_client()/get_reader() ran
+    └── BackendUnavailable (RuntimeError)  a database URL whose backend this version or install lacks
 
 The writer never raises the peer's errors: it stores their reason in `dead_letters`.
 """
@@ -70,3 +71,7 @@ class WatcherHasCallback(SeePersistenceError, RuntimeError):
 
 class DefaultsInUse(SeePersistenceError, RuntimeError):
     """configure() came, with other settings, after the process-wide Client or Reader was made."""
+
+
+class BackendUnavailable(SeePersistenceError, RuntimeError):
+    """A database was named by a URL (postgresql://) whose backend is not implemented or not installed."""

@@ -1,0 +1,112 @@
+"""What a database argument names (backends.py), and a postgresql:// URL everywhere a database is taken.
+
+Until the PostgreSQL backend is complete, a URL must fail at once with a sentence saying so,
+in the API and on the command line, never as SQLite failing to open a file named like a URL.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_support import assert_one_line_error, cli
+
+from see_persistence import BackendUnavailable, CallerError, Client, Reader, Writer
+from see_persistence.backends import DatabaseURL, parse_database, redact_url, require_backend
+from see_persistence.locations import DB_ENV_VAR, resolve_db_path
+
+URL = "postgresql://alice:s3cret@db.example/flows"
+NOT_COMPLETE = "PostgreSQL support is not complete in this version"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "workflows.db",
+        "/data/workflows.db",
+        "~/x.db",
+        "./postgresql:/x",
+        "C:\\data\\w.db",
+        "db:name",
+        Path("a.db"),
+    ],
+)
+def test_paths_are_sqlite_files(value: str | Path) -> None:
+    assert parse_database(value) is None
+
+
+@pytest.mark.parametrize(
+    "value", [URL, "postgres://db/flows", "POSTGRESQL://db/flows", "postgresql:///flows?host=/run/pg"]
+)
+def test_postgresql_urls_name_a_server(value: str) -> None:
+    assert parse_database(value) == DatabaseURL("postgresql", value)
+
+
+def test_another_scheme_is_refused_without_its_password() -> None:
+    with pytest.raises(CallerError, match="mysql:// URL") as caught:
+        parse_database("mysql://bob:pw@host/db")
+    assert "pw" not in str(caught.value)
+
+
+def test_a_url_folded_by_pathlib_is_explained() -> None:
+    with pytest.raises(CallerError, match=r"pathlib\.Path"):
+        parse_database(Path("postgresql://db/flows"))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (URL, "postgresql://alice:***@db.example/flows"),
+        ("postgresql://alice@db/flows", "postgresql://alice@db/flows"),
+        (
+            "postgresql://db/flows?user=a&password=pw&host=/tmp",
+            "postgresql://db/flows?user=a&password=***&host=/tmp",
+        ),
+        ("postgresql://:pw@db:5433/flows", "postgresql://:***@db:5433/flows"),
+    ],
+)
+def test_passwords_are_never_shown(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    database = parse_database(url)
+    assert database is not None
+    assert str(database) == shown
+    assert "pw" not in repr(database) and "s3cret" not in repr(database)
+
+
+def test_require_backend_says_what_is_missing() -> None:
+    database = DatabaseURL("postgresql", URL)
+    with pytest.raises(BackendUnavailable, match=NOT_COMPLETE):
+        require_backend(database)
+    with pytest.raises(BackendUnavailable, match=r"pip install 'see-persistence\[postgresql\]'"):
+        require_backend(database, implemented=frozenset({"sqlite", "postgresql"}), installed=False)
+    require_backend(database, implemented=frozenset({"sqlite", "postgresql"}), installed=True)
+
+
+def test_resolve_db_path_refuses_a_url_from_the_argument_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(BackendUnavailable, match=NOT_COMPLETE):
+        resolve_db_path(URL)
+    monkeypatch.setenv(DB_ENV_VAR, URL)
+    with pytest.raises(BackendUnavailable, match=NOT_COMPLETE) as caught:
+        resolve_db_path(None)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("make", [Reader, Client, Writer], ids=["Reader", "Client", "Writer"])
+def test_every_entry_point_refuses_a_url_at_once(make: type) -> None:
+    with pytest.raises(BackendUnavailable, match=NOT_COMPLETE) as caught:
+        make(URL)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_the_command_line_says_so_in_one_line() -> None:
+    result = cli("status", "--db", URL, timeout=30)
+    line = assert_one_line_error(result, 1, NOT_COMPLETE, "postgresql://alice:***@db.example/flows")
+    assert line.startswith("see-persistence status: ")
+    assert "s3cret" not in result.stderr
+
+    env = {**os.environ, DB_ENV_VAR: URL}
+    result = cli("check", timeout=30, env=env)
+    assert_one_line_error(result, 1, NOT_COMPLETE)
