@@ -11,7 +11,7 @@ DB     ?= $(CURDIR)/.demo/workflows.db
 $(STAMP): pyproject.toml src/see_persistence/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,gui]'
+	$(PY) -m pip install --quiet -e '.[test,lint,gui,postgresql]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -43,7 +43,7 @@ $(LOWEST_STAMP): pyproject.toml constraints/lowest.txt src/see_persistence/__ini
 	rm -rf $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
-	$(LOWEST)/bin/python -m pip install --quiet -c constraints/lowest.txt -e '.[test]'
+	$(LOWEST)/bin/python -m pip install --quiet -c constraints/lowest.txt -e '.[test,postgresql]'
 	touch $@
 
 # The same test command as `make test`, on the lowest versions pyproject.toml allows.
