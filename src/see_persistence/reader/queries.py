@@ -188,6 +188,17 @@ def is_read_only_error(exc: sqlite3.DatabaseError) -> bool:
 _JSON = json.JSONDecoder()
 
 
+def _endpoint_pairs(text: str | None) -> tuple[tuple[str, str], ...]:
+    """The lease's `endpoints` column (a JSON array of [pull, pub] pairs); () if absent or malformed."""
+    if not text:
+        return ()
+    try:
+        pairs = json.loads(text)
+        return tuple((str(pull), str(pub)) for pull, pub in pairs)
+    except (ValueError, TypeError):
+        return ()
+
+
 def _time(text: str | None) -> Any:
     return timestamps.parse(text) if text else None
 
@@ -961,13 +972,16 @@ class Reader:
             return None
         # boot_id and heartbeat_boot_ns came with schema version 4: NULL on an older file.
         boot_columns = "boot_id, heartbeat_boot_ns" if self._has("writer_lease", "boot_id") else "NULL, NULL"
+        # endpoints and public_key came with schema version 8.
+        tcp_columns = "endpoints, public_key" if self._has("writer_lease", "public_key") else "NULL, NULL"
         rows = self._fetch(
             "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
-            f" released_at, {boot_columns} FROM writer_lease WHERE id = 1"
+            f" released_at, {boot_columns}, {tcp_columns} FROM writer_lease WHERE id = 1"
         )
         if not rows:
             return None
-        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released, boot, boot_ns = rows[0]
+        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released, boot, boot_ns = rows[0][:10]
+        endpoints_json, public_key = rows[0][10:]
         alive = released is None and leases.is_alive(pid, ctime, host, boot)
         heartbeat_at = _time(heartbeat)
         heartbeat_us = int(heartbeat_at.timestamp() * 1_000_000)
@@ -983,6 +997,8 @@ class Reader:
             alive=alive,
             boot_id=boot,
             heartbeat_age_s=round(age_s, 3),
+            endpoints=_endpoint_pairs(endpoints_json),
+            public_key=public_key,
         )
 
     def get_counters(self) -> dict[str, int]:
