@@ -22,11 +22,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .. import leases, locations
+from .. import connection, leases, locations
 from ..idgen import new_id
+from ..keys import KeyStore
 from ..protocol import durations
 from ..protocol import operations as ops
-from ..protocol.errors import ClientClosed
+from ..protocol.errors import CallerError, ClientClosed
 from ..protocol.models import Rejection
 from ..protocol.status import FINISHED_STATUSES, Status
 from ..reader import Reader
@@ -34,6 +35,7 @@ from .outbox import Outbox
 from .registration import hello_payload, new_secret
 from .sender import Sender
 from .spawn import WriterSpawner
+from .transport import TcpRoute, tcp_endpoints_from_lease
 
 log = logging.getLogger("see_persistence.client")
 
@@ -150,6 +152,13 @@ class Client:
     Raises at once (no thread started) for a database file with more than one name
     (`locations.HardLinkedDatabase`) and for a socket directory that is not this user's
     alone (PermissionError saying why).
+
+    Over TCP: `endpoint` is a connection string (`see-persistence keys show` prints it) or a
+    bare `tcp://HOST:PORT` with the writer's public key as `server_key`. Without one, where
+    libzmq has no ipc (or $SEE_PERSISTENCE_TRANSPORT=tcp), the client finds the writer's TCP
+    endpoint and key in the lease row. Either way it is a CURVE client with this user's
+    client key pair from `keys_dir` (keys.KeyStore: created on first use and allowed there),
+    which the writer must have on its allow-list.
     """
 
     def __init__(
@@ -159,19 +168,41 @@ class Client:
         spawn_writer: bool = False,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         block_when_full: bool = False,
+        endpoint: str | None = None,
+        server_key: str | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
         # Refused at once, in the caller: a file with two names (two WALs for one database),
         # and a socket directory that is not this user's alone (anyone there could read what
         # we send and answer with commit notices).
         locations.check_single_name(self.db_path)
-        self._endpoints = locations.checked_endpoints(self.db_path)
+        self._reader = Reader(self.db_path)  # fork-safe: a child opens its own connection
+        self._endpoints = self._route(endpoint, server_key, keys_dir)
         self._buffer_limit = buffer_limit
         self._block_when_full = block_when_full
         self._spawn_wanted = spawn_writer
-        self._reader = Reader(self.db_path)  # fork-safe: a child opens its own connection
         self._start()
         _live_clients.add(self)
+
+    def _route(
+        self, endpoint: str | None, server_key: str | None, keys_dir: str | os.PathLike[str] | None
+    ) -> locations.Endpoints | TcpRoute:
+        """The ipc endpoints (checked), or how to reach the writer over TCP; raises saying why not."""
+        if endpoint is None and server_key is not None:
+            raise CallerError("server_key is the key of a TCP endpoint: give endpoint='tcp://HOST:PORT' too")
+        if endpoint is not None:
+            try:
+                fixed = connection.parse_connection(endpoint, server_key)
+            except ValueError as exc:
+                raise CallerError(str(exc)) from None
+            return TcpRoute(keys=KeyStore(keys_dir).client_pair(), fixed=fixed)
+        if connection.default_transport() == connection.TCP:
+            reader = self._reader
+            return TcpRoute(
+                keys=KeyStore(keys_dir).client_pair(), resolve=lambda: tcp_endpoints_from_lease(reader)
+            )
+        return locations.checked_endpoints(self.db_path)
 
     def _start(self) -> None:
         """Register a new instance of this process: outbox, sending thread, hello."""

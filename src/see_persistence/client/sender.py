@@ -29,7 +29,7 @@ from ..reader import Reader
 from .outbox import MAX_OPERATIONS_PER_SEND, Outbox, OutgoingMessage
 from .registration import hello_payload, new_secret
 from .spawn import WriterSpawner
-from .transport import ZmqTransport
+from .transport import TcpRoute, ZmqTransport
 
 log = logging.getLogger("see_persistence.client")
 
@@ -53,7 +53,7 @@ class Sender:
     def __init__(
         self,
         outbox: Outbox,
-        endpoints: Endpoints,
+        endpoints: Endpoints | TcpRoute,
         reader: Reader,
         *,
         spawner: WriterSpawner | None,

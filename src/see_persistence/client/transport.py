@@ -4,17 +4,29 @@ Before it connects, and whenever it connects again, it checks the socket directo
 writer does (ours, owner-only; socket files ours): in a directory another user controls,
 that user could bind the writer's names, read what the Client sends and answer with commit
 notices of its own. Refused, it stays unconnected: send() keeps everything in the outbox.
+
+Over TCP (a TcpRoute) there is no directory to check: CURVE does that work. Both sockets are
+CURVE clients with this user's key pair and the writer's public key, so only the holder of
+the writer's secret can read what is sent or answer with notices, and the writer accepts
+only allowed client keys. The endpoints are given once, or read from the lease row each time
+the transport connects anew (a writer that took over binds other ports).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import zmq
 
-from .. import locations
+from .. import leases, locations
+from ..connection import TcpEndpoints
+from ..keys import KeyPair
 from ..locations import Endpoints
 from ..protocol import codec
 from ..protocol.errors import RejectedMessage
@@ -25,6 +37,50 @@ log = logging.getLogger("see_persistence.client")
 # take waits packed in the outbox and leaves in fewer, larger messages once the writer keeps up.
 SEND_HIGH_WATER_MARK = 100
 CLOSE_LINGER_MS = 200
+
+
+@dataclass(frozen=True)
+class TcpRoute:
+    """How a Client reaches a writer over TCP: its own key pair, and where the writer is.
+
+    `fixed` when the caller gave the endpoint; else `resolve` reads it (None: not known yet).
+    """
+
+    keys: KeyPair
+    fixed: TcpEndpoints | None = None
+    resolve: Callable[[], TcpEndpoints | None] | None = None
+
+
+def tcp_endpoints_from_lease(reader: Any) -> TcpEndpoints | None:
+    """The writer's first TCP endpoint pair and key, as its lease row records them; None if none.
+
+    A writer bound to every interface records 0.0.0.0 (or ::): a client on the same host
+    connects through the loopback, one on another host through the host the lease names.
+    """
+    try:
+        status = reader.get_writer_status()
+    except (FileNotFoundError, sqlite3.Error):
+        return None
+    if status is None or not status.public_key:
+        return None
+    for pull, pub in status.endpoints:
+        if pull.startswith("tcp://") and pub.startswith("tcp://"):
+            here = status.host == leases.host_name()
+            return TcpEndpoints(
+                _reachable(pull, status.host, here), _reachable(pub, status.host, here), status.public_key
+            )
+    return None
+
+
+def _reachable(endpoint: str, host: str, same_host: bool) -> str:
+    for wildcard in ("tcp://0.0.0.0:", "tcp://[::]:"):
+        if endpoint.startswith(wildcard):
+            target = "127.0.0.1" if same_host else host
+            return f"tcp://{target}:{endpoint[len(wildcard) :]}"
+    return endpoint
+
+
+_NO_IPC = Endpoints(pull="", pub="", directory=Path("/nonexistent"))
 
 
 class _DirectoryStamp(NamedTuple):
@@ -52,9 +108,12 @@ class ZmqTransport:
     verify(), which leave it unconnected).
     """
 
-    def __init__(self, context: zmq.Context[Any], endpoints: Endpoints, instance_id: str) -> None:
+    def __init__(self, context: zmq.Context[Any], endpoints: Endpoints | TcpRoute, instance_id: str) -> None:
         self._context = context
-        self._endpoints = endpoints
+        self._route = endpoints if isinstance(endpoints, TcpRoute) else None
+        self._tcp: TcpEndpoints | None = None  # where a TcpRoute leads now
+        # Over TCP there are no ipc endpoints; the ipc-only methods are never reached then.
+        self._endpoints = endpoints if isinstance(endpoints, Endpoints) else _NO_IPC
         self._topics = (codec.NOTICE_COMMIT_PREFIX + instance_id.encode(), codec.NOTICE_HEARTBEAT)
         self._checked: _DirectoryStamp | None = None
         self.connected = False
@@ -64,14 +123,17 @@ class ZmqTransport:
         self._open()
 
     @property
-    def endpoints(self) -> Endpoints:
-        """The endpoints connected to (or last checked)."""
-        return self._endpoints
+    def endpoints(self) -> Endpoints | TcpEndpoints | None:
+        """The endpoints connected to (or last checked); None over TCP while the writer is unknown."""
+        return self._endpoints if self._route is None else self._tcp
 
     def _check(self) -> None:
         """Make sure the directory is ours and owner-only (creating it if missing); remember it."""
         self.connected = False
         self._checked = None
+        if self._route is not None:
+            self._tcp = self._route.fixed or (self._route.resolve() if self._route.resolve else None)
+            return
         locations.ensure_private_directory(self._endpoints.directory)
         locations.check_socket_files(self._endpoints)
         self._checked = _stamp(self._endpoints.directory)
@@ -84,6 +146,18 @@ class ZmqTransport:
         self.sub.setsockopt(zmq.LINGER, 0)
         for topic in self._topics:
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+        if self._route is not None:
+            if self._tcp is None:
+                return  # no writer known yet: verify() looks again
+            for socket in (self.push, self.sub):
+                socket.setsockopt(zmq.CURVE_SERVERKEY, self._tcp.server_key.encode("ascii"))
+                socket.setsockopt(zmq.CURVE_PUBLICKEY, self._route.keys.public.encode("ascii"))
+                socket.setsockopt(zmq.CURVE_SECRETKEY, self._route.keys.secret.encode("ascii"))
+            if connect:
+                self.push.connect(self._tcp.pull)
+                self.sub.connect(self._tcp.pub)
+                self.connected = True
+            return
         if connect:
             self.push.connect(self._endpoints.pull)  # queues at once, before any writer exists
             self.sub.connect(self._endpoints.pub)
@@ -128,7 +202,7 @@ class ZmqTransport:
         unconnected (send() returns False, notices() is empty) until a reconnect succeeds.
         """
         self.close(linger_ms=0)
-        if self._endpoints.database is not None:
+        if self._route is None and self._endpoints.database is not None:
             self._endpoints = locations.endpoints_for(self._endpoints.database)
         try:
             self._check()
@@ -144,8 +218,13 @@ class ZmqTransport:
         (a /tmp cleaner) and made again by someone else, that would be them. So when it is no
         longer the directory checked, or a socket file there is not ours, this reconnects
         (returns True) - or raises PermissionError as reconnect() does. False: nothing changed.
-        Call it about once a second.
+        Call it about once a second. Over TCP: connects once the lease names a writer's endpoints.
         """
+        if self._route is not None:
+            if self.connected or self._route.fixed is not None:
+                return False
+            self.reconnect()
+            return self.connected
         if self.connected and _stamp(self._endpoints.directory) == self._checked:
             try:
                 locations.check_socket_files(self._endpoints)

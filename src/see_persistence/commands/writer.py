@@ -131,6 +131,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="stop cleanly once no GUI instance has been alive and no message has arrived for"
         " SECONDS (for a writer a GUI starts; by default the writer runs until stopped)",
     )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="ENDPOINT",
+        help="where to listen, repeatable: 'ipc' (the owner-only sockets derived from the database"
+        " path) or tcp://HOST:PORT (CURVE-encrypted, only for client keys on the allow-list; PORT 0"
+        " picks free ports, a fixed PORT puts the commit notices on PORT+1). Default: ipc where"
+        " libzmq has it, else tcp://127.0.0.1:0. The lease row records what was bound",
+    )
+    parser.add_argument(
+        "--keys-dir",
+        metavar="DIR",
+        default=None,
+        help="the key directory for TCP (default: $SEE_PERSISTENCE_KEYS_DIR or ~/.s_e_e/keys)",
+    )
     parser.add_argument("--quiet-if-held", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -149,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         exit_when_idle_s=args.exit_when_idle,
         instances_kept_s=args.instances_kept_days * 86_400,
         dead_letter_bytes_kept=args.dead_letters_kept_bytes,
+        listen=args.listen,
+        keys_dir=args.keys_dir,
     )
     try:
         writer.run()
@@ -179,6 +196,7 @@ COMMAND = Command(
         "see-persistence writer --db ~/.s_e_e/workflows.db",
         "see-persistence writer --db ~/.s_e_e/workflows.db --standby",
         "see-persistence writer --db ~/data/app.db --adopt",
+        "see-persistence writer --listen ipc --listen tcp://127.0.0.1:0",
     ),
     configure=configure,
     run=run,

@@ -166,3 +166,7 @@ class WriterStatus(BaseModel):
     alive: bool
     boot_id: str | None = None  # the holder's boot (None: a lease from before boot ids)
     heartbeat_age_s: float | None = None
+    # Every (pull, pub) endpoint pair the holder bound, and its CURVE public key if it listens
+    # on TCP (empty / None: a writer from before schema version 8, or one still binding).
+    endpoints: tuple[tuple[str, str], ...] = ()
+    public_key: str | None = None

@@ -9,12 +9,14 @@ go once its `logs` column is full (protocol/task_logs.py). Every step only adds 
 indexes, nullable columns), so a file written by a newer version still reads. Version 6
 adds `prune_jobs`: retention carried out in chunks (writer/retention.py). Version 7 adds
 `writer_lease.commit_seq` and `writer_lease.feed_id`: the number of the writer's last commit
-and the random id of the feed that numbers them (the change feed, protocol/feed.py).
+and the random id of the feed that numbers them (the change feed, protocol/feed.py). Version 8
+adds `writer_lease.endpoints` and `writer_lease.public_key`: every endpoint pair the writer
+bound (TCP ports resolved) and its CURVE public key, so that clients find it in the file.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 
@@ -255,6 +257,11 @@ COLUMN_ADDITIONS: tuple[tuple[int, str, str, str], ...] = (
     # Drawn at random each time a writer takes the lease: a watcher that sees it change knows
     # another writer numbers the commits from now on, and resyncs.
     (7, "writer_lease", "feed_id", "INTEGER"),
+    # A JSON array of [pull, pub] endpoint pairs, one per place the writer listens (an ipc
+    # directory, a TCP address), as bound: port 0 resolved to the port the system gave.
+    (8, "writer_lease", "endpoints", "TEXT"),
+    # The writer's CURVE public key (Z85) while it listens on TCP; NULL for ipc alone.
+    (8, "writer_lease", "public_key", "TEXT"),
 )
 
 UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -265,6 +272,7 @@ UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (5, _TASK_LOG_STATEMENTS),
     (6, _RETENTION_STATEMENTS),
     (7, ()),  # columns only (COLUMN_ADDITIONS)
+    (8, ()),  # columns only
 )
 """(version, statements): applying every step above a file's version brings it up to date."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .. import leases
 from ..protocol.models import WriterStatus
 from .connection import ReadConnection
@@ -19,13 +21,16 @@ class WriterStateQueries(ReadConnection):
             return None
         # boot_id and heartbeat_boot_ns came with schema version 4: NULL on an older file.
         boot_columns = "boot_id, heartbeat_boot_ns" if self._has("writer_lease", "boot_id") else "NULL, NULL"
+        # endpoints and public_key came with schema version 8.
+        tcp_columns = "endpoints, public_key" if self._has("writer_lease", "public_key") else "NULL, NULL"
         found = self._fetch(
             "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
-            f" released_at, {boot_columns} FROM writer_lease WHERE id = 1"
+            f" released_at, {boot_columns}, {tcp_columns} FROM writer_lease WHERE id = 1"
         )
         if not found:
             return None
-        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released, boot, boot_ns = found[0]
+        pid, ctime, host, endpoint, epoch, acquired, heartbeat, released, boot, boot_ns = found[0][:10]
+        endpoints_json, public_key = found[0][10:]
         alive = released is None and leases.is_alive(pid, ctime, host, boot)
         heartbeat_at = optional_time(heartbeat)
         heartbeat_us = int(heartbeat_at.timestamp() * 1_000_000)
@@ -41,6 +46,8 @@ class WriterStateQueries(ReadConnection):
             alive=alive,
             boot_id=boot,
             heartbeat_age_s=round(age_s, 3),
+            endpoints=_endpoint_pairs(endpoints_json),
+            public_key=public_key,
         )
 
     def get_counters(self) -> dict[str, int]:
@@ -53,3 +60,14 @@ class WriterStateQueries(ReadConnection):
         """Row counts of the layer's tables that exist in this file."""
         names = [r[0] for r in self._fetch("SELECT name FROM sqlite_master WHERE type = 'table'")]
         return {n: self._fetch(f'SELECT COUNT(*) FROM "{n}"')[0][0] for n in _COUNTED_TABLES if n in names}
+
+
+def _endpoint_pairs(text: str | None) -> tuple[tuple[str, str], ...]:
+    """The lease's `endpoints` column (a JSON array of [pull, pub] pairs); () if absent or malformed."""
+    if not text:
+        return ()
+    try:
+        pairs = json.loads(text)
+        return tuple((str(pull), str(pub)) for pull, pub in pairs)
+    except (ValueError, TypeError):
+        return ()

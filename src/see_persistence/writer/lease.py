@@ -13,6 +13,7 @@ machine waking from sleep does not make its writer look silent for the whole nap
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -154,7 +155,7 @@ class WriterLease:
     ):
         self._conn = conn
         self._me = me
-        self._endpoint = endpoint
+        self.endpoint = endpoint
         self._db_path = db_path if db_path is not None else _main_file(conn)
         self.epoch = 0
         # The change feed: the number of this writer's last COMMIT (moves only once a COMMIT
@@ -228,7 +229,7 @@ class WriterLease:
                     self._me.pid,
                     self._me.create_time,
                     self._me.host,
-                    self._endpoint,
+                    self.endpoint,
                     epoch,
                     now,
                     now,
@@ -442,6 +443,17 @@ class WriterLease:
                 pid,
             )
         return False
+
+    def record_listeners(
+        self, now_us: int, endpoint: str, pairs: list[tuple[str, str]], public_key: str | None
+    ) -> None:
+        """Record, fenced, where this writer listens: its main endpoint, every pair bound, its key."""
+        with self.transaction(now_us):
+            self._conn.execute(
+                "UPDATE writer_lease SET endpoint = ?, endpoints = ?, public_key = ? WHERE id = 1",
+                (endpoint, json.dumps([list(pair) for pair in pairs]), public_key),
+            )
+        self.endpoint = endpoint
 
     def heartbeat(self, now_us: int) -> None:
         """Renew the lease in a transaction of its own (when idle)."""

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -15,11 +16,13 @@ from typing import Any
 
 import zmq
 
-from .. import leases, locations
+from .. import connection, leases, locations
 from ..database import is_environmental
+from ..keys import KeyPair, KeyStore
 from ..protocol import codec, feed, statements
 from ..protocol.errors import LeaseLostError, SeePersistenceError
 from . import liveness
+from .auth import Authenticator, plain_server, secure_server
 from .batch import BatchResult, PreparedBatch, SequenceBook, prepare_burial, prepare_messages
 from .checkpointer import WAL_RESTART_PAGES, Checkpointer
 from .courtesy import LockCourtesy
@@ -162,6 +165,12 @@ class Writer:
     own (PermissionError). Raises DatabaseFileGone once its path no longer leads to the file
     it has open (deleted, moved or replaced): it then commits and confirms nothing more.
 
+    `listen` names where it listens: "ipc" (the sockets derived from the database path, in
+    the owner-only socket directory) and/or `tcp://HOST:PORT` endpoints, CURVE-encrypted and
+    open only to client keys on the allow-list of `keys_dir` (keys.KeyStore); the default is
+    connection.default_listen(): ipc where libzmq has it, else TCP on a free loopback port.
+    The lease row records every endpoint bound and the writer's public key.
+
     With `exit_when_idle_s` it also stops on its own, as after `stop()`, once no message has
     arrived and no live GUI instance has been seen for that long: a writer a GUI spawned
     should not outlive every GUI. Without it (a supervisor's writer) it runs until stopped.
@@ -180,9 +189,23 @@ class Writer:
         exit_when_idle_s: float | None = None,
         instances_kept_s: float = statements.INSTANCES_KEPT_S,
         dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
+        listen: Sequence[str] | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
         self.endpoints = locations.endpoints_for(self.db_path)
+        wanted = list(listen) if listen else connection.default_listen()
+        self._listen_ipc = connection.IPC in wanted
+        self._tcp_specs = [spec for spec in wanted if spec != connection.IPC]
+        for spec in self._tcp_specs:
+            connection.split_tcp_endpoint(spec)  # ValueError naming it, before anything starts
+            connection.pub_endpoint_for(spec)
+        if self._listen_ipc and not zmq.has("ipc"):
+            raise ValueError("this build of libzmq has no ipc transport: listen on tcp://... instead")
+        self._keystore = KeyStore(keys_dir) if self._tcp_specs else None
+        self._keys: KeyPair | None = None
+        self._auth: Authenticator | None = None
+        self._tcp_pairs: list[tuple[str, str]] = []  # (pull, pub) as bound, port 0 resolved
         self.standby = standby
         self.synchronous = synchronous
         self.batch_max_messages = batch_max_messages
@@ -263,9 +286,12 @@ class Writer:
 
     def initialize(self) -> bool:
         """Open and upgrade the file, take the lease, then bind. False if stopped while standing by."""
+        if self._keystore is not None:
+            self._keys = self._keystore.writer_pair()  # refused here, before the lease, if not safe
         prepare_database_file(self.db_path, adopt=self.adopt)
-        directories = self._socket_directories()
-        self.endpoints = locations.endpoints_for(self.db_path, directories[0])
+        directories = self._socket_directories() if self._listen_ipc else []
+        if directories:
+            self.endpoints = locations.endpoints_for(self.db_path, directories[0])
         try:
             self._conn = open_write_connection(self.db_path, self.synchronous)
             # The file SQLite just opened: from now on the path must keep leading to it. (A
@@ -283,7 +309,9 @@ class Writer:
             raise DatabaseRefused(f"cannot open {self.db_path} for writing: {first_line}") from exc
         self._check_database_file()
         me = leases.current_process()
-        self._lease = WriterLease(self._conn, me, self.endpoints.pull, self.db_path)
+        # A TCP-only writer names its first listen address until it has bound the real port.
+        lease_endpoint = self.endpoints.pull if self._listen_ipc else self._tcp_specs[0]
+        self._lease = WriterLease(self._conn, me, lease_endpoint, self.db_path)
         self._lease.courtesy = self._courtesy
         self._lease.stand_aside = self._stand_aside
         self._lease.on_commit = self._publish_change
@@ -305,6 +333,9 @@ class Writer:
         self._pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
         for directory in directories:
             self._listen(directory)
+        if self._tcp_specs:
+            self._listen_tcp()
+        self._record_listeners()
         self._next_heartbeat = time.monotonic()
         self._next_file_check = self._next_socket_check = time.monotonic() + PATH_CHECK_INTERVAL_S
         self._next_sweep = time.monotonic()
@@ -317,7 +348,12 @@ class Writer:
             self._conn, self._lease.transaction, self._pull, self._stop, self._checkpointer.committed
         )
         self._ready.set()
-        log.info("writer pid %d serving %s on %s", me.pid, self.db_path, self.endpoints.pull)
+        log.info(
+            "writer pid %d serving %s on %s",
+            me.pid,
+            self.db_path,
+            ", ".join(pull for pull, _pub in self._listening_pairs()),
+        )
         self._notifier.ready(f"serving {self.db_path} as epoch {self._lease.epoch}")
         return True
 
@@ -377,6 +413,9 @@ class Writer:
         if self._pub is not None:
             self._pub.close(linger=PUB_LINGER_MS)
             self._pub = None
+        if self._auth is not None:
+            self._auth.stop()  # its sockets too must be closed before the context ends
+            self._auth = None
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -823,11 +862,51 @@ class Writer:
             self._note_refusal(directory, str(error))
         return usable
 
+    def _listen_tcp(self) -> None:
+        """Bind PULL and PUB on every TCP address, as CURVE servers behind the allow-list."""
+        assert self._pull is not None and self._pub is not None and self._context is not None
+        assert self._keys is not None and self._keystore is not None
+        # The handler first: a TCP peer that arrived before it would meet no ZAP handler, and
+        # ZAP_ENFORCE_DOMAIN makes libzmq refuse it rather than let it in unchecked.
+        self._auth = Authenticator(self._context, self._keystore)
+        self._auth.start()
+        for socket in (self._pull, self._pub):
+            self._auth.watch(socket)
+        try:
+            for spec in self._tcp_specs:
+                pair = []
+                for socket, endpoint in ((self._pull, spec), (self._pub, connection.pub_endpoint_for(spec))):
+                    secure_server(socket, self._keys.secret)
+                    socket.bind(endpoint)
+                    pair.append(socket.getsockopt_string(zmq.LAST_ENDPOINT))
+                self._tcp_pairs.append((pair[0], pair[1]))
+                log.info("listening on %s (notices on %s), CURVE key %s", pair[0], pair[1], self._keys.public)
+        finally:
+            for socket in (self._pull, self._pub):
+                plain_server(socket)  # what binds later (ipc, again) binds plain
+
+    def _listening_pairs(self) -> list[tuple[str, str]]:
+        """Every (pull, pub) endpoint pair bound now: the ipc ones, then the TCP ones."""
+        ipc = [(bound.endpoints.pull, bound.endpoints.pub) for bound in self._listeners.values()]
+        return ipc + self._tcp_pairs
+
+    def _record_listeners(self) -> None:
+        """Write the endpoints bound and the public key into the lease row, where clients look."""
+        assert self._lease is not None
+        pairs = self._listening_pairs()
+        endpoint = pairs[0][0] if pairs else self._lease.endpoint
+        public_key = self._keys.public if self._keys is not None and self._tcp_pairs else None
+        self._feed_next = feed.Coalescer()  # no record a watcher shows
+        self._lease.record_listeners(_now_us(), endpoint, pairs, public_key)
+
     def _listen(self, directory: Path) -> None:
         """Bind both sockets in `directory`, which the caller made sure is ours and owner-only."""
         assert self._pull is not None and self._pub is not None
         endpoints = locations.endpoints_for(self.db_path, directory)
         locations.check_socket_files(endpoints)
+        if self._tcp_specs:
+            for socket in (self._pull, self._pub):
+                plain_server(socket)  # the ZAP handler must tell an ipc listener from a TCP one
         self._pull.bind(endpoints.pull)
         try:
             self._pub.bind(endpoints.pub)
@@ -857,6 +936,8 @@ class Writer:
         cleaner removed the directory), binds where /run/user/<uid> appeared after the start
         (the user logged in after a supervisor started this writer), unbinds where it went.
         """
+        if not self._listen_ipc:
+            return
         wanted = locations.runtime_dirs()
         for directory in [d for d in self._listeners if d not in wanted]:
             log.info(

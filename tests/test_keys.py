@@ -1,0 +1,91 @@
+"""CURVE keys and connection strings: owner-only key files, the allow-list, the keys command."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import zmq
+import zmq.auth
+from cli_support import cli
+
+from see_persistence.connection import TcpEndpoints, parse_connection, pub_endpoint_for
+from see_persistence.keys import InvalidKey, KeyStore, public_key_from
+
+
+@pytest.fixture
+def keys_dir(tmp_path):
+    """A key directory of this test's own (created on first use, as in real life)."""
+    return tmp_path / "keys"
+
+
+def test_key_pairs_are_created_owner_only_on_first_use_and_the_client_key_is_allowed(keys_dir):
+    store = KeyStore(keys_dir)
+    client = store.client_pair()
+    writer = store.writer_pair()
+    assert stat.S_IMODE(os.stat(keys_dir).st_mode) == 0o700
+    for name in ("writer.key_secret", "client.key_secret", "writer.key", "client.key"):
+        assert stat.S_IMODE(os.stat(keys_dir / name).st_mode) == 0o600
+    assert KeyStore(keys_dir).client_pair() == client  # loaded, not made again
+    assert KeyStore(keys_dir).writer_pair() == writer
+    assert [key for key, _label in store.labels()] == [client.public]
+    assert store.is_allowed(zmq.utils.z85.decode(client.public.encode()))
+    assert not store.is_allowed(zmq.utils.z85.decode(writer.public.encode()))
+
+
+def test_allow_and_revoke_take_effect_at_once_and_refuse_what_is_no_key(keys_dir, tmp_path):
+    store = KeyStore(keys_dir)
+    other_public, _ = zmq.curve_keypair()
+    other = other_public.decode()
+    assert store.allow(other, label="laptop") is True
+    assert store.allow(other) is False
+    assert (other, "laptop") in store.labels()
+    assert store.revoke(other) is True
+    assert store.revoke(other) is False
+    assert other not in [key for key, _ in store.labels()]
+    with pytest.raises(InvalidKey):
+        store.allow("not a key")
+    certificate = tmp_path / "laptop.key"
+    zmq.auth.certs._write_key_file(certificate, "", other)
+    assert public_key_from(str(certificate)) == other
+
+
+def test_a_secret_key_others_can_read_and_a_key_directory_others_can_enter_are_refused(keys_dir):
+    store = KeyStore(keys_dir)
+    store.writer_pair()
+    os.chmod(keys_dir / "writer.key_secret", 0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        KeyStore(keys_dir).writer_pair()
+    os.chmod(keys_dir / "writer.key_secret", 0o600)
+    os.chmod(keys_dir, 0o755)
+    with pytest.raises(PermissionError, match="chmod 700"):
+        KeyStore(keys_dir).writer_pair()
+
+
+def test_connection_strings_round_trip_and_say_what_is_missing():
+    key = zmq.curve_keypair()[0].decode()
+    endpoints = TcpEndpoints("tcp://10.0.0.5:7000", "tcp://10.0.0.5:7005", key)
+    assert parse_connection(endpoints.connection_string()) == endpoints
+    assert parse_connection("tcp://10.0.0.5:7000", server_key=key).pub == "tcp://10.0.0.5:7001"
+    assert pub_endpoint_for("tcp://127.0.0.1:0") == "tcp://127.0.0.1:0"
+    with pytest.raises(ValueError, match="no writer key"):
+        parse_connection("tcp://10.0.0.5:7000")
+    with pytest.raises(ValueError, match="not port 0"):
+        parse_connection("tcp://10.0.0.5:0", server_key=key)
+    with pytest.raises(ValueError, match="not a TCP endpoint"):
+        parse_connection("ipc:///tmp/x", server_key=key)
+
+
+def test_the_keys_command_creates_lists_allows_and_revokes(keys_dir):
+    other = zmq.curve_keypair()[0].decode()
+    directory = ["keys", "--keys-dir", str(keys_dir)]
+    assert cli(*directory, "create").returncode == 0
+    client = KeyStore(keys_dir).client_pair().public
+    assert cli(*directory, "allow", other, "--name", "laptop").returncode == 0
+    listed = cli(*directory, "list").stdout
+    assert client in listed and f"{other}  laptop" in listed
+    assert cli(*directory, "revoke", other).stdout == f"revoked: {other}\n"
+    assert other not in cli(*directory, "list").stdout
+    refused = cli(*directory, "allow", "nonsense")
+    assert refused.returncode == 2 and "not a CURVE public key" in refused.stderr
