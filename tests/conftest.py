@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -226,6 +228,18 @@ def db(tmp_path: Path) -> Path:
     directory = tmp_path / "data"
     directory.mkdir(mode=0o700)
     return directory / "workflows.db"
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short path, not yet made, for a test's own $SEE_PERSISTENCE_RUNTIME_DIR.
+
+    Not under tmp_path: pytest-xdist adds a directory per worker there, and a socket path
+    past ~107 bytes is refused before what the test means to show.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="sp-"))
+    yield parent / "sockets"
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture
