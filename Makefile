@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DB     ?= $(CURDIR)/.demo/workflows.db
 
-.PHONY: demo test lint bench chaos clean
+.PHONY: demo test test-unit lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m see_persistence demo --db '$(DB)'
 
+# Most process-level tests wait on other processes more than they compute: 4 workers keep
+# two cores busy. Tests that share a module's writer run on one worker (xdist_group).
+TEST_WORKERS ?= 4
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The edit-and-run loop: the tests that start no process, without the long property tests.
+test-unit: $(STAMP)
+	$(PY) -m pytest -m 'unit and not slow'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard tools)

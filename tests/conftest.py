@@ -222,6 +222,34 @@ class ClientProcess:
             self.process.wait(timeout=10)
 
 
+class UnitTestStartedAProcess(AssertionError):
+    """A test marked `unit` tried to start a process."""
+
+
+def _refuse_process(what: str) -> Callable[..., Any]:
+    def refuse(*args: object, **kwargs: object) -> Any:
+        raise UnitTestStartedAProcess(
+            f"a test marked unit starts no process, and this one called {what}: start it in a"
+            " test without the mark (make test-unit must stay a quick loop)"
+        )
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a test marked `unit`: every way this process could start another one fails the test."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import multiprocessing.util
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", _refuse_process("subprocess.Popen"))
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", _refuse_process("a multiprocessing spawn"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, _refuse_process(f"os.{name}"))
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     """A database path in a fresh owner-only directory (the file does not exist yet)."""

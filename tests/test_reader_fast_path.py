@@ -19,6 +19,8 @@ from see_persistence import Reader
 from see_persistence.protocol import schema
 from see_persistence.reader import queries
 
+pytestmark = pytest.mark.unit
+
 WRITER_AT = "2026-12-01T07:37:36.123456+00:00"  # the writer's form: the fast path takes it
 TIMESTAMPS = [
     WRITER_AT,
