@@ -17,11 +17,11 @@ demo: $(STAMP)
 	$(PY) -m see_persistence demo --db '$(DB)'
 
 # Most process-level tests wait on other processes more than they compute: 4 workers keep
-# two cores busy. Tests that share a module's writer run on one worker (xdist_group).
+# two cores busy. A module runs on one worker, its module-scoped fixtures built once.
 TEST_WORKERS ?= 4
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # The edit-and-run loop: the tests that start no process, without the long property tests.
 test-unit: $(STAMP)
