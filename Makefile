@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DB     ?= $(CURDIR)/.demo/workflows.db
 
-.PHONY: demo test test-lowest lint bench chaos clean dist check-wheel
+.PHONY: demo test test-unit test-lowest lint bench chaos clean dist check-wheel
 
 # The version is read from __init__.py, so an editable install's metadata is stale after a bump.
 $(STAMP): pyproject.toml src/see_persistence/__init__.py
@@ -17,8 +17,16 @@ $(STAMP): pyproject.toml src/see_persistence/__init__.py
 demo: $(STAMP)
 	$(PY) -m see_persistence demo --db '$(DB)'
 
+# Most process-level tests wait on other processes more than they compute: 4 workers keep
+# two cores busy. A module runs on one worker, its module-scoped fixtures built once.
+TEST_WORKERS ?= 4
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
+
+# The edit-and-run loop: the tests that start no process, without the long property tests.
+test-unit: $(STAMP)
+	$(PY) -m pytest -m 'unit and not slow'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard tools) examples
@@ -50,7 +58,7 @@ $(LOWEST_STAMP): pyproject.toml constraints/lowest.txt src/see_persistence/__ini
 # TEST_ARGS picks a part of the suite: make test-lowest TEST_ARGS='tests/test_reader.py'
 test-lowest: $(LOWEST_STAMP)
 	$(LOWEST)/bin/python -m pip freeze --exclude-editable | grep -iE '^(pyzmq|msgpack|psutil|pydantic)'
-	$(LOWEST)/bin/python -m pytest $(TEST_ARGS)
+	$(LOWEST)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(TEST_ARGS)
 
 # The sdist, then the wheel built from it (build's default), and a check of what each holds.
 dist: $(STAMP)

@@ -9,9 +9,11 @@ import importlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,8 @@ import pytest
 from conftest_postgres import postgres_server, postgres_url  # noqa: F401 - the PostgreSQL fixtures
 
 from see_persistence import Reader
+from see_persistence.commands.writer import STALE_LIMIT_ENV
+from see_persistence.writer.lease import LEASE_STALE_AFTER_S, LOCKED_OUT_KILL_AFTER_S
 
 # Qt tests draw offscreen: the platform is chosen when the QApplication is made, after this.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -44,6 +48,10 @@ pytest_plugins = ["pytestqt.plugin"] if _qt_importable() else []
 HERE = Path(__file__).parent
 CLIENT_SCRIPT = HERE / "client_process.py"
 READY_TIMEOUT_S = 20.0
+# The lease's timings for the writers of a test that waits for a holder to go stale (the
+# `fast_lease` fixture): the same proportions as writer/lease.py's, in less than half the time.
+FAST_LEASE_STALE_S = 2.0
+FAST_LOCKED_OUT_KILL_S = FAST_LEASE_STALE_S * LOCKED_OUT_KILL_AFTER_S / LEASE_STALE_AFTER_S
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -234,12 +242,58 @@ class ClientProcess:
             self.process.wait(timeout=10)
 
 
+class UnitTestStartedAProcess(AssertionError):
+    """A test marked `unit` tried to start a process."""
+
+
+def _refuse_process(what: str) -> Callable[..., Any]:
+    def refuse(*args: object, **kwargs: object) -> Any:
+        raise UnitTestStartedAProcess(
+            f"a test marked unit starts no process, and this one called {what}: start it in a"
+            " test without the mark (make test-unit must stay a quick loop)"
+        )
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a test marked `unit`: every way this process could start another one fails the test."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import multiprocessing.util
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", _refuse_process("subprocess.Popen"))
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", _refuse_process("a multiprocessing spawn"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, _refuse_process(f"os.{name}"))
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     """A database path in a fresh owner-only directory (the file does not exist yet)."""
     directory = tmp_path / "data"
     directory.mkdir(mode=0o700)
     return directory / "workflows.db"
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short path, not yet made, for a test's own $SEE_PERSISTENCE_RUNTIME_DIR.
+
+    Not under tmp_path: pytest-xdist adds a directory per worker there, and a socket path
+    past ~107 bytes is refused before what the test means to show.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="sp-"))
+    yield parent / "sockets"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def fast_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every writer this test starts presumes a silent holder dead after FAST_LEASE_STALE_S."""
+    monkeypatch.setenv(STALE_LIMIT_ENV, str(FAST_LEASE_STALE_S))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import msgpack
 import psutil
 import pytest
 import zmq
-from conftest import WriterProcess, wait_until
+from conftest import FAST_LEASE_STALE_S, WriterProcess, wait_until
 
 from see_persistence import Reader, Status, leases, locations
 from see_persistence.protocol import timestamps
@@ -146,6 +146,7 @@ def test_a_standby_whose_wall_clock_stepped_forward_leaves_a_live_writer_alone(d
     assert reader.get_writer_status().epoch == 2
 
 
+@pytest.mark.usefixtures("fast_lease")
 def test_a_frozen_writer_is_replaced_though_the_standbys_wall_clock_stepped_back(db, writers):
     writer = writers(db)
     writer.wait_holding_lease()
@@ -154,7 +155,7 @@ def test_a_frozen_writer_is_replaced_though_the_standbys_wall_clock_stepped_back
     wait_until(lambda: "standing by" in standby.log(), 20, "the standby to stand by")
     writer.signal(signal.SIGSTOP)
     try:
-        standby.wait_holding_lease(timeout=LEASE_STALE_AFTER_S + 20)
+        standby.wait_holding_lease(timeout=FAST_LEASE_STALE_S + 20)
     finally:
         writer.signal(signal.SIGCONT)
     assert writer.wait_exit(timeout=20) == 4  # it lost the lease: fenced off

@@ -1,4 +1,5 @@
-"""The commit number: monotonic per database, kept in the writer_lease row, carried over on takeover."""
+"""The commit number: monotonic per database, kept in the writer_lease row, carried over on takeover,
+and published with each commit on the change feed."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 from conftest import wait_until
 
-from see_persistence import leases
+from see_persistence import leases, locations
+from see_persistence.protocol import feed
+from see_persistence.protocol.feed import FeedNotice, Kind
 from see_persistence.writer.lease import WriterLease, read_lease
 from see_persistence.writer.storage import open_write_connection, upgrade_schema
 
@@ -130,3 +134,35 @@ def test_the_commit_number_only_grows_across_a_sigkill_takeover(db, writers, cli
     assert after is not None and after > before
     assert new_feed not in (None, old_feed)
     conn.close()
+
+
+def test_the_writer_publishes_one_numbered_notice_per_commit(db, writers, clients) -> None:
+    writer = writers(db)
+    writer.wait_holding_lease()
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, feed.FEED_TOPIC)
+    sub.connect(locations.endpoints_for(db).pub)
+    notices: list[FeedNotice] = []
+
+    def receive() -> None:
+        while sub.poll(0):
+            notices.append(feed.decode_notice(sub.recv_multipart()))
+
+    # A connecting SUB gets nothing before its subscription reached the writer: wait for a heartbeat's notice.
+    wait_until(lambda: receive() or notices, 20, "a first feed notice")
+    assert clients(db, "--label", "feed", "--workflows", "3").finish(timeout=60)["flushed"] is True
+
+    def seen_workflows() -> int:
+        receive()
+        return sum(1 for n in notices for r in n.records if r.kind == Kind.WORKFLOW)
+
+    wait_until(lambda: seen_workflows() >= 3, 20, "the workflows' notices")
+    seqs = [n.seq for n in notices]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert len({n.feed_id for n in notices}) == 1
+    kinds = {r.kind for n in notices for r in n.records}
+    assert {Kind.WORKFLOW, Kind.INSTANCE} <= kinds
+    sub.close(linger=0)
+    context.term()

@@ -11,16 +11,17 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import hello_op, wait_until
+from conftest import FAST_LEASE_STALE_S, FAST_LOCKED_OUT_KILL_S, hello_op, wait_until
 
 from see_persistence import Reader, leases, locations
 from see_persistence.protocol import codec
 from see_persistence.writer import lease as lease_module
-from see_persistence.writer.lease import LEASE_STALE_AFTER_S, LOCKED_OUT_KILL_AFTER_S, WriterLease
+from see_persistence.writer.lease import LEASE_STALE_AFTER_S, WriterLease
 from see_persistence.writer.storage import immediate_transaction, open_write_connection, upgrade_schema
 from see_persistence.writer.wal_locks import wal_write_lock_holders
 
 
+@pytest.mark.usefixtures("fast_lease")
 def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(db, writers, clients):
     old = writers(db)
     old.wait_holding_lease()
@@ -117,6 +118,7 @@ def _check_nothing_lost(db, flood) -> None:
     assert Reader(db).query("PRAGMA integrity_check") == [("ok",)]
 
 
+@pytest.mark.usefixtures("fast_lease")
 def test_a_writer_resumed_after_being_frozen_in_a_transaction_commits_nothing_and_exits(db, writers, clients):
     old, standby, flood = _freeze_inside_a_transaction(db, writers, clients)
     reader = Reader(db)
@@ -124,7 +126,7 @@ def test_a_writer_resumed_after_being_frozen_in_a_transaction_commits_nothing_an
     heartbeat = reader.get_writer_status().heartbeat
     # Keep it stopped until it is presumed dead, then let it run again.
     wait_until(
-        lambda: (time.time() - heartbeat.timestamp()) > LEASE_STALE_AFTER_S + 1, 30, "the writer to go stale"
+        lambda: (time.time() - heartbeat.timestamp()) > FAST_LEASE_STALE_S + 1, 30, "the writer to go stale"
     )
     old.signal(signal.SIGCONT)
     assert old.wait_exit(timeout=30) == 4
@@ -136,6 +138,7 @@ def test_a_writer_resumed_after_being_frozen_in_a_transaction_commits_nothing_an
     _check_nothing_lost(db, flood)
 
 
+@pytest.mark.usefixtures("fast_lease")
 def test_a_writer_frozen_past_the_stale_limit_with_nobody_to_take_over_carries_on(db, writers, clients):
     # Issue 13: a slow disk (here a SIGSTOP) made the only writer give the lease up, and
     # nothing was written from then on. With no standby it must find the lease still its own.
@@ -143,7 +146,7 @@ def test_a_writer_frozen_past_the_stale_limit_with_nobody_to_take_over_carries_o
     reader = Reader(db)
     status = reader.get_writer_status()
     wait_until(
-        lambda: (time.time() - status.heartbeat.timestamp()) > LEASE_STALE_AFTER_S + 1,
+        lambda: (time.time() - status.heartbeat.timestamp()) > FAST_LEASE_STALE_S + 1,
         30,
         "the writer to go stale",
     )
@@ -156,9 +159,10 @@ def test_a_writer_frozen_past_the_stale_limit_with_nobody_to_take_over_carries_o
     assert "lost the writer lease" not in old.log()
 
 
+@pytest.mark.usefixtures("fast_lease")
 def test_a_writer_frozen_in_a_transaction_and_never_resumed_is_killed(db, writers, clients):
     old, standby, flood = _freeze_inside_a_transaction(db, writers, clients)
-    standby.wait_holding_lease(timeout=LEASE_STALE_AFTER_S + LOCKED_OUT_KILL_AFTER_S + 20)
+    standby.wait_holding_lease(timeout=FAST_LEASE_STALE_S + FAST_LOCKED_OUT_KILL_S + 20)
     assert old.wait_exit(timeout=10) == -signal.SIGKILL
     assert "holds the database's write lock; killing it" in standby.log()
     _check_nothing_lost(db, flood)
@@ -207,6 +211,7 @@ def test_a_stalled_transaction_commits_and_is_noted_as_an_overrun(
     assert rows == [(1,)]
 
 
+@pytest.mark.usefixtures("fast_lease")
 def test_a_healthy_writer_is_not_killed_for_another_programs_write_lock(db, writers, clients):
     # Issue 13: another program held the write lock for 20 s; the standby, seeing the writer's
     # heartbeat stale and the lock taken, SIGKILLed the healthy writer. The lock was not its.
@@ -220,8 +225,8 @@ def test_a_healthy_writer_is_not_killed_for_another_programs_write_lock(db, writ
     try:
         wait_until(
             lambda: "is held by pid" in standby.log()
-            and time.monotonic() - held_since > LEASE_STALE_AFTER_S + LOCKED_OUT_KILL_AFTER_S + 2,
-            LEASE_STALE_AFTER_S + LOCKED_OUT_KILL_AFTER_S + 30,
+            and time.monotonic() - held_since > FAST_LEASE_STALE_S + FAST_LOCKED_OUT_KILL_S + 2,
+            FAST_LEASE_STALE_S + FAST_LOCKED_OUT_KILL_S + 30,
             "the standby to find the lock held by another program for longer than its kill limit",
         )
         assert old.process.poll() is None

@@ -69,7 +69,7 @@ def test_a_gui_on_a_bind_mount_of_the_directory_meets_the_writer(db, bind_view, 
     assert _workflow_count(db) == 100
 
 
-def test_a_database_with_two_names_is_refused_by_the_writer_and_the_commands(tmp_path, db, writers):
+def test_a_database_with_two_names_is_refused_by_the_writer_and_the_commands(socket_dir, db, writers):
     first = writers(db)
     first.wait_holding_lease()
     first.signal(signal.SIGTERM)
@@ -78,7 +78,7 @@ def test_a_database_with_two_names_is_refused_by_the_writer_and_the_commands(tmp
     os.link(db, hard)
     with pytest.raises(locations.HardLinkedDatabase, match="2 names"):
         locations.check_single_name(db)
-    env = {**os.environ, locations.RUNTIME_DIR_ENV_VAR: str(tmp_path / "sockets")}
+    env = {**os.environ, locations.RUNTIME_DIR_ENV_VAR: str(socket_dir)}
     for name in (db, hard):
         result = cli("writer", "--db", name, env=env)
         assert_one_line_error(result, 1, str(name), "hard links", "corrupt")
@@ -154,14 +154,14 @@ def test_a_standby_whose_file_is_removed_stops_too(db, writers):
     assert f"the database file {db} is gone" in standby.log()
 
 
-def test_the_wal_of_a_deleted_database_is_refused_while_open_and_removed_once_not(tmp_path, db, writers):
+def test_the_wal_of_a_deleted_database_is_refused_while_open_and_removed_once_not(socket_dir, db, writers):
     conn = sqlite3.connect(db, isolation_level=None)  # another program's connection, kept open
     assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("CREATE TABLE other (x)")
     conn.execute("INSERT INTO other VALUES (1)")
     db.unlink()  # its -wal and -shm stay, and the connection still uses them
-    env = {**os.environ, locations.RUNTIME_DIR_ENV_VAR: str(tmp_path / "sockets")}
+    env = {**os.environ, locations.RUNTIME_DIR_ENV_VAR: str(socket_dir)}
     result = cli("writer", "--db", db, env=env)
     assert_one_line_error(result, 1, f"{db} does not exist", f"{db}-shm", "still open in another process")
     assert not db.exists()  # refused before creating anything

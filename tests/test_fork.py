@@ -10,6 +10,7 @@ import threading
 from conftest import wait_until
 
 from see_persistence import Client, Reader
+from see_persistence.client import api as client_api
 
 CHILD_DEADLINE_S = 60.0
 
@@ -109,8 +110,12 @@ def _record_in_pool_worker(n: int) -> str:
 POOL_CLIENT: Client
 
 
-def test_a_fork_pool_records_every_call_through_an_inherited_client(db, writers):
+def test_a_fork_pool_records_every_call_through_an_inherited_client(db, writers, monkeypatch):
     global POOL_CLIENT
+    # The workers inherit this bound on their exit flush. The hook's own 2 s keeps a GUI's exit
+    # short (test_client_lifecycle checks it); here it only made the count depend on the load:
+    # beside other tests in parallel, a worker's last records were still unconfirmed at 2 s.
+    monkeypatch.setattr(client_api, "EXIT_FLUSH_TIMEOUT_S", 30.0)
     writers(db).wait_holding_lease()
     POOL_CLIENT = Client(db)
     pool = multiprocessing.get_context("fork").Pool(4)

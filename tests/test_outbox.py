@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import msgpack
+import pytest
 
 from see_persistence.client import outbox as outbox_module
 from see_persistence.client.outbox import MAX_OPERATIONS_PER_SEND, MAX_OPERATIONS_PER_TAKE, Outbox
 from see_persistence.protocol import codec
+
+pytestmark = pytest.mark.unit
 
 
 def _fill(box: Outbox, count: int, text: str = "x") -> None:

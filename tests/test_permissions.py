@@ -27,8 +27,8 @@ def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def test_files_and_socket_directory_are_owner_only_even_with_an_open_umask(tmp_path, db):
-    runtime = tmp_path / "sockets"
+def test_files_and_socket_directory_are_owner_only_even_with_an_open_umask(socket_dir, db):
+    runtime = socket_dir
     env = {**os.environ, "SEE_PERSISTENCE_RUNTIME_DIR": str(runtime)}
     writer = subprocess.Popen(
         ["sh", "-c", f'umask 000; exec "{sys.executable}" -m see_persistence writer --db "{db}"'],
@@ -49,8 +49,8 @@ def test_files_and_socket_directory_are_owner_only_even_with_an_open_umask(tmp_p
         assert writer.wait(timeout=20) == 0
 
 
-def test_the_writer_refuses_a_socket_directory_others_can_write(tmp_path, db):
-    runtime = tmp_path / "open-sockets"
+def test_the_writer_refuses_a_socket_directory_others_can_write(socket_dir, db):
+    runtime = socket_dir
     runtime.mkdir()
     runtime.chmod(0o777)
     env = {**os.environ, "SEE_PERSISTENCE_RUNTIME_DIR": str(runtime)}
@@ -97,8 +97,8 @@ def _files(db: Path) -> list[Path]:
     return [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
 
 
-def _private_runtime(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "SEE_PERSISTENCE_RUNTIME_DIR": str(tmp_path / "sockets")}
+def _private_runtime(socket_dir: Path) -> dict[str, str]:
+    return {**os.environ, "SEE_PERSISTENCE_RUNTIME_DIR": str(socket_dir)}
 
 
 def test_a_seed_file_open_to_others_is_made_owner_only_and_the_writer_says_so(seed_db, writers):
@@ -131,7 +131,7 @@ def test_an_owner_only_file_is_left_alone_and_nothing_is_logged(db, writers):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user (os.chown)")
 @pytest.mark.parametrize("whose", ["", "-journal"], ids=["the database", "a leftover -journal"])
-def test_a_file_of_another_user_that_others_can_open_is_refused_and_left_alone(seed_db, tmp_path, whose):
+def test_a_file_of_another_user_that_others_can_open_is_refused_and_left_alone(seed_db, socket_dir, whose):
     # Root could open and chmod it; the writer refuses anyway: another user's modes are theirs.
     # A companion of another user is a -journal here (an empty one, as journal_mode=TRUNCATE
     # leaves): SQLite running as root gives the -wal and -shm it opens to the database's owner.
@@ -140,7 +140,7 @@ def test_a_file_of_another_user_that_others_can_open_is_refused_and_left_alone(s
     theirs.touch()
     os.chmod(theirs, 0o644)
     os.chown(theirs, NOBODY, NOBODY)
-    result = cli("writer", "--db", db, timeout=REFUSAL_TIMEOUT_S, env=_private_runtime(tmp_path))
+    result = cli("writer", "--db", db, timeout=REFUSAL_TIMEOUT_S, env=_private_runtime(socket_dir))
     line = assert_one_line_error(result, 1, str(theirs), f"belongs to uid {NOBODY}", f"chmod 600 {theirs}")
     assert line.startswith("see-persistence writer: "), line
     assert [_mode(file) for file in _files(db)] == [0o644] * 3  # refused before changing any
@@ -166,13 +166,13 @@ def immutable(tmp_path: Path) -> Iterator[list[Path]]:
 
 
 def test_a_file_whose_mode_cannot_be_changed_is_refused_and_what_was_changed_is_logged(
-    seed_db, tmp_path, immutable
+    seed_db, socket_dir, immutable
 ):
     db, _seed = seed_db
     shm = Path(f"{db}-shm")
     subprocess.run(["chattr", "+i", shm], check=True)
     immutable.append(shm)
-    result = cli("writer", "--db", db, timeout=REFUSAL_TIMEOUT_S, env=_private_runtime(tmp_path))
+    result = cli("writer", "--db", db, timeout=REFUSAL_TIMEOUT_S, env=_private_runtime(socket_dir))
     assert result.returncode == 1, result.stderr
     *logged, last = result.stderr.strip().splitlines()
     assert last.startswith(f"see-persistence writer: cannot make {shm} owner-only"), result.stderr

@@ -13,6 +13,8 @@ from see_persistence.protocol import binding, operations, statements, timestamps
 from see_persistence.protocol.errors import InvalidOperation
 from see_persistence.protocol.status import Status
 
+pytestmark = pytest.mark.unit
+
 INSTANCE, NOW = "instance-1", "2026-12-01T09:00:00.000000+00:00"
 
 
@@ -92,6 +94,7 @@ ODD_VALUES = [
 ]
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None)
 @given(
     name=st.sampled_from(sorted(binding.FAST_BINDS)),

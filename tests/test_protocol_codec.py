@@ -29,6 +29,8 @@ from see_persistence.protocol.codec import (
 from see_persistence.protocol.errors import InvalidOperation, RejectedMessage
 from see_persistence.protocol.operations import OPERATIONS, validate_operation
 
+pytestmark = pytest.mark.unit
+
 INSTANCE = "0190a6f2-7c3e-7d41-8a9b-1c2d3e4f5a6b"
 TOKEN = "5f0c2b8e9d41a7736e0b1c9d2f4a6e80"  # as secrets.token_hex(16) makes them
 AT_US = 1_700_000_000_123_456
@@ -628,12 +630,14 @@ def test_arbitrary_msgpack_decodes_or_rejects(obj: Any) -> None:
     decode_and_validate(pack(obj))
 
 
+@pytest.mark.slow
 @STRUCTURED_SETTINGS
 @given(ENVELOPE_SHAPED)
 def test_envelope_shaped_msgpack_decodes_or_rejects(obj: list[Any]) -> None:
     decode_and_validate(pack(obj))
 
 
+@pytest.mark.slow
 @STRUCTURED_SETTINGS
 @given(VALID_ENVELOPES)
 def test_valid_envelopes_with_odd_operations_decode_and_validate_or_reject(obj: list[Any]) -> None:

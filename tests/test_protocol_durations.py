@@ -21,6 +21,8 @@ from see_persistence.protocol.durations import (
 )
 from see_persistence.protocol.errors import CallerError, InvalidOperation
 
+pytestmark = pytest.mark.unit
+
 NOW_US = 1_700_000_000_123_456
 
 

@@ -1,16 +1,18 @@
-"""The change feed's notices, with plain function calls (protocol/feed.py), and the writer publishing them."""
+"""The change feed's notices, with plain function calls (protocol/feed.py).
+
+The writer publishing them: test_commit_seq.py.
+"""
 
 from __future__ import annotations
 
 import msgpack
 import pytest
-import zmq
-from conftest import wait_until
 
-from see_persistence import locations
 from see_persistence.protocol import codec, feed, statements
 from see_persistence.protocol.errors import RejectedMessage
 from see_persistence.protocol.feed import Coalescer, FeedNotice, Flag, Kind, Record
+
+pytestmark = pytest.mark.unit
 
 
 def test_no_existing_subscription_is_a_prefix_of_the_feed_topic() -> None:
@@ -100,35 +102,3 @@ def test_every_statement_that_changes_a_record_has_a_spec() -> None:
     for (operation, _status), statement in statements.COMPILED.items():
         spec = feed.record_spec(operation, statement.names)
         assert spec is not None, operation
-
-
-def test_the_writer_publishes_one_numbered_notice_per_commit(db, writers, clients) -> None:
-    writer = writers(db)
-    writer.wait_holding_lease()
-    context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, feed.FEED_TOPIC)
-    sub.connect(locations.endpoints_for(db).pub)
-    notices: list[FeedNotice] = []
-
-    def receive() -> None:
-        while sub.poll(0):
-            notices.append(feed.decode_notice(sub.recv_multipart()))
-
-    # A connecting SUB gets nothing before its subscription reached the writer: wait for a heartbeat's notice.
-    wait_until(lambda: receive() or notices, 20, "a first feed notice")
-    assert clients(db, "--label", "feed", "--workflows", "3").finish(timeout=60)["flushed"] is True
-
-    def seen_workflows() -> int:
-        receive()
-        return sum(1 for n in notices for r in n.records if r.kind == Kind.WORKFLOW)
-
-    wait_until(lambda: seen_workflows() >= 3, 20, "the workflows' notices")
-    seqs = [n.seq for n in notices]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    assert len({n.feed_id for n in notices}) == 1
-    kinds = {r.kind for n in notices for r in n.records}
-    assert {Kind.WORKFLOW, Kind.INSTANCE} <= kinds
-    sub.close(linger=0)
-    context.term()

@@ -33,6 +33,8 @@ from see_persistence.protocol.operations import (
 from see_persistence.protocol.status import Status
 from see_persistence.protocol.timestamps import MAX_TIMESTAMP_US
 
+pytestmark = pytest.mark.unit
+
 AT_US = 1_700_000_000_123_456
 
 # One valid payload per operation, every optional field present.
@@ -760,6 +762,7 @@ def _outcome(check: Callable[[], object]) -> str | None:
     return None
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(value=_json_like(_KEYS))
 def test_prefiltered_encode_agrees_with_a_full_walk(value: dict[Any, Any]) -> None:
@@ -772,6 +775,7 @@ def test_prefiltered_encode_agrees_with_a_full_walk(value: dict[Any, Any]) -> No
         )
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(value=_json_like(_TEXT), indent=st.sampled_from([None, 0, 2]), ascii_only=st.booleans())
 def test_prefiltered_text_check_agrees_with_a_full_walk(

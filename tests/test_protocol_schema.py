@@ -18,6 +18,8 @@ from see_persistence.protocol.schema import (
     version_row_statement,
 )
 
+pytestmark = pytest.mark.unit
+
 # The S_E_E seed DDL, verbatim: the reference the Rust core was written against.
 SEED_DDL = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);

@@ -22,6 +22,8 @@ from see_persistence.protocol.status import (
     StatusEffect,
 )
 
+pytestmark = pytest.mark.unit
+
 ALLOWED = "pending, running, completed, failed, cancelled"
 
 # --- Status ------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import pytest
 
 from see_persistence.protocol import timestamps
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import ClientProcess, WriterProcess
 from test_protocol_schema import SEED_DDL  # the S_E_E seed's DDL, verbatim
 
 from see_persistence import Reader, ReadOnlyViolation
@@ -26,12 +28,24 @@ def test_a_reader_on_a_missing_file_raises_file_not_found_with_the_path(tmp_path
     assert not (tmp_path / "missing.db").exists()
 
 
-@pytest.fixture
-def populated(db, writers, clients):
-    writers(db).wait_holding_lease()
-    report = clients(db, "--workflows", "4", "--tasks", "2").finish()
-    assert report["flushed"]
-    return db, report
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """One file a writer and a client filled, shared: the tests that use it only read."""
+    directory = tmp_path_factory.mktemp("reader")
+    db = directory / "data" / "workflows.db"
+    db.parent.mkdir(mode=0o700)
+    writer = WriterProcess(db, directory / "writer.log")
+    client = None
+    try:
+        writer.wait_holding_lease()
+        client = ClientProcess(db, "--workflows", "4", "--tasks", "2")
+        report = client.finish()
+        assert report["flushed"]
+        yield db, report
+    finally:
+        if client is not None:
+            client.kill()
+        writer.stop()
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,8 @@ from see_persistence.protocol import schema
 from see_persistence.protocol.errors import CallerError
 from see_persistence.reader import audit, rows, tasks, workflows
 
+pytestmark = pytest.mark.unit
+
 WRITER_AT = "2026-12-01T07:37:36.123456+00:00"  # the writer's form: the quick path takes it
 TIMESTAMPS = [
     WRITER_AT,

@@ -17,6 +17,8 @@ from see_persistence.protocol import codec, schema, timestamps
 from see_persistence.protocol.errors import CallerError
 from see_persistence.writer.storage import upgrade_schema
 
+pytestmark = pytest.mark.unit
+
 BASE_US = 1_780_000_000_000_000
 STATUSES = ("completed", "failed", "running", "cancelled")
 INSTANCES = ("i-0", "i-1", "i-2", "i-3")

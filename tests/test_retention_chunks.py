@@ -15,6 +15,8 @@ from see_persistence.protocol import schema, statements, timestamps
 from see_persistence.writer import retention
 from see_persistence.writer.storage import upgrade_schema
 
+pytestmark = pytest.mark.unit
+
 DAY_US = 86_400 * 1_000_000
 NOW_US = 1_800_000_000_000_000
 OLD = timestamps.format_us(NOW_US - 40 * DAY_US)

@@ -32,9 +32,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making files of anoth
 
 
 @pytest.fixture
-def runtime(tmp_path, monkeypatch) -> Path:
+def runtime(socket_dir, monkeypatch) -> Path:
     """The socket directory's path for this test, alike for this process and its children."""
-    path = tmp_path / "sockets"
+    path = socket_dir
     monkeypatch.setenv(locations.RUNTIME_DIR_ENV_VAR, str(path))
     return path
 

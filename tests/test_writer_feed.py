@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import hello_op
 
 from see_persistence import Client
@@ -14,6 +15,8 @@ from see_persistence.protocol.feed import Flag, Kind
 from see_persistence.writer.batch import SequenceBook, prepare_messages
 from see_persistence.writer.feed import describe_batch
 from see_persistence.writer.storage import open_write_connection, upgrade_schema
+
+pytestmark = pytest.mark.unit
 
 
 def _operations(db: Path, record: Any) -> tuple[str, list[tuple[str, Any]]]:

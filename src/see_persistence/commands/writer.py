@@ -19,9 +19,10 @@ log = logging.getLogger("see_persistence.cli")
 
 # FOR TESTS ONLY: a shorter stale limit for this writer process (seconds), so that a test can
 # show in seconds that no unit of the writer's work outlasts it (a prune over enough rows that
-# one transaction would). It sets writer/lease.py's LEASE_STALE_AFTER_S and SELF_FENCE_AFTER_S
-# (0.8 of it, as there); read only here, by the `writer` command. Not for production: every
-# writer and standby of a file must agree on the limit.
+# one transaction would), or that a frozen writer is replaced, without waiting out the real
+# limits. It sets writer/lease.py's LEASE_STALE_AFTER_S, and SELF_FENCE_AFTER_S and
+# LOCKED_OUT_KILL_AFTER_S in the same proportion to it as there; read only here, by the
+# `writer` command. Not for production: every writer and standby of a file must agree on it.
 STALE_LIMIT_ENV = "SEE_PERSISTENCE_TEST_LEASE_STALE_AFTER_S"
 
 # The writer allocates a few short-lived containers per operation; with CPython's default
@@ -55,13 +56,16 @@ def apply_test_stale_limit() -> None:
         raise CommandError(f"${STALE_LIMIT_ENV} must be a positive number of seconds, got {text!r}")
     from ..writer import lease
 
-    ratio = lease.SELF_FENCE_AFTER_S / lease.LEASE_STALE_AFTER_S
+    scale = stale_s / lease.LEASE_STALE_AFTER_S
     lease.LEASE_STALE_AFTER_S = stale_s
-    lease.SELF_FENCE_AFTER_S = stale_s * ratio
+    lease.SELF_FENCE_AFTER_S *= scale
+    lease.LOCKED_OUT_KILL_AFTER_S *= scale
     log.warning(
-        "for tests: lease stale after %g s, a transaction overruns after %g s ($%s)",
+        "for tests: lease stale after %g s, a transaction overruns after %g s,"
+        " a stale holder keeping the write lock is killed after %g s ($%s)",
         stale_s,
         lease.SELF_FENCE_AFTER_S,
+        lease.LOCKED_OUT_KILL_AFTER_S,
         STALE_LIMIT_ENV,
     )
 
