@@ -170,7 +170,8 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
     # rows/s with 0, 1 and 8 watchers, a watcher stopped, the polling fallback; and their targets.
     live = _section(report, "## Live views (change feed)")
     assert _labels(live, "### Commit → delivered, each GUI at 0.25 of the peak rate") == [
-        "writer's stamp → delivered (commit → delivered, an upper bound)",
+        "commit → delivered",
+        "writer's stamp before the batch → delivered",
         "send → delivered by the feed",
         "send → visible, polling every 1 ms",
     ]

@@ -37,6 +37,22 @@ def test_an_overflowing_notice_round_trips() -> None:
     assert feed.decode_notice(feed.encode_notice(notice)) == notice
 
 
+def test_the_commit_instant_round_trips_and_a_notice_without_it_still_reads() -> None:
+    records = (Record(Kind.TASK, "t1", "w1", "completed"),)
+    at_us = 1_796_000_000_123_456
+    for notice in (
+        FeedNotice(7, 44, 3, Flag.NONE, records, committed_at_us=at_us),
+        FeedNotice(7, 45, 3, Flag.OVERFLOW, (), 9, None, at_us),
+    ):
+        assert feed.decode_notice(feed.encode_notice(notice)) == notice
+    # Six items, as a writer that does not say when it committed sends them.
+    six = [feed.FEED_VERSION, 7, 46, 3, 0, [[feed._KIND_CODES[Kind.TASK], "t1", "w1", "completed"]]]
+    read = feed.decode_notice([feed.FEED_TOPIC, msgpack.packb(six)])
+    assert read.committed_at_us is None and read.records == records
+    gathered = feed.coalesce([(Kind.TASK, "t1", "w1", "completed")])
+    assert gathered.notice(7, 47, 3, committed_at_us=at_us).committed_at_us == at_us
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -45,6 +61,9 @@ def test_an_overflowing_notice_round_trips() -> None:
         [1, 1, 1, 1, 0, [[99, "x", None, None]]],
         [1, 1, 1, 1, 0, [[0, 5, None, None]]],
         [1, 1, 1, 1, 2, [5]],
+        [1, 1, 1, 1, 0, [], -5],
+        [1, 1, 1, 1, 0, [], "yesterday"],
+        [1, 1, 1, 1, 0, [], 1, 2],
         [1, 1, 1, 1, 0, [[0, "x", None, None]] * (feed.MAX_RECORDS + 1)],
         "nonsense",
     ],

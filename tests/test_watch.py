@@ -70,6 +70,7 @@ def test_a_watcher_sees_every_change_of_two_client_processes_in_order_once(
     writers(db).wait_holding_lease()
     with Reader(db).watch() as watcher:
         _started(watcher)
+        began_us = time.time_ns() // 1000
         first = clients(db, "--label", "a", "--workflows", "3")
         second = clients(db, "--label", "b", "--workflows", "3")
         ids = set(first.finish()["workflow_ids"]) | set(second.finish()["workflow_ids"])
@@ -81,6 +82,10 @@ def test_a_watcher_sees_every_change_of_two_client_processes_in_order_once(
         items = _collect(watcher, done)
         items += _rest_of_the_notice(watcher)
     _check_order_and_once(items)
+    # Each change says when its commit returned, on the writer's wall clock (the same machine's).
+    ended_us = time.time_ns() // 1000
+    for change in (i for i in items if isinstance(i, Change)):
+        assert change.committed_at_us is not None and began_us <= change.committed_at_us <= ended_us
     if not any(isinstance(i, Resync) for i in items):
         changes = [i for i in items if isinstance(i, Change)]
         created = {c.id for c in changes if c.kind == "workflow" and c.status == "pending"}

@@ -7,9 +7,11 @@ PUB socket, after the COMMIT, so a watcher that re-reads on a notice always sees
 Frames::
 
     topic    b"f"      no existing subscription (b"h", b"c" + instance id) is a prefix of it
-    payload  msgpack [FEED_VERSION, feed_id, seq, epoch, flags, body]
+    payload  msgpack [FEED_VERSION, feed_id, seq, epoch, flags, body, committed_at_us]
              body: [[kind, id, workflow_id, status], ...]   at most MAX_RECORDS, or, with
                    OVERFLOW set, [count, [workflow_id, ...] or nil]
+             committed_at_us: the writer's wall clock when its COMMIT returned, in µs since
+                   the Unix epoch; a notice without it (six items) is read as not saying
 
 `feed_id` is drawn at random each time a writer takes the lease: a watcher that sees it
 change cannot vouch for what happened in between, nor can one that sees `seq` skip a number.
@@ -95,6 +97,7 @@ class FeedNotice:
     records: tuple[Record, ...] = ()
     count: int = 0  # with OVERFLOW: how many operations the commit applied (0: not known)
     workflow_ids: tuple[str, ...] | None = None  # with OVERFLOW: the workflows touched, if known
+    committed_at_us: int | None = None  # the writer's wall clock at COMMIT's return (None: not said)
 
 
 # operation name -> (kind, id field, workflow id field, status field or a fixed status).
@@ -205,13 +208,17 @@ class Coalescer:
             return
         self._workflow_ids.add(workflow_id)
 
-    def notice(self, feed_id: int, seq: int, epoch: int, flags: Flag = Flag.NONE) -> FeedNotice:
-        """The notice of the commit numbered `seq`, carrying what was gathered."""
+    def notice(
+        self, feed_id: int, seq: int, epoch: int, flags: Flag = Flag.NONE, committed_at_us: int | None = None
+    ) -> FeedNotice:
+        """The notice of the commit numbered `seq`, committed at `committed_at_us`, with what was gathered."""
         if self.overflow:
             ids = None if self._workflow_ids is None else tuple(sorted(self._workflow_ids))
-            return FeedNotice(feed_id, seq, epoch, flags | Flag.OVERFLOW, (), self.count, ids)
+            return FeedNotice(
+                feed_id, seq, epoch, flags | Flag.OVERFLOW, (), self.count, ids, committed_at_us
+            )
         records = tuple(Record(*values) for values in self._records.values())
-        return FeedNotice(feed_id, seq, epoch, flags, records)
+        return FeedNotice(feed_id, seq, epoch, flags, records, committed_at_us=committed_at_us)
 
 
 def encode_notice(notice: FeedNotice) -> list[bytes]:
@@ -222,6 +229,8 @@ def encode_notice(notice: FeedNotice) -> list[bytes]:
     else:
         body = [[_KIND_CODES[r.kind], r.id, r.workflow_id, r.status] for r in notice.records]
     payload = [FEED_VERSION, notice.feed_id, notice.seq, notice.epoch, int(notice.flags), body]
+    if notice.committed_at_us is not None:
+        payload.append(notice.committed_at_us)
     return [FEED_TOPIC, msgpack.packb(payload)]
 
 
@@ -245,8 +254,9 @@ def decode_notice(frames: Sequence[bytes]) -> FeedNotice:
         values = msgpack.unpackb(frames[1])
     except Exception as exc:
         raise RejectedMessage(f"feed notice is not msgpack: {exc}") from None
-    if not isinstance(values, list) or len(values) != 6 or values[0] != FEED_VERSION:
+    if not isinstance(values, list) or len(values) not in (6, 7) or values[0] != FEED_VERSION:
         raise RejectedMessage("unknown feed notice version or shape")
+    committed_at_us = _int(values[6], "commit time") if len(values) == 7 else None
     feed_id = _int(values[1], "feed id")
     seq = _int(values[2], "seq")
     epoch = _int(values[3], "epoch")
@@ -261,7 +271,7 @@ def decode_notice(frames: Sequence[bytes]) -> FeedNotice:
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 raise RejectedMessage("a feed notice's workflow ids are text")
             workflow_ids = tuple(ids)
-        return FeedNotice(feed_id, seq, epoch, flags, (), _int(count, "count"), workflow_ids)
+        return FeedNotice(feed_id, seq, epoch, flags, (), _int(count, "count"), workflow_ids, committed_at_us)
     if not isinstance(body, list) or len(body) > MAX_RECORDS:
         raise RejectedMessage("a feed notice's body is a list of at most MAX_RECORDS records")
     records = []
@@ -279,7 +289,7 @@ def decode_notice(frames: Sequence[bytes]) -> FeedNotice:
                 _optional_text(status, "status"),
             )
         )
-    return FeedNotice(feed_id, seq, epoch, flags, tuple(records))
+    return FeedNotice(feed_id, seq, epoch, flags, tuple(records), committed_at_us=committed_at_us)
 
 
 def coalesce(

@@ -87,13 +87,18 @@ class ResyncCause(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Change:
-    """One record a commit changed: kind, id, its workflow (None: unknown), its new status, the commit."""
+    """One record a commit changed: kind, id, its workflow (None: unknown), its new status, the commit.
+
+    `committed_at_us` is the writer's wall clock when that COMMIT returned, in microseconds
+    since the Unix epoch (None from a writer that does not say).
+    """
 
     kind: feed.Kind
     id: str
     workflow_id: str | None
     status: str | None
     seq: int
+    committed_at_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -531,7 +536,11 @@ class Watcher:
         for record in notice.records:
             if self._wanted(record):
                 workflow_id = self._workflow_of(record)
-                self._put(Change(record.kind, record.id, workflow_id, record.status, notice.seq))
+                self._put(
+                    Change(
+                        record.kind, record.id, workflow_id, record.status, notice.seq, notice.committed_at_us
+                    )
+                )
 
     def _overflow_concerns_us(self, notice: feed.FeedNotice) -> bool:
         if self.workflow_id is None or notice.workflow_ids is None:

@@ -620,6 +620,7 @@ class Writer:
 
     def _publish_change(self, seq: int) -> None:
         """After the COMMIT numbered `seq`: its feed notice (what the writer said it would change)."""
+        committed_at_us = _now_us()
         gathered, self._feed_next = self._feed_next, None
         if gathered is None:
             gathered = feed.Coalescer()
@@ -627,7 +628,7 @@ class Writer:
         assert self._lease is not None
         flags = feed.Flag.FOREIGN if self._courtesy.foreign else feed.Flag.NONE
         if self._pub is not None:
-            notice = gathered.notice(self._lease.feed_id, seq, self.epoch, flags)
+            notice = gathered.notice(self._lease.feed_id, seq, self.epoch, flags, committed_at_us)
             self._send_notice(feed.encode_notice(notice))
 
     def _send_notice(self, frames: list[bytes]) -> None:
