@@ -89,3 +89,16 @@ def test_the_keys_command_creates_lists_allows_and_revokes(keys_dir):
     assert other not in cli(*directory, "list").stdout
     refused = cli(*directory, "allow", "nonsense")
     assert refused.returncode == 2 and "not a CURVE public key" in refused.stderr
+
+
+def test_a_lease_row_whose_writer_key_is_no_key_is_not_used() -> None:
+    # A corrupt or foreign row: its key must not reach setsockopt, whose error would end the
+    # Client's sending thread.
+    from types import SimpleNamespace
+
+    from see_persistence.client.transport import tcp_endpoints_from_lease
+
+    endpoints = (("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556"),)
+    for key in ("not a key", "x" * 40 + "é", ""):
+        status = SimpleNamespace(public_key=key, endpoints=endpoints, host="elsewhere")
+        assert tcp_endpoints_from_lease(SimpleNamespace(get_writer_status=lambda s=status: s)) is None

@@ -26,7 +26,7 @@ import zmq
 
 from .. import leases, locations
 from ..connection import TcpEndpoints
-from ..keys import KeyPair
+from ..keys import InvalidKey, KeyPair, parse_public_key
 from ..locations import Endpoints
 from ..protocol import codec
 from ..protocol.errors import RejectedMessage
@@ -63,11 +63,17 @@ def tcp_endpoints_from_lease(reader: Any) -> TcpEndpoints | None:
         return None
     if status is None or not status.public_key:
         return None
+    try:
+        # A corrupt or foreign row must not reach setsockopt: its error would end the sending thread.
+        server_key = parse_public_key(status.public_key)
+    except InvalidKey:
+        log.warning("the lease row's writer key is not a CURVE public key: not connecting over TCP")
+        return None
     for pull, pub in status.endpoints:
         if pull.startswith("tcp://") and pub.startswith("tcp://"):
             here = status.host == leases.host_name()
             return TcpEndpoints(
-                _reachable(pull, status.host, here), _reachable(pub, status.host, here), status.public_key
+                _reachable(pull, status.host, here), _reachable(pub, status.host, here), server_key
             )
     return None
 

@@ -126,7 +126,7 @@ class Authenticator:
                     poller.register(monitor, zmq.POLLIN)
                 for sock, _ in poller.poll(POLL_MS):
                     if sock is zap:
-                        self._answer(zap)
+                        self._answer_or_refuse(zap)
                     else:
                         self._on_monitor_event(sock)
         except Exception:  # never silently: without it every TCP peer is refused
@@ -136,8 +136,24 @@ class Authenticator:
                 monitor.close(linger=0)
             zap.close(linger=0)
 
-    def _answer(self, zap: zmq.Socket[Any]) -> None:
+    def _answer_or_refuse(self, zap: zmq.Socket[Any]) -> None:
+        """Answer one request; one that fails to be judged (an unreadable allow-list) is refused.
+
+        The handler's thread must outlive any one request: once it ends, libzmq refuses every
+        TCP peer until the writer restarts. And a REP socket that received must send.
+        """
         frames = zap.recv_multipart()
+        try:
+            self._answer(zap, frames)
+        except zmq.ZMQError:
+            raise  # the socket itself failed: the thread cannot go on
+        except Exception:
+            log.exception("the ZAP handler could not judge a TCP handshake: refusing it")
+            self.refused += 1
+            request_id = frames[1] if len(frames) > 1 else b""
+            zap.send_multipart([ZAP_VERSION, request_id, b"500", b"internal error", b"", b""])
+
+    def _answer(self, zap: zmq.Socket[Any], frames: list[bytes]) -> None:
         if len(frames) < 6:
             # Not from libzmq: a REP socket must still answer, or it cannot receive again.
             request_id = frames[1] if len(frames) > 1 else b""
