@@ -63,6 +63,29 @@ def test_a_secret_key_others_can_read_and_a_key_directory_others_can_enter_are_r
         KeyStore(keys_dir).writer_pair()
 
 
+def test_an_allow_list_opened_to_others_after_start_allows_no_key(keys_dir):
+    store = KeyStore(keys_dir)
+    client = zmq.utils.z85.decode(store.client_pair().public.encode())
+    assert store.is_allowed(client)
+    os.chmod(keys_dir / "allowed", 0o777)  # whoever can write there could add themselves
+    assert not store.is_allowed(client)
+    os.chmod(keys_dir / "allowed", 0o700)
+    assert store.is_allowed(client)
+
+
+def test_a_revoke_in_the_same_timestamp_tick_as_the_last_listing_is_seen(keys_dir):
+    store = KeyStore(keys_dir)
+    other_public, _ = zmq.curve_keypair()
+    other = other_public.decode()
+    store.allow(other)
+    allowed = keys_dir / "allowed"
+    tick = os.stat(allowed).st_mtime_ns
+    assert zmq.utils.z85.decode(other_public) in store.allowed()
+    store.revoke(other)
+    os.utime(allowed, ns=(tick, tick))  # as a filesystem with coarse timestamps would leave it
+    assert zmq.utils.z85.decode(other_public) not in store.allowed()
+
+
 def test_connection_strings_round_trip_and_say_what_is_missing():
     key = zmq.curve_keypair()[0].decode()
     endpoints = TcpEndpoints("tcp://10.0.0.5:7000", "tcp://10.0.0.5:7005", key)

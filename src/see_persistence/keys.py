@@ -30,6 +30,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,9 @@ Z85_KEY_CHARS = 40  # 32 bytes in Z85
 KEY_BYTES = 32
 
 _POSIX_OWNERSHIP = hasattr(os, "getuid")
+# A listing of the allow-list is kept only once the directory is older than this: 2 s covers
+# the coarsest filesystem timestamps (FAT, some NFS), within which a revoke may not move mtime.
+_RACY_STAMP_NS = 2_000_000_000
 
 
 class InvalidKey(CallerError):
@@ -117,20 +121,27 @@ def ensure_key_directory(directory: Path) -> None:
         os.mkdir(directory, 0o700)
     except FileExistsError:
         pass
-    info = os.lstat(directory)
+    problem = _directory_problem(directory, os.lstat(directory))
+    if problem is not None:
+        raise PermissionError(problem)
+
+
+def _directory_problem(directory: Path, info: os.stat_result) -> str | None:
+    """Why `directory` (lstat as `info`) is no safe place for keys, or None."""
     if not stat.S_ISDIR(info.st_mode):
-        raise PermissionError(f"{directory} is not a directory; refusing to keep keys there")
+        return f"{directory} is not a directory; refusing to keep keys there"
     if _POSIX_OWNERSHIP:
         if info.st_uid != os.getuid():
-            raise PermissionError(
+            return (
                 f"key directory {directory} belongs to uid {info.st_uid},"
                 f" not to this user (uid {os.getuid()})"
             )
         if info.st_mode & 0o077:
-            raise PermissionError(
+            return (
                 f"key directory {directory} has mode {stat.S_IMODE(info.st_mode):o}: others could reach"
                 f" the keys; run 'chmod 700 {directory}'"
             )
+    return None
 
 
 def _certificate_text(public: str, secret: str | None, name: str) -> str:
@@ -178,7 +189,7 @@ class KeyStore:
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else keys_directory()
         self.allowed_directory = self.directory / ALLOWED_SUBDIRECTORY
-        self._allowed_cache: tuple[tuple[int, int], dict[bytes, str]] | None = None
+        self._allowed_cache: tuple[tuple[int, int, int], dict[bytes, str]] | None = None
 
     def ensure(self) -> None:
         """Create the directory and its allow-list directory owner-only, or check them."""
@@ -261,10 +272,17 @@ class KeyStore:
         handshake, and `allow` or `revoke` takes effect with the next one.
         """
         try:
-            info = os.stat(self.allowed_directory)
+            info = os.lstat(self.allowed_directory)
         except FileNotFoundError:
             return {}
-        stamp = (info.st_ino, info.st_mtime_ns)
+        except OSError as exc:
+            log.error("cannot read the allow-list %s: allowing no key: %s", self.allowed_directory, exc)
+            return {}
+        problem = _directory_problem(self.allowed_directory, info)
+        if problem is not None:  # checked at every read: a chmod after start would let others in
+            log.error("allowing no key: %s", problem)
+            return {}
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_mode)
         if self._allowed_cache is not None and self._allowed_cache[0] == stamp:
             return self._allowed_cache[1]
         keys: dict[bytes, str] = {}
@@ -280,7 +298,12 @@ class KeyStore:
                 log.error("ignoring %s: %s", path, exc)
                 continue
             keys[key_bytes(text)] = text
-        self._allowed_cache = (stamp, keys)
+        # A revoke within the same mtime tick as this listing would leave the stamp unchanged:
+        # like git's "racy" index, a listing younger than the filesystem's coarsest tick is not kept.
+        if time.time_ns() - info.st_mtime_ns > _RACY_STAMP_NS:
+            self._allowed_cache = (stamp, keys)
+        else:
+            self._allowed_cache = None
         return keys
 
     def is_allowed(self, raw_key: bytes) -> bool:
