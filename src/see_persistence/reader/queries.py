@@ -89,7 +89,13 @@ class Reader(
         authorizer = ReadOnlyAuthorizer()
         conn.set_authorizer(authorizer)
         try:
-            return self._fetch(sql, params)
+            # On `conn` itself, not through _fetch: a reopen in between (the file's identity is
+            # checked on each lookup) would run the statement without the authorizer.
+            cursor = conn.execute(sql, params)
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.close()
         except sqlite3.DatabaseError as exc:
             if authorizer.denied or is_read_only_error(exc):
                 raise ReadOnlyViolation(f"Reader.query runs read-only SQL only: {exc}") from exc
