@@ -8,6 +8,7 @@ test: the same user on the same machine, so the client key is allowed when it is
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -25,6 +26,10 @@ from see_persistence.keys import KeyStore
 from see_persistence.protocol import codec
 
 LISTEN = ("--listen", "tcp://127.0.0.1:0")
+HANDSHAKE_REFUSAL = re.compile(
+    r"refused a TCP connection from a peer of tcp://127\.0\.0\.1:\d+: "
+    r"(not a CURVE handshake|handshake failed)"
+)
 
 
 @pytest.fixture
@@ -223,7 +228,9 @@ def test_unknown_key_plaintext_and_garbage_peers_are_refused_and_nothing_of_thei
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         raw.sendall(b"\xff" + os.urandom(200) + _hello_message("garbage", _create("w-garbage")))
     wait_until(lambda: "client key not on the allow-list" in writer.log(), 20, "the unknown key's refusal")
-    wait_until(lambda: "not a CURVE handshake" in writer.log(), 20, "the plaintext peer's refusal")
+    # Which side of a plaintext/CURVE mismatch notices first is a race inside libzmq: when the
+    # plaintext peer hangs up first, the writer's libzmq reports a handshake cut short instead.
+    wait_until(lambda: HANDSHAKE_REFUSAL.search(writer.log()), 20, "the plaintext peer's refusal")
     assert writer.log().count("client key not on the allow-list") == 1  # once per address, not per try
     assert "refused a TCP connection from 127.0.0.1: client key not on the allow-list" in writer.log()
     report = clients(db, "--workflows", "2", env=tcp_env).finish()  # a good client is still served
