@@ -116,6 +116,28 @@ def test_clients_find_the_writer_in_the_lease_and_commit_exact_counts_in_order(d
     )
 
 
+def test_a_writer_spawned_by_a_client_with_its_own_key_directory_allows_that_clients_key(
+    db, tmp_path, monkeypatch
+):
+    # The default key directory (under HOME) holds nothing of this client's: a spawned writer
+    # that looked there would refuse it, and flush() would time out.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SEE_PERSISTENCE_KEYS_DIR", raising=False)
+    monkeypatch.setenv("SEE_PERSISTENCE_TRANSPORT", "tcp")
+    own_keys = tmp_path / "app-keys"
+    with Client(db, spawn_writer=True, keys_dir=own_keys) as client:
+        wid = client.create_workflow("spawned over tcp")
+        assert client.flush(timeout=30)
+    status = Reader(db).get_writer_status()
+    assert status is not None and status.alive
+    try:
+        assert Reader(db).get_workflow(wid) is not None
+        assert (own_keys / "writer.key_secret").exists()  # the writer's pair was made there too
+    finally:
+        os.kill(status.pid, signal.SIGTERM)
+        wait_until(lambda: not Reader(db).get_writer_status().alive, 20, "the spawned writer to stop")
+
+
 def test_a_client_started_before_any_writer_connects_once_the_lease_names_one(db, writers, clients, tcp_env):
     client = clients(db, "--workflows", "5", "--wait-after-record", env=tcp_env)
     client.read_event()

@@ -178,6 +178,7 @@ class Client:
         # we send and answer with commit notices).
         locations.check_single_name(self.db_path)
         self._reader = Reader(self.db_path)  # fork-safe: a child opens its own connection
+        self._keys_dir = Path(keys_dir).absolute() if keys_dir is not None else None
         self._endpoints = self._route(endpoint, server_key, keys_dir)
         self._buffer_limit = buffer_limit
         self._block_when_full = block_when_full
@@ -214,7 +215,7 @@ class Client:
         self._closed = False
         self._close_lock = threading.Lock()
         self._rejected_reported = 0  # the rejected count the last flush() answered for
-        self._spawner = WriterSpawner(self.db_path) if self._spawn_wanted else None
+        self._spawner = WriterSpawner(self.db_path, self._keys_dir) if self._spawn_wanted else None
         self._sender = Sender(
             self._outbox,
             self._endpoints,
