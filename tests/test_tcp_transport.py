@@ -179,6 +179,39 @@ def test_a_writer_killed_mid_stream_is_replaced_on_other_ports_and_nothing_is_lo
         assert [len(t.logs) for t in reader.get_tasks_for_workflow(wid)] == [1, 1]
 
 
+def test_without_posix_calls_or_ipc_the_writer_and_clients_choose_tcp_and_survive_a_takeover(
+    db, writers, clients, keys_dir, monkeypatch
+):
+    # tests/non_posix/sitecustomize.py takes from each process what Windows lacks (uid, fork,
+    # clock_gettime, SIGHUP/SIGKILL, fcntl) and gives it a libzmq without ipc; nobody asks for
+    # TCP: each process must choose it and find the writer by itself.
+    monkeypatch.setenv("SEE_PERSISTENCE_KEYS_DIR", str(keys_dir))
+    monkeypatch.delenv("SEE_PERSISTENCE_TRANSPORT", raising=False)
+    shim = str(Path(__file__).parent / "non_posix")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [shim, os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ)
+    first = writers(db, env=env)
+    first.wait_holding_lease()
+    _listening(db)
+    assert all(pull.startswith("tcp://127.0.0.1:") for pull, _ in Reader(db).get_writer_status().endpoints)
+    standby = writers(db, "--standby", env=env)
+    wait_until(lambda: "standing by" in standby.log(), 20, "the standby to wait for the lease")
+    client = clients(db, "--workflows", "200", "--tasks", "1", env=env)
+    client.read_event()
+    wait_until(lambda: Reader(db).count_rows()["workflow_executions"] > 20, 20, "the first commits")
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    standby.wait_holding_lease()
+    report = client.finish(timeout=90)
+    assert report["flushed"] is True
+    counts = Reader(db).count_rows()
+    assert (counts["workflow_executions"], counts["task_executions"], counts["dead_letters"]) == (200, 200, 0)
+    assert {w.id for w in Reader(db).list_workflows(limit=1000)} == set(report["workflow_ids"])
+    shown = cli("status", "--db", str(db), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "tcp://127.0.0.1:" in shown.stdout
+
+
 def test_bad_input_over_tcp_becomes_dead_letters_and_the_good_messages_commit(db, writers, tcp_env):
     writers(db, *LISTEN, env=tcp_env).wait_holding_lease()
     _listening(db)
