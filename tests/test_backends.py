@@ -113,7 +113,7 @@ def test_a_url_without_the_driver_says_what_to_install(monkeypatch: pytest.Monke
     import see_persistence.backends as backends
 
     monkeypatch.setattr(backends, "backend_installed", lambda backend: backend == "sqlite")
-    for make in (Reader,):
+    for make in (Reader, Client):
         with pytest.raises(BackendUnavailable, match=r"pip install 'see-persistence\[postgresql\]'"):
             make(URL)
 
