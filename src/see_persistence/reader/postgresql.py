@@ -129,10 +129,13 @@ class PostgresReader(Reader):
 
     # -- connections -------------------------------------------------------------------------------
 
-    def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+    def _current_lock(self) -> threading.Lock:
         if self._lock_forks != _forks:  # a thread of the parent may have held it at the fork
             self._lock, self._lock_forks = threading.Lock(), _forks
-        with self._lock:
+        return self._lock
+
+    def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        with self._current_lock():
             if self._pool is not None and self._pool_forks == _forks:
                 return self._pool
             # A pool inherited through fork is left alone, not closed: closing would end the
@@ -176,8 +179,8 @@ class PostgresReader(Reader):
             yield conn
 
     def close(self) -> None:
-        """Close the pool's connections; the next query opens a new pool."""
-        with self._lock:
+        """Close the pool's connections (every thread's, unlike SQLite's); the next query opens a new pool."""
+        with self._current_lock():
             pool, self._pool = self._pool, None
         if pool is not None and self._pool_forks == _forks:
             pool.close()
