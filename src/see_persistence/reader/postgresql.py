@@ -37,6 +37,7 @@ import psycopg
 import psycopg.errors
 from psycopg.adapt import Buffer, Loader
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import Format
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -88,8 +89,10 @@ class Rfc3339Loader(Loader):
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.read_only = True  # what `with conn.transaction()` begins: BEGIN READ ONLY
     conn.adapters.register_loader("timestamptz", Rfc3339Loader)
-    conn.adapters.register_loader("jsonb", TextLoader)
-    conn.adapters.register_loader("json", TextLoader)
+    # JSON as text with the loader psycopg uses for text: its C one where psycopg has C.
+    text_loader = conn.adapters.get_loader(conn.adapters.types["text"].oid, Format.TEXT) or TextLoader
+    conn.adapters.register_loader("jsonb", text_loader)
+    conn.adapters.register_loader("json", text_loader)
 
 
 def _connection_options(url: str) -> dict[str, Any]:
