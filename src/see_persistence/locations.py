@@ -58,14 +58,28 @@ def resolve_db_path(db_path: str | os.PathLike[str] | None = None) -> Path:
     Resolved as open() resolves it (symlinks first, then `..`), not by text: `DIR/link/../wf.db`
     is the `wf.db` beside the link's target, where open() would find it.
     """
+    database = resolve_database(db_path, backends.IMPLEMENTED_BACKENDS)
+    if isinstance(database, backends.DatabaseURL):  # only if IMPLEMENTED_BACKENDS has a server
+        raise BackendUnavailable(f"{database}: this part of see-persistence takes a file path only")
+    return database
+
+
+def resolve_database(
+    db_path: str | os.PathLike[str] | None, implemented: frozenset[backends.Backend]
+) -> Path | backends.DatabaseURL:
+    """The database the argument names (else $SEE_PERSISTENCE_DB, else the default): a resolved
+    file path as resolve_db_path() gives it, or a server's URL if its backend is in `implemented`.
+
+    A URL of a backend not in `implemented`, or whose driver is not installed, raises
+    BackendUnavailable saying what to do; a URL of another scheme CallerError.
+    """
     if db_path is None or str(db_path) == "":
         db_path = os.environ.get(DB_ENV_VAR) or DEFAULT_DB_PATH
     database_url = backends.parse_database(db_path)
     if database_url is not None:
-        # Until the PostgreSQL backend is complete this always raises: better than SQLite's
-        # "unable to open database file" for a file named postgresql:/host/db.
-        backends.require_backend(database_url)
-        raise BackendUnavailable(f"{database_url}: this part of see-persistence takes a file path only")
+        # Better than SQLite's "unable to open database file" for a file named postgresql:/host/db.
+        backends.require_backend(database_url, implemented)
+        return database_url
     return Path(os.path.realpath(Path(db_path).expanduser()))
 
 
