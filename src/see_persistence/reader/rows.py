@@ -18,14 +18,15 @@ Two paths give the same models:
   carry datetime.timezone.utc rather than pydantic's equal TzInfo(0), as the slow path's do.
 
 Building a model costs more than reading its row, whichever public way. Measured on pydantic
-2.14 for a page of 50 workflow rows as the writer writes them (reading them through sqlite3:
-about 100 µs): preparing the values 65 µs, their strict validation 65 µs; the same values
-lax 105 µs, lax from dict(zip(...)) with pydantic parsing the timestamps 70 µs after 50 µs
-of building the dicts; `model_construct` 170 µs and validate_json() of a JSON array that
-SQLite builds (json_group_array) 130 µs after 25 µs more in SQLite. The floor: 50 models of
-11 fields of type Any, from ready dicts, take 43 µs, and building those dicts 28 µs, so
-models cost at least 0.7× the read on top of it. Scans of many rows that need no models
-have Reader.list_workflow_rows, which costs what reading does.
+2.14 for a page of 50 workflow rows as the writer writes them, beside reading them through
+sqlite3 (100 µs): preparing the values 70 µs and their strict validation 67 µs (lax: the
+same); lax validation of dict(zip(...)) rows with the JSON decoded, pydantic parsing the
+timestamps, 87 µs after 80 µs of building those dicts; `model_construct` 170 µs; and
+validate_json() of a JSON array that SQLite builds (json_group_array) 116 µs, after 26 µs
+more in SQLite than the plain read. The floor: 50 models of 11 fields of type Any, from
+ready dicts, take 44 µs, and building those dicts 28 µs, so models cost at least 0.7× the
+read on top of it. Scans of many rows that need no models have Reader.list_workflow_rows,
+which costs what reading does.
 
 tests/test_reader_rows.py proves the two paths agree, row shape by row shape.
 """
