@@ -24,7 +24,7 @@ same); lax validation of dict(zip(...)) rows with the JSON decoded, pydantic par
 timestamps, 87 µs after 80 µs of building those dicts; `model_construct` 170 µs; and
 validate_json() of a JSON array that SQLite builds (json_group_array) 116 µs, after 26 µs
 more in SQLite than the plain read. The floor: 50 models of 11 fields of type Any, from
-ready dicts, take 44 µs, and building those dicts 28 µs, so models cost at least 0.7× the
+ready dicts, take 44 µs, and building those dicts 28 µs, so models add at least 70 % of the
 read on top of it. Scans of many rows that need no models have Reader.list_workflow_rows,
 which costs what reading does.
 
@@ -354,16 +354,29 @@ def audits(rows: list[tuple[Any, ...]]) -> list[AuditEvent]:
     return _models(rows, _audit_values, _AUDIT_LIST, _validated_audit)
 
 
+def _one(
+    row: tuple[Any, ...],
+    values: Callable[[tuple[Any, ...]], dict[str, Any]],
+    model: type[_M],
+    validated: Callable[[tuple[Any, ...]], _M],
+) -> _M:
+    # One row (a lookup by id): _models' lists and positions cost a tenth of the call.
+    try:
+        return model.model_validate(values(row), strict=True)
+    except _ODD_ROW:  # ValidationError is a ValueError
+        return validated(row)
+
+
 def workflow(row: tuple[Any, ...]) -> WorkflowExecution:
     """The model for one row of WORKFLOW_COLUMNS."""
-    return workflows([row])[0]
+    return _one(row, _workflow_values, WorkflowExecution, _validated_workflow)
 
 
 def task(row: tuple[Any, ...]) -> TaskExecution:
     """The model for one row of TASK_COLUMNS."""
-    return tasks([row])[0]
+    return _one(row, _task_values, TaskExecution, _validated_task)
 
 
 def audit(row: tuple[Any, ...]) -> AuditEvent:
     """The model for one row of AUDIT_COLUMNS."""
-    return audits([row])[0]
+    return _one(row, _audit_values, AuditEvent, _validated_audit)
