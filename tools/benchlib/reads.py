@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .databases import open_raw_read_only, remove_db
 from .formatting import TIMES, fmt_ns, fmt_rate, fmt_ratio, markdown_table
+from .read_floor import FloorFigure, floor_lines, measure_floors
 from .settings import Settings
 from .targets import Target, limit_target, ratio_target
 from .workloads import TASK_NAMES, json_text
@@ -54,6 +55,7 @@ class Reads:
     build_s: float
     figures: list[ReadFigure] = field(default_factory=list)
     materialize: list[tuple[str, float, float]] = field(default_factory=list)  # name, ours rows/s, raw rows/s
+    floors: list[FloorFigure] = field(default_factory=list)
     error: str | None = None
 
 
@@ -262,6 +264,7 @@ def _time_pair(
 def run_reads(settings: Settings) -> Reads:
     """Queries through Reader beside the same SQL through raw sqlite3, and rows/s materialized."""
     from see_persistence import Reader
+    from see_persistence.reader import audit, tasks, workflows
 
     db, reads = _read_db(settings)
     reader = Reader(db)
@@ -291,10 +294,9 @@ def run_reads(settings: Settings) -> Reads:
             else ids
         )
         instances = [r[0] for r in fetch("SELECT DISTINCT instance_id FROM workflow_executions LIMIT 50", ())]
-        newest = (
-            f"SELECT {_WF_COLS} FROM workflow_executions{{}}"
-            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        )
+        # The baseline runs the Reader's own statements, taken from its modules, so the two
+        # cannot drift apart: plain SELECTs of the columns a model needs, returning tuples.
+        newest = workflows.SQL_NEWEST_WORKFLOWS
         # (name, Reader call, the same SQL through raw sqlite3, arguments, target per call)
         queries: list[
             tuple[
@@ -308,28 +310,28 @@ def run_reads(settings: Settings) -> Reads:
             (
                 "get_workflow(id)",
                 lambda a: [w] if (w := reader.get_workflow(a)) else [],
-                lambda a: fetch(f"SELECT {_WF_COLS} FROM workflow_executions WHERE id = ?", (a,)),
+                lambda a: fetch(workflows.SQL_WORKFLOW, (a,)),
                 ids,
                 None,
             ),
             (
                 "list_workflows(limit=50)",
                 lambda a: reader.list_workflows(limit=50),
-                lambda a: fetch(newest.format(""), (50, 0)),
+                lambda a: fetch(newest[False, False], (50, 0)),
                 [None],
                 TARGET_LIST_CALL_NS,
             ),
             (
                 "list_workflows(limit=50, status='failed')",
                 lambda a: reader.list_workflows(limit=50, status="failed"),
-                lambda a: fetch(newest.format(" WHERE status = ?"), ("failed", 50, 0)),
+                lambda a: fetch(newest[True, False], ("failed", 50, 0)),
                 [None],
                 TARGET_LIST_CALL_NS,
             ),
             (
                 "list_workflows(limit=50, instance_id=...)",
                 lambda a: reader.list_workflows(limit=50, instance_id=a),
-                lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 50, 0)),
+                lambda a: fetch(newest[False, True], (a, 50, 0)),
                 instances,
                 TARGET_LIST_CALL_NS,
             ),
@@ -338,35 +340,28 @@ def run_reads(settings: Settings) -> Reads:
                 # without a failed workflow (19 of the 20 here) reads every row it has.
                 "list_workflows(limit=50, status='failed', instance_id=...)",
                 lambda a: reader.list_workflows(limit=50, status="failed", instance_id=a),
-                lambda a: fetch(newest.format(" WHERE status = ? AND instance_id = ?"), ("failed", a, 50, 0)),
+                lambda a: fetch(newest[True, True], ("failed", a, 50, 0)),
                 instances,
                 TARGET_LIST_CALL_NS,
             ),
             (
                 "get_workflows_for_instance(id), its default limit=100",
                 reader.get_workflows_for_instance,
-                lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 100, 0)),
+                lambda a: fetch(workflows.SQL_WORKFLOWS_OF_INSTANCE, (a, 100, 0)),
                 instances,
                 2 * TARGET_LIST_CALL_NS,  # 100 rows: twice the time of 50
             ),
             (
                 "get_tasks_for_workflow(id)",
                 reader.get_tasks_for_workflow,
-                lambda a: fetch(
-                    f"SELECT {_TASK_COLS} FROM task_executions WHERE workflow_id = ?"
-                    " ORDER BY execution_order, created_at, id",
-                    (a,),
-                ),
+                lambda a: fetch(tasks.SQL_TASKS_OF_WORKFLOW, (a,)),
                 parents,
                 None,
             ),
             (
                 "get_audit_trail(id)",
                 reader.get_audit_trail,
-                lambda a: fetch(
-                    f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id",
-                    (a,),
-                ),
+                lambda a: fetch(audit.SQL_AUDIT_TRAIL, (a,)),
                 parents,
                 None,
             ),
@@ -379,7 +374,7 @@ def run_reads(settings: Settings) -> Reads:
         offsets = [0] * 5  # the newest rows: no OFFSET to skip through
         ours_ns, raw_ns, rows, _calls = _time_pair(
             lambda a: reader.list_workflows(limit=limit, offset=a),
-            lambda a: fetch(newest.format(""), (limit, a)),
+            lambda a: fetch(newest[False, False], (limit, a)),
             offsets,
             settings.read_budget_s,
         )
@@ -388,15 +383,14 @@ def run_reads(settings: Settings) -> Reads:
         )
         trail_ours, trail_raw, trail_rows, _ = _time_pair(
             reader.get_audit_trail,
-            lambda a: fetch(
-                f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id", (a,)
-            ),
+            lambda a: fetch(audit.SQL_AUDIT_TRAIL, (a,)),
             parents,
             settings.read_budget_s / 2,
         )
         reads.materialize.append(
             ("get_audit_trail(id)", trail_rows / trail_ours * 1e9, trail_rows / trail_raw * 1e9)
         )
+        reads.floors = measure_floors(reader, fetch, _time_pair, parents, settings.read_budget_s / 2)
     finally:
         reader.close()
         raw.close()
@@ -413,7 +407,7 @@ def section_lines(results: Results) -> list[str]:
         f"A database of {reads.workflows:,} workflows, {reads.tasks:,} tasks, {reads.events:,} audit events"
         f" ({READ_INSTANCES} instances; every {READ_CHILDREN_EVERY}th workflow has 5 tasks and 10 events),"
         f" built or reused in {reads.build_s:.1f} s. Median per call, Reader beside the same SQL"
-        " through raw sqlite3 (tuples).",
+        " through raw sqlite3 (tuples): the statement text the Reader runs, taken from its modules.",
         "",
     ]
     if reads.error:
@@ -436,6 +430,7 @@ def section_lines(results: Results) -> list[str]:
         [name, fmt_rate(ours), fmt_rate(raw), fmt_ratio(ours, raw)] for name, ours, raw in reads.materialize
     ]
     out += markdown_table(["query", "Reader rows/s (models)", "raw sqlite3 rows/s (tuples)", "ratio"], rows)
+    out += floor_lines(reads.floors)
     return out
 
 
