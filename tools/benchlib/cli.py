@@ -19,6 +19,8 @@ and without it in the same run (`--only other-writer` runs just this and prints 
 Then live views: watcher processes on the change feed beside 4 GUIs, commit -> delivered,
 the writer's rows/s with 0, 1 and 8 watchers and with one stopped, and the polling fallback
 with no writer (`--only feed`).
+Then TCP with CURVE beside ipc: 4 GUIs and a writer over ipc, over TCP on the loopback with
+CURVE, and over ipc again, their committed rows/s, write call and send -> visible (`--only tcp`).
 Then reads on a database of 1,000,000 workflows, each beside the same SQL through raw sqlite3
 (`--reads-only` runs just these and prints them).
 Every figure is printed beside its baseline and as a ratio; each target says met / not met.
@@ -48,6 +50,7 @@ from .report import (
     render_feed_only,
     render_other_writer_only,
     render_reads_only,
+    render_tcp_only,
     write_plot,
 )
 from .results import Results
@@ -61,6 +64,7 @@ log = logging.getLogger("bench")
 ONLY: dict[str, tuple[str, Callable[[Results], str]]] = {
     "other-writer": ("other-writer section", render_other_writer_only),
     "feed": ("feed section", render_feed_only),
+    "tcp": ("tcp section", render_tcp_only),
     "reads": ("reads", render_reads_only),
 }
 
@@ -96,9 +100,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["other-writer", "feed"],
+        choices=["other-writer", "feed", "tcp"],
         help="run one section alone and print it (writes no report): other-writer, another program"
-        f" writing beside {OTHER_P} flooding GUIs; feed, live views (the change feed)",
+        f" writing beside {OTHER_P} flooding GUIs; feed, live views (the change feed); tcp, TCP with"
+        " CURVE beside ipc (4 GUIs each)",
     )
     parser.add_argument(
         "--other-seconds",
