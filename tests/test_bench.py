@@ -40,9 +40,11 @@ REPORT_HEADERS = (
     "## Method",
     "## Another program writing beside 4 flooding GUIs",
     "## Live views (change feed)",
+    "## TCP with CURVE beside ipc",
     "## Reads",
     "### Queries",
     "### Rows materialized as models",
+    "### The least that models add",
     "## Targets",
 )
 READ_QUERIES = (
@@ -194,8 +196,16 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
     feed_targets = [row for row in _table_rows(_section(report, "## Targets")) if row[0].startswith("feed: ")]
     assert len(feed_targets) == 6, feed_targets
 
+    # TCP with CURVE beside ipc: three runs, ipc bracketing TCP, and the three targets.
+    tcp = _section(report, "## TCP with CURVE beside ipc")
+    assert [row[0] for row in _table_rows(tcp)[1:]] == ["ipc", "tcp + CURVE", "ipc, again"]
+    tcp_targets = [row for row in _table_rows(_section(report, "## Targets")) if row[0].startswith("tcp: ")]
+    assert len(tcp_targets) == 3, tcp_targets
+
     queries = _table_rows(_section(report, "### Queries"))
     assert [row[0] for row in queries[1:]] == list(READ_QUERIES)
+    floors = _labels(report, "### The least that models add")
+    assert floors[0].startswith("list_workflow_rows") and len(floors) == 4, floors
     targets = _table_rows(_section(report, "## Targets"))
     assert len(targets) > 20
     assert all(row[-1] in ("met", "**not met**", "not measured") for row in targets[1:])

@@ -522,3 +522,26 @@ def test_list_workflow_rows_gives_the_rows_list_workflows_builds_its_models_from
         assert tuple(WorkflowExecution.model_fields) == Reader.WORKFLOW_ROW_COLUMNS
         with pytest.raises(CallerError):
             reader.list_workflow_rows(limit=-1)
+
+
+def test_a_value_strict_validation_refuses_sends_only_its_row_the_validated_way(monkeypatch):
+    taken: list[tuple[Any, ...]] = []
+    validated = rows._validated_workflow
+
+    def spy(row: tuple[Any, ...]) -> Any:
+        taken.append(row)
+        return validated(row)
+
+    monkeypatch.setattr(rows, "_validated_workflow", spy)
+    given = [
+        _workflow_row(id="w-0"),
+        _workflow_row(id="w-1", workflow_name=b"bytes"),  # lax validation reads bytes as text
+        _workflow_row(id="w-2", started_at="2026-12-01 07:37:36"),  # odd while being prepared
+        _workflow_row(id="w-3"),
+        _workflow_row(id="w-4", instance_id=b"i-4"),
+        _workflow_row(id="w-5"),
+    ]
+    built = rows.workflows(given)
+    assert built == [validated(row) for row in given]
+    assert [w.workflow_name for w in built][1] == "bytes"
+    assert sorted(row[0] for row in taken) == ["w-1", "w-2", "w-4"]

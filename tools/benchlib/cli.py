@@ -19,6 +19,8 @@ and without it in the same run (`--only other-writer` runs just this and prints 
 Then live views: watcher processes on the change feed beside 4 GUIs, commit -> delivered,
 the writer's rows/s with 0, 1 and 8 watchers and with one stopped, and the polling fallback
 with no writer (`--only feed`).
+Then TCP with CURVE beside ipc: 4 GUIs and a writer over ipc, over TCP on the loopback with
+CURVE, and over ipc again, their committed rows/s, write call and send -> visible (`--only tcp`).
 Then reads on a database of 1,000,000 workflows, each beside the same SQL through raw sqlite3
 (`--reads-only` runs just these and prints them). The same reads on PostgreSQL beside raw
 psycopg run only alone: `--only reads-postgresql` (a throwaway cluster, or --postgresql-url).
@@ -50,6 +52,7 @@ from .report import (
     render_other_writer_only,
     render_reads_only,
     render_reads_postgresql_only,
+    render_tcp_only,
     write_plot,
 )
 from .results import Results
@@ -63,6 +66,7 @@ log = logging.getLogger("bench")
 ONLY: dict[str, tuple[str, Callable[[Results], str]]] = {
     "other-writer": ("other-writer section", render_other_writer_only),
     "feed": ("feed section", render_feed_only),
+    "tcp": ("tcp section", render_tcp_only),
     "reads": ("reads", render_reads_only),
     "reads-postgresql": ("reads on PostgreSQL", render_reads_postgresql_only),
 }
@@ -99,10 +103,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["other-writer", "feed", "reads-postgresql"],
+        choices=["other-writer", "feed", "tcp", "reads-postgresql"],
         help="run one section alone and print it (writes no report): other-writer, another program"
-        f" writing beside {OTHER_P} flooding GUIs; feed, live views (the change feed);"
-        " reads-postgresql, the reads on PostgreSQL beside raw psycopg (use a small --read-workflows)",
+        f" writing beside {OTHER_P} flooding GUIs; feed, live views (the change feed); tcp, TCP with"
+        " CURVE beside ipc (4 GUIs each); reads-postgresql, the reads on PostgreSQL beside raw psycopg"
+        " (use a small --read-workflows)",
     )
     parser.add_argument(
         "--postgresql-url",

@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -98,12 +98,21 @@ def wall_us(mono: float) -> int:
     return int((mono - time.monotonic() + time.time()) * 1_000_000)
 
 
-def start_guis(group: Children, cell_dir: Path, system: str, db: Path, workload: str, procs: int) -> None:
-    """Start `procs` GUI processes of one system and wait until each is ready."""
+def start_guis(
+    group: Children,
+    cell_dir: Path,
+    system: str,
+    db: Path,
+    workload: str,
+    procs: int,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Start `procs` GUI processes of one system (in `env`, if given) and wait until each is ready."""
     for i in range(procs):
         group.start(
             ["--role", "gui", "--system", system, "--db", str(db), "--workload", workload],
             cell_dir / f"gui-{i}.log",
+            env,
         )
     deadline = time.monotonic() + READY_TIMEOUT_S + 5 * procs
     for child in group.members:

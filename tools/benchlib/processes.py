@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +37,7 @@ def log_tail(path: Path, limit: int = 3000) -> str:
 class Child:
     """A `bench.py --role ...` subprocess speaking JSON lines; its stderr goes to a log file."""
 
-    def __init__(self, args: Sequence[str], log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
@@ -47,6 +47,7 @@ class Child:
             stderr=self._log,
             text=True,
             bufsize=1,
+            env=env,  # None: this process's environment
         )
         self._lines: queue.Queue[str] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -109,9 +110,9 @@ class Children:
     def __init__(self) -> None:
         self.members: list[Child] = []
 
-    def start(self, args: Sequence[str], log_path: Path) -> Child:
-        """Start one child."""
-        child = Child(args, log_path)
+    def start(self, args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> Child:
+        """Start one child (in `env`, else in this process's environment)."""
+        child = Child(args, log_path, env)
         self.members.append(child)
         return child
 
@@ -128,9 +129,17 @@ class Children:
 
 
 class WriterProcess:
-    """`python -m see_persistence writer --db PATH` (optionally under cProfile)."""
+    """`python -m see_persistence writer --db PATH [EXTRA...]` (optionally under cProfile, in `env`)."""
 
-    def __init__(self, db: Path, log_path: Path, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        log_path: Path,
+        profile: Path | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.db = db
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in kill()
@@ -146,9 +155,11 @@ class WriterProcess:
                 "writer",
                 "--db",
                 str(db),
+                *extra_args,
             ],
             stdout=self._log,
             stderr=self._log,
+            env=env,
         )
         self.pid = self.proc.pid
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .databases import open_raw_read_only, remove_db
 from .formatting import TIMES, fmt_ns, fmt_rate, fmt_ratio, markdown_table
+from .read_floor import FloorFigure, floor_lines, measure_floors
 from .settings import Settings
 from .targets import Target, limit_target, ratio_target
 from .workloads import TASK_NAMES, json_text
@@ -57,6 +58,7 @@ class Reads:
     error: str | None = None
     title: str = "Reads"
     baseline: str = "raw sqlite3"  # what each query is timed beside: the same SQL through it
+    floors: list[FloorFigure] = field(default_factory=list)  # the least models add (SQLite only)
 
 
 _WF_COLS = (
@@ -277,7 +279,10 @@ def run_reads(settings: Settings) -> Reads:
             cursor.close()
 
     try:
-        measure_reads(reads, reader, fetch, sample_arguments(fetch, reads), settings)
+        arguments = sample_arguments(fetch, reads)
+        measure_reads(reads, reader, fetch, arguments, settings)
+        budget_s = settings.read_budget_s / 2
+        reads.floors = measure_floors(reader, fetch, _time_pair, arguments.parents, budget_s)
     finally:
         reader.close()
         raw.close()
@@ -323,11 +328,13 @@ def measure_reads(
 ) -> None:
     """Each Reader query beside `fetch` of the same SQL (written for SQLite: `fetch` may translate
     it), and rows/s materialized; the figures go into `reads`."""
+    from see_persistence.reader import audit, tasks, workflows
+
     total = reads.workflows
     ids, parents, instances = arguments.ids, arguments.parents, arguments.instances
-    newest = (
-        f"SELECT {_WF_COLS} FROM workflow_executions{{}} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-    )
+    # The baseline runs the Reader's own statements, taken from its modules, so the two
+    # cannot drift apart: plain SELECTs of the columns a model needs, returning tuples.
+    newest = workflows.SQL_NEWEST_WORKFLOWS
     # (name, Reader call, the same SQL through raw sqlite3, arguments, target per call)
     queries: list[
         tuple[
@@ -341,28 +348,28 @@ def measure_reads(
         (
             "get_workflow(id)",
             lambda a: [w] if (w := reader.get_workflow(a)) else [],
-            lambda a: fetch(f"SELECT {_WF_COLS} FROM workflow_executions WHERE id = ?", (a,)),
+            lambda a: fetch(workflows.SQL_WORKFLOW, (a,)),
             ids,
             None,
         ),
         (
             "list_workflows(limit=50)",
             lambda a: reader.list_workflows(limit=50),
-            lambda a: fetch(newest.format(""), (50, 0)),
+            lambda a: fetch(newest[False, False], (50, 0)),
             [None],
             TARGET_LIST_CALL_NS,
         ),
         (
             "list_workflows(limit=50, status='failed')",
             lambda a: reader.list_workflows(limit=50, status="failed"),
-            lambda a: fetch(newest.format(" WHERE status = ?"), ("failed", 50, 0)),
+            lambda a: fetch(newest[True, False], ("failed", 50, 0)),
             [None],
             TARGET_LIST_CALL_NS,
         ),
         (
             "list_workflows(limit=50, instance_id=...)",
             lambda a: reader.list_workflows(limit=50, instance_id=a),
-            lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 50, 0)),
+            lambda a: fetch(newest[False, True], (a, 50, 0)),
             instances,
             TARGET_LIST_CALL_NS,
         ),
@@ -371,35 +378,28 @@ def measure_reads(
             # without a failed workflow (19 of the 20 here) reads every row it has.
             "list_workflows(limit=50, status='failed', instance_id=...)",
             lambda a: reader.list_workflows(limit=50, status="failed", instance_id=a),
-            lambda a: fetch(newest.format(" WHERE status = ? AND instance_id = ?"), ("failed", a, 50, 0)),
+            lambda a: fetch(newest[True, True], ("failed", a, 50, 0)),
             instances,
             TARGET_LIST_CALL_NS,
         ),
         (
             "get_workflows_for_instance(id), its default limit=100",
             reader.get_workflows_for_instance,
-            lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 100, 0)),
+            lambda a: fetch(workflows.SQL_WORKFLOWS_OF_INSTANCE, (a, 100, 0)),
             instances,
             2 * TARGET_LIST_CALL_NS,  # 100 rows: twice the time of 50
         ),
         (
             "get_tasks_for_workflow(id)",
             reader.get_tasks_for_workflow,
-            lambda a: fetch(
-                f"SELECT {_TASK_COLS} FROM task_executions WHERE workflow_id = ?"
-                " ORDER BY execution_order, created_at, id",
-                (a,),
-            ),
+            lambda a: fetch(tasks.SQL_TASKS_OF_WORKFLOW, (a,)),
             parents,
             None,
         ),
         (
             "get_audit_trail(id)",
             reader.get_audit_trail,
-            lambda a: fetch(
-                f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id",
-                (a,),
-            ),
+            lambda a: fetch(audit.SQL_AUDIT_TRAIL, (a,)),
             parents,
             None,
         ),
@@ -412,16 +412,14 @@ def measure_reads(
     offsets = [0] * 5  # the newest rows: no OFFSET to skip through
     ours_ns, raw_ns, rows, _calls = _time_pair(
         lambda a: reader.list_workflows(limit=limit, offset=a),
-        lambda a: fetch(newest.format(""), (limit, a)),
+        lambda a: fetch(newest[False, False], (limit, a)),
         offsets,
         settings.read_budget_s,
     )
     reads.materialize.append((f"list_workflows(limit={limit})", rows / ours_ns * 1e9, rows / raw_ns * 1e9))
     trail_ours, trail_raw, trail_rows, _ = _time_pair(
         reader.get_audit_trail,
-        lambda a: fetch(
-            f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id", (a,)
-        ),
+        lambda a: fetch(audit.SQL_AUDIT_TRAIL, (a,)),
         parents,
         settings.read_budget_s / 2,
     )
@@ -444,7 +442,7 @@ def reads_lines(reads: Reads | None, title: str = "Reads") -> list[str]:
         f"A database of {reads.workflows:,} workflows, {reads.tasks:,} tasks, {reads.events:,} audit events"
         f" ({READ_INSTANCES} instances; every {READ_CHILDREN_EVERY}th workflow has 5 tasks and 10 events),"
         f" built or reused in {reads.build_s:.1f} s. Median per call, Reader beside the same SQL"
-        f" through {reads.baseline} (tuples).",
+        f" through {reads.baseline} (tuples): the statement text the Reader runs, taken from its modules.",
         "",
     ]
     if reads.error:
@@ -469,6 +467,7 @@ def reads_lines(reads: Reads | None, title: str = "Reads") -> list[str]:
     out += markdown_table(
         ["query", "Reader rows/s (models)", f"{reads.baseline} rows/s (tuples)", "ratio"], rows
     )
+    out += floor_lines(reads.floors)
     return out
 
 

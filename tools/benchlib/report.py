@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import feed, other_writer_section, reads, write_tables
+from . import feed, other_writer_section, reads, tcp_section, write_tables
 from .backends import SYSTEM_TITLES
 from .ceiling import CEILING_OPS_PER_TRANSACTION
 from .figures import latency_of
@@ -36,6 +36,8 @@ def evaluate_targets(results: Results) -> list[Target]:
         targets += other_writer_section.section_targets(results.other_writer)
     if results.feed is not None:
         targets += feed.section_targets(results.feed)
+    if results.tcp is not None:
+        targets += tcp_section.section_targets(results.tcp)
     if results.reads is not None:
         targets += reads.section_targets(results.reads)
     return targets
@@ -166,6 +168,7 @@ def render(results: Results) -> str:
         out += write_tables.workload_section(results, workload)
     out += other_writer_section.section_lines(results)
     out += feed.section_lines(results)
+    out += tcp_section.section_lines(results)
     out += reads.section_lines(results)
     out += ["## Targets", ""]
     p = target_p(s)
@@ -199,6 +202,8 @@ def render(results: Results) -> str:
         notes.append(f"- another program beside the GUIs: **failed**: {results.other_writer.error}")
     if results.feed and results.feed.error:
         notes.append(f"- live views (change feed): **failed**: {results.feed.error}")
+    if results.tcp and results.tcp.error:
+        notes.append(f"- TCP with CURVE beside ipc: **failed**: {results.tcp.error}")
     if results.reads and results.reads.error:
         notes.append(f"- reads: **failed**: {results.reads.error}")
     if notes:
@@ -250,6 +255,14 @@ def render_feed_only(results: Results) -> str:
     targets = feed.section_targets(results.feed) if results.feed is not None else []
     return render_one_section(
         results, "Live views", "--only feed", "feed section", feed.section_lines(results), targets
+    )
+
+
+def render_tcp_only(results: Results) -> str:
+    """The TCP section and its targets of an `--only tcp` run (printed, never written)."""
+    targets = tcp_section.section_targets(results.tcp) if results.tcp is not None else []
+    return render_one_section(
+        results, "TCP with CURVE", "--only tcp", "tcp section", tcp_section.section_lines(results), targets
     )
 
 

@@ -9,6 +9,7 @@ from .figures import Cell, Latency
 from .other_writer_section import OtherWriter
 from .reads import Reads
 from .settings import Settings
+from .tcp_section import TcpSection
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Results:
     reads_postgresql: Reads | None = None  # only with --only reads-postgresql
     other_writer: OtherWriter | None = None
     feed: FeedSection | None = None
+    tcp: TcpSection | None = None
     started: str = ""
     duration_s: float = 0.0
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)

@@ -26,6 +26,7 @@ from .report import versions
 from .results import Results
 from .settings import Settings
 from .targets import target_p
+from .tcp_section import TcpSection, run_tcp
 from .workloads import WORKLOADS
 
 log = logging.getLogger("bench")
@@ -147,10 +148,17 @@ def _measure_reads_postgresql(settings: Settings, results: Results) -> None:
     )
 
 
+def _measure_tcp(settings: Settings, results: Results) -> None:
+    results.tcp = _guard(
+        "TCP with CURVE beside ipc", partial(run_tcp, settings), lambda reason: TcpSection(error=reason)
+    )
+
+
 # The sections after the write cells, in order: the key their competing load is noted under.
 SECTIONS: tuple[tuple[str, Callable[[Settings, Results], None]], ...] = (
     ("other-writer section", _measure_other_writer),
     ("feed section", _measure_feed),
+    ("tcp section", _measure_tcp),
     ("reads", _measure_reads),
 )
 
@@ -190,6 +198,8 @@ def failed_sections(results: Results) -> list[str]:
         failed.append("another program beside flooding GUIs")
     if results.feed is not None and results.feed.error:
         failed.append("live views (change feed)")
+    if results.tcp is not None and results.tcp.error:
+        failed.append("TCP with CURVE beside ipc")
     if results.reads is not None and results.reads.error:  # None: a run of another section alone
         failed.append("reads")
     if results.reads_postgresql is not None and results.reads_postgresql.error:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetPydanticSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    Tag,
+    TypeAdapter,
+    WithJsonSchema,
+)
 from pydantic_core import core_schema
 
 from .status import Status
@@ -19,14 +29,47 @@ def _serialized_as_any(source: Any, handler: GetCoreSchemaHandler) -> core_schem
     return {**handler(source), "serialization": core_schema.simple_ser_schema("any")}
 
 
+_JSON_UNION: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
+_JSON_KINDS: dict[type, str] = {
+    dict: "dict",
+    list: "list",
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    type(None): "none",
+}
+
+
+def _json_kind(value: Any) -> str:
+    # One dict lookup picks the member a value of exactly that type would match. A plain union
+    # tries its members in turn (lax: several passes) and was most of a Reader model's
+    # validation; any other type (a tuple, bytes, a subclass) takes the whole union as before.
+    return _JSON_KINDS.get(type(value), "other")
+
+
 JsonValue: TypeAlias = Annotated[
-    dict[str, Any] | list[Any] | str | int | float | bool | None,
+    Annotated[dict[str, Any], Tag("dict")]
+    | Annotated[list[Any], Tag("list")]
+    | Annotated[str, Tag("str")]
+    | Annotated[int, Tag("int")]
+    | Annotated[float, Tag("float")]
+    | Annotated[bool, Tag("bool")]
+    | Annotated[None, Tag("none")]
+    | Annotated[_JSON_UNION, Tag("other")],
+    Discriminator(_json_kind),
+    # Described as the union it validates: the tagged members overlap, so no "oneOf" of them.
+    WithJsonSchema(TypeAdapter(_JSON_UNION).json_schema()),
     GetPydanticSchema(_serialized_as_any),
 ]
 """One JSON value as json.loads gives it; isinstance(value, dict) tells an object from the rest.
 
 Only the outer type is checked (nested values are what JSON decoding made them): a recursive
-check, as pydantic.JsonValue does, costs ten times as much on a nested object.
+check, as pydantic.JsonValue does, costs ten times as much on a nested object. Validation
+accepts and converts what `dict[str, Any] | list[Any] | str | int | float | bool | None`
+does, in lax and strict mode alike; a value of one of those exact types goes straight to its
+own member (measured: a 50-row page of workflows validated in 2/3 of the time the plain union
+took), anything else through the whole union.
 """
 
 

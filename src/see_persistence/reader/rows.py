@@ -6,22 +6,27 @@ Two paths give the same models:
   RFC 3339 text, the status and the 0/1 success itself; Python decodes only the JSON columns.
   A row it cannot take as it is (naive or odd timestamps from another writer) is built from
   values Python parsed (`_slow`), which reads naive time as UTC.
-- The quick path, for rows exactly as our writer writes them: ids and names as text, a known
-  status, success NULL/0/1, timestamps in the writer's 32-character UTC form
+- The quick path, for rows exactly as our writer writes them: a known status, success
+  NULL/0/1, timestamps in the writer's 32-character UTC form
   (`YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, which datetime.fromisoformat reads in C) and JSON text
-  with nothing around the value. Python prepares every field's final value, and one strict
+  with nothing around the value. Python prepares those fields' final values, and one strict
   validation of the whole list (a TypeAdapter) builds the models: the values are already of
   their fields' exact types, so strict validation checks and stores them without converting
-  any. Anything else raises `_Odd` (or the error the check ran into) while preparing, and the
-  row takes the validated path. The only visible difference: quick-path datetimes carry
-  datetime.timezone.utc rather than pydantic's equal TzInfo(0), as the slow path's do.
+  any, and refuses anything but text where text belongs. A row whose values cannot be
+  prepared (`_Odd`, or the error the preparing ran into), or that the strict validation names
+  in its error, takes the validated path. The only visible difference: quick-path datetimes
+  carry datetime.timezone.utc rather than pydantic's equal TzInfo(0), as the slow path's do.
 
 Building a model costs more than reading its row, whichever public way. Measured on pydantic
-2.14 for a page of 50 workflow rows as the writer writes them (reading them: about 110 µs),
-after the 80 µs that preparing the values takes: this strict validation 90 µs, lax validation
-of the same values 150 µs (JsonValue's union costs it most), `model_copy(update=...)` of a
-template 115 µs and `model_construct` 175 µs (both a Python loop per model). Scans of many
-rows that need no models have Reader.list_workflow_rows, which costs what reading does.
+2.14 for a page of 50 workflow rows as the writer writes them, beside reading them through
+sqlite3 (100 µs): preparing the values 70 µs and their strict validation 67 µs (lax: the
+same); lax validation of dict(zip(...)) rows with the JSON decoded, pydantic parsing the
+timestamps, 87 µs after 80 µs of building those dicts; `model_construct` 170 µs; and
+validate_json() of a JSON array that SQLite builds (json_group_array) 116 µs, after 26 µs
+more in SQLite than the plain read. The floor: 50 models of 11 fields of type Any, from
+ready dicts, take 44 µs, and building those dicts 28 µs, so models add at least 70 % of the
+read on top of it. Scans of many rows that need no models have Reader.list_workflow_rows,
+which costs what reading does.
 
 tests/test_reader_rows.py proves the two paths agree, row shape by row shape.
 """
@@ -180,7 +185,6 @@ _WRITER_TIMESTAMP_CHARS = 32  # len("2026-01-02T03:04:05.123456+00:00")
 _UTC = timezone.utc
 _STATUSES: dict[Any, Status] = {status.value: status for status in Status}
 _BOOLS: dict[Any, bool | None] = {None: None, 0: False, 1: True}
-_STR_OR_NONE = frozenset({str, type(None)})
 # The C scanner that decode() calls between two whitespace regexes: text from our writer has
 # no whitespace around the value, and anything else falls back. (typeshed mistypes its arg.)
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_JSON)  # type: ignore[arg-type]
@@ -189,12 +193,32 @@ _fromiso = datetime.fromisoformat
 
 def _writer_time(text: Any) -> datetime:
     """The datetime in `text` if it is in the writer's form, else _Odd."""
-    if type(text) is not str or len(text) != _WRITER_TIMESTAMP_CHARS:
-        raise _Odd
-    moment = _fromiso(text)
-    if moment.tzinfo is not _UTC:
+    moment = _fromiso(text)  # TypeError if it is not text
+    if moment.tzinfo is not _UTC or len(text) != _WRITER_TIMESTAMP_CHARS:
         raise _Odd
     return moment
+
+
+def _writer_times(created: Any, started: Any, completed: Any, updated: Any) -> tuple[Any, Any, Any, Any]:
+    """A record's four timestamps as datetimes if each is NULL or in the writer's form, else _Odd.
+
+    One call for the four, written out: a call per timestamp was a fifth of preparing a row.
+    Empty text stays as it is, and strict validation refuses it (the validated path reads it
+    as NULL).
+    """
+    created_at = _fromiso(created)
+    started_at = started and _fromiso(started)
+    completed_at = completed and _fromiso(completed)
+    last_updated = updated and _fromiso(updated)
+    if (
+        created_at.tzinfo is not _UTC
+        or len(created) != _WRITER_TIMESTAMP_CHARS
+        or (started and (started_at.tzinfo is not _UTC or len(started) != _WRITER_TIMESTAMP_CHARS))
+        or (completed and (completed_at.tzinfo is not _UTC or len(completed) != _WRITER_TIMESTAMP_CHARS))
+        or (updated and (last_updated.tzinfo is not _UTC or len(updated) != _WRITER_TIMESTAMP_CHARS))
+    ):
+        raise _Odd
+    return created_at, started_at, completed_at, last_updated
 
 
 def _writer_json(text: str) -> Any:
@@ -205,40 +229,32 @@ def _writer_json(text: str) -> Any:
     return value
 
 
+# Text columns are not checked here: strict validation refuses anything but text where text
+# belongs, and _models sends only the rows it names in its error the validated way.
+
+
 def _workflow_values(row: tuple[Any, ...]) -> dict[str, Any]:
     wid, name, status, created, started, completed, success, error, meta, instance, updated = row
-    if type(wid) is not str or type(name) is not str:
-        raise _Odd
-    if type(error) not in _STR_OR_NONE or type(instance) not in _STR_OR_NONE:
-        raise _Odd
+    created_at, started_at, completed_at, last_updated = _writer_times(created, started, completed, updated)
     return {
         "id": wid,
         "workflow_name": name,
         "status": _STATUSES[status],
-        "created_at": _writer_time(created),
-        "started_at": None if started is None else _writer_time(started),
-        "completed_at": None if completed is None else _writer_time(completed),
+        "created_at": created_at,
+        "started_at": started_at,
+        "completed_at": completed_at,
         "success": _BOOLS[success],
         "error_message": error,
         "metadata": {} if meta is None or meta == "{}" else _writer_json(meta),
         "instance_id": instance,
-        "last_updated": None if updated is None else _writer_time(updated),
+        "last_updated": last_updated,
     }
 
 
 def _task_values(row: tuple[Any, ...]) -> dict[str, Any]:
     (tid, wid, name, status, created, started, completed, success, error, output, logs, retries, order,
      instance, updated) = row  # fmt: skip
-    if type(tid) is not str or type(wid) is not str or type(name) is not str:
-        raise _Odd
-    if type(error) not in _STR_OR_NONE or type(output) not in _STR_OR_NONE:
-        raise _Odd
-    if type(instance) not in _STR_OR_NONE:
-        raise _Odd
-    retries = retries or 0  # NULL reads as the column's default, as on the validated path
-    order = order or 0
-    if type(retries) is not int or type(order) is not int:
-        raise _Odd
+    created_at, started_at, completed_at, last_updated = _writer_times(created, started, completed, updated)
     if logs is None or logs == "[]":
         logs = []
     else:
@@ -250,28 +266,22 @@ def _task_values(row: tuple[Any, ...]) -> dict[str, Any]:
         "workflow_id": wid,
         "task_name": name,
         "status": _STATUSES[status],
-        "created_at": _writer_time(created),
-        "started_at": None if started is None else _writer_time(started),
-        "completed_at": None if completed is None else _writer_time(completed),
+        "created_at": created_at,
+        "started_at": started_at,
+        "completed_at": completed_at,
         "success": _BOOLS[success],
         "error_message": error,
         "output": output,
         "logs": logs,
-        "retry_count": retries,
-        "execution_order": order,
+        "retry_count": retries or 0,  # NULL reads as the column's default, as on the validated path
+        "execution_order": order or 0,
         "instance_id": instance,
-        "last_updated": None if updated is None else _writer_time(updated),
+        "last_updated": last_updated,
     }
 
 
 def _audit_values(row: tuple[Any, ...]) -> dict[str, Any]:
     eid, wid, tid, event_type, message, at, data, instance = row
-    if type(eid) is not str or type(event_type) is not str or type(message) is not str:
-        raise _Odd
-    if type(wid) not in _STR_OR_NONE or type(tid) not in _STR_OR_NONE:
-        raise _Odd
-    if type(instance) not in _STR_OR_NONE:
-        raise _Odd
     return {
         "id": eid,
         "workflow_id": wid,
@@ -285,8 +295,8 @@ def _audit_values(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 # A list of each model, validated in one call: strict, because the quick path prepares every
-# value as the exact type its field holds, and strict validation of JsonValue's union took
-# less than half the time lax validation did for a dict.
+# value as the exact type its field holds, and strict validation checks such values without
+# converting any.
 _WORKFLOW_LIST = TypeAdapter(list[WorkflowExecution])
 _TASK_LIST = TypeAdapter(list[TaskExecution])
 _AUDIT_LIST = TypeAdapter(list[AuditEvent])
@@ -307,10 +317,22 @@ def _models(
             odd[index] = validated(row)
     try:
         built = adapter.validate_python(prepared, strict=True)
-    except ValidationError:
-        # A value the model refuses after all (a constraint this module does not know of):
-        # every row takes the validated path, which says what is wrong with which.
-        return [validated(row) for row in rows]
+    except ValidationError as exc:
+        # Values the model refuses (a number or bytes where text belongs, a constraint this
+        # module does not know of): the rows the error names take the validated path, which
+        # says what is wrong with them, and the others are validated again without them.
+        positions = [index for index in range(len(rows)) if index not in odd]
+        refused = {error["loc"][0] if error["loc"] else None for error in exc.errors()}
+        if not all(type(item) is int for item in refused):
+            return [validated(row) for row in rows]
+        for item in refused:
+            odd[positions[item]] = validated(rows[positions[item]])  # type: ignore[index]
+        try:
+            built = adapter.validate_python(
+                [kept for item, kept in enumerate(prepared) if item not in refused], strict=True
+            )
+        except ValidationError:
+            return [validated(row) for row in rows]
     if not odd:
         return built
     quick = iter(built)
@@ -332,16 +354,29 @@ def audits(rows: list[tuple[Any, ...]]) -> list[AuditEvent]:
     return _models(rows, _audit_values, _AUDIT_LIST, _validated_audit)
 
 
+def _one(
+    row: tuple[Any, ...],
+    values: Callable[[tuple[Any, ...]], dict[str, Any]],
+    model: type[_M],
+    validated: Callable[[tuple[Any, ...]], _M],
+) -> _M:
+    # One row (a lookup by id): _models' lists and positions cost a tenth of the call.
+    try:
+        return model.model_validate(values(row), strict=True)
+    except _ODD_ROW:  # ValidationError is a ValueError
+        return validated(row)
+
+
 def workflow(row: tuple[Any, ...]) -> WorkflowExecution:
     """The model for one row of WORKFLOW_COLUMNS."""
-    return workflows([row])[0]
+    return _one(row, _workflow_values, WorkflowExecution, _validated_workflow)
 
 
 def task(row: tuple[Any, ...]) -> TaskExecution:
     """The model for one row of TASK_COLUMNS."""
-    return tasks([row])[0]
+    return _one(row, _task_values, TaskExecution, _validated_task)
 
 
 def audit(row: tuple[Any, ...]) -> AuditEvent:
     """The model for one row of AUDIT_COLUMNS."""
-    return audits([row])[0]
+    return _one(row, _audit_values, AuditEvent, _validated_audit)

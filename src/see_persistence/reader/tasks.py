@@ -24,7 +24,7 @@ class TaskQueries(ReadConnection):
         found = self._fetch(SQL_TASK, (task_id,))
         if not found:
             return None
-        task = rows.tasks(found)[0]
+        task = rows.task(found[0])
         logs = found[0][rows.LOGS_COLUMN]
         if type(logs) is str and task_logs.LOG_CONTINUED_JSON in logs:
             task = self._whole_log(task)
