@@ -21,7 +21,8 @@ from conftest import wait_until
 from zmq.utils.monitor import recv_monitor_message
 
 from see_persistence import Reader
-from see_persistence.connection import TcpEndpoints, tcp_endpoints_from_lease
+from see_persistence.client.transport import tcp_endpoints_from_lease
+from see_persistence.connection import TcpEndpoints
 
 THREADS_PER_KIND = 3
 ATTEMPT_TIMEOUT_S = 5.0

@@ -16,19 +16,13 @@ ipc) TCP on the loopback with CURVE. $SEE_PERSISTENCE_TRANSPORT=tcp chooses TCP 
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 import zmq
 
-from . import leases
-from .keys import InvalidKey, parse_public_key
-
-log = logging.getLogger("see_persistence.connection")
+from .keys import parse_public_key
 
 TRANSPORT_ENV_VAR = "SEE_PERSISTENCE_TRANSPORT"
 IPC = "ipc"
@@ -116,38 +110,3 @@ def parse_connection(text: str, server_key: str | None = None) -> TcpEndpoints:
     if split_tcp_endpoint(pull)[1] == 0 or split_tcp_endpoint(pub)[1] == 0:
         raise ValueError(f"{text!r}: a client needs the ports the writer bound, not port 0")
     return TcpEndpoints(pull=pull, pub=pub, server_key=parse_public_key(key))
-
-
-def tcp_endpoints_from_lease(reader: Any) -> TcpEndpoints | None:
-    """The writer's first TCP endpoint pair and key, as its lease row records them; None if none.
-
-    A writer bound to every interface records 0.0.0.0 (or ::): a client on the same host
-    connects through the loopback, one on another host through the host the lease names.
-    """
-    try:
-        status = reader.get_writer_status()
-    except (FileNotFoundError, sqlite3.Error):
-        return None
-    if status is None or not status.public_key:
-        return None
-    try:
-        # A corrupt or foreign row must not reach setsockopt: its error would end the sending thread.
-        server_key = parse_public_key(status.public_key)
-    except InvalidKey:
-        log.warning("the lease row's writer key is not a CURVE public key: not connecting over TCP")
-        return None
-    for pull, pub in status.endpoints:
-        if pull.startswith("tcp://") and pub.startswith("tcp://"):
-            here = status.host == leases.host_name()
-            return TcpEndpoints(
-                _reachable(pull, status.host, here), _reachable(pub, status.host, here), server_key
-            )
-    return None
-
-
-def _reachable(endpoint: str, host: str, same_host: bool) -> str:
-    for wildcard in ("tcp://0.0.0.0:", "tcp://[::]:"):
-        if endpoint.startswith(wildcard):
-            target = "127.0.0.1" if same_host else host
-            return f"tcp://{target}:{endpoint[len(wildcard) :]}"
-    return endpoint

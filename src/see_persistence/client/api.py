@@ -35,7 +35,7 @@ from .outbox import Outbox
 from .registration import hello_payload, new_secret
 from .sender import Sender
 from .spawn import WriterSpawner
-from .transport import TcpRoute
+from .transport import TcpRoute, tcp_endpoints_from_lease
 
 log = logging.getLogger("see_persistence.client")
 
@@ -200,8 +200,7 @@ class Client:
         if connection.default_transport() == connection.TCP:
             reader = self._reader
             return TcpRoute(
-                keys=KeyStore(keys_dir).client_pair(),
-                resolve=lambda: connection.tcp_endpoints_from_lease(reader),
+                keys=KeyStore(keys_dir).client_pair(), resolve=lambda: tcp_endpoints_from_lease(reader)
             )
         return locations.checked_endpoints(self.db_path)
 

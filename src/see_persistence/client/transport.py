@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,9 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from .. import locations
+from .. import leases, locations
 from ..connection import TcpEndpoints
-from ..connection import tcp_endpoints_from_lease as tcp_endpoints_from_lease
-from ..keys import KeyPair
+from ..keys import InvalidKey, KeyPair, parse_public_key
 from ..locations import Endpoints
 from ..protocol import codec
 from ..protocol.errors import RejectedMessage
@@ -49,6 +49,41 @@ class TcpRoute:
     keys: KeyPair
     fixed: TcpEndpoints | None = None
     resolve: Callable[[], TcpEndpoints | None] | None = None
+
+
+def tcp_endpoints_from_lease(reader: Any) -> TcpEndpoints | None:
+    """The writer's first TCP endpoint pair and key, as its lease row records them; None if none.
+
+    A writer bound to every interface records 0.0.0.0 (or ::): a client on the same host
+    connects through the loopback, one on another host through the host the lease names.
+    """
+    try:
+        status = reader.get_writer_status()
+    except (FileNotFoundError, sqlite3.Error):
+        return None
+    if status is None or not status.public_key:
+        return None
+    try:
+        # A corrupt or foreign row must not reach setsockopt: its error would end the sending thread.
+        server_key = parse_public_key(status.public_key)
+    except InvalidKey:
+        log.warning("the lease row's writer key is not a CURVE public key: not connecting over TCP")
+        return None
+    for pull, pub in status.endpoints:
+        if pull.startswith("tcp://") and pub.startswith("tcp://"):
+            here = status.host == leases.host_name()
+            return TcpEndpoints(
+                _reachable(pull, status.host, here), _reachable(pub, status.host, here), server_key
+            )
+    return None
+
+
+def _reachable(endpoint: str, host: str, same_host: bool) -> str:
+    for wildcard in ("tcp://0.0.0.0:", "tcp://[::]:"):
+        if endpoint.startswith(wildcard):
+            target = "127.0.0.1" if same_host else host
+            return f"tcp://{target}:{endpoint[len(wildcard) :]}"
+    return endpoint
 
 
 _NO_IPC = Endpoints(pull="", pub="", directory=Path("/nonexistent"))

@@ -533,7 +533,11 @@ class Watcher:
         CURVE server key is a socket option, set before connecting. A refused watcher asks the
         same writer again after REFUSED_RETRY_S.
         """
-        found = connection.tcp_endpoints_from_lease(self._lease_reader)
+        # Imported here: the client package imports the reader's, so a module-level import
+        # would be circular. One reading of the lease for the Client and the Watcher.
+        from ..client.transport import tcp_endpoints_from_lease
+
+        found = tcp_endpoints_from_lease(self._lease_reader)
         if found is None:
             return
         retry = self._refused_at is not None and time.monotonic() - self._refused_at >= REFUSED_RETRY_S
