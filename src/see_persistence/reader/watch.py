@@ -573,6 +573,11 @@ class Watcher:
                 self.stats.refused = None
                 continue
             where = self._tcp.pub if self._tcp is not None else "?"
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                # Also what a connection lost mid-handshake reports (a writer killed then), so
+                # not taken for a refusal: the writer's own refusal of a key comes as AUTH.
+                log.debug("watcher of %s: a handshake with %s failed", self.db_path, where)
+                continue
             if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 why = f"the writer at {where} refused this watcher's key (not on its allow-list?)"
             else:
