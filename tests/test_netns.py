@@ -4,14 +4,18 @@ The two namespaces are joined by a veth pair (tests/netns.py); the writers liste
 server end's address, and the clients, told to use TCP, find it through the lease row of the
 shared database file. Each test checks by the ids the clients report that nothing is lost and
 nothing is applied twice, across a writer SIGKILLed and replaced by a standby, and across the
-link cut for CUT_S under load.
+link cut for CUT_S under load; and a watcher in the clients' namespace sees the commits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +28,7 @@ from netns import NetnsPair
 from see_persistence import Reader
 
 CUT_S = 10.0
+WATCHER_SCRIPT = Path(__file__).parent / "watcher_process.py"
 FINISH_TIMEOUT_S = 90.0
 
 
@@ -186,3 +191,54 @@ def test_the_link_cut_for_ten_seconds_under_load_loses_and_doubles_nothing(
     # host and the writer's silence limit in `writer_args`, and assert on `states_during_cut`.
     assert {r["instance_id"] for r in run.reports[:4]} <= set(run.states_during_cut)
     assert all(states == {"live"} for states in run.states_during_cut.values()), run.states_during_cut
+
+
+def test_a_watcher_in_the_clients_namespace_sees_the_commits_over_tcp_in_order(
+    netns_pair: NetnsPair, db, writers, clients, tcp_env
+) -> None:
+    writer = _start_writer(writers, db, netns_pair, tcp_env)
+    writer.wait_holding_lease()
+    _listening_on(db, netns_pair)
+    watcher = subprocess.Popen(
+        [*netns_pair.in_client(), sys.executable, str(WATCHER_SCRIPT), "--db", str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=tcp_env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_lines() -> None:
+        for line in watcher.stdout or ():
+            lines.put(line)
+
+    threading.Thread(target=read_lines, daemon=True).start()
+
+    def next_item() -> dict[str, Any]:
+        try:
+            return json.loads(lines.get(timeout=30))  # type: ignore[no-any-return]
+        except queue.Empty:
+            raise AssertionError("the watcher printed nothing for 30 s") from None
+
+    try:
+        started = next_item()
+        assert (started["item"], started["cause"]) == ("resync", "started")
+        assert next_item() == {"item": "heard"}  # its first notice came across the veth
+        report = _start_client(clients, db, netns_pair, tcp_env, "--workflows", "5").finish()
+        assert report["flushed"]
+        items: list[dict[str, Any]] = []
+        left = set(report["workflow_ids"])
+        while left:
+            item = next_item()
+            items.append(item)
+            if item.get("kind") == "workflow" and item["status"] == "completed":
+                left.discard(item["id"])
+        assert all(i["item"] == "change" for i in items), items  # no gap: every commit came as a notice
+        assert [i["seq"] for i in items] == sorted(i["seq"] for i in items)
+    finally:
+        if watcher.stdin is not None:
+            watcher.stdin.close()
+        watcher.wait(timeout=20)
+    while (closed := next_item())["item"] != "closed":
+        assert closed["item"] == "change", closed  # the rest of the last notice, then the end
+    assert closed["stats"]["refused"] is None
