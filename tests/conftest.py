@@ -16,12 +16,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest_postgres import postgres_server, postgres_url  # noqa: F401 - the PostgreSQL fixtures
+from netns import netns_pair  # noqa: F401 - two network namespaces joined by a veth pair
 
 from see_persistence import Reader
 from see_persistence.commands.writer import STALE_LIMIT_ENV
@@ -129,12 +130,21 @@ def wait_holding_lease(
 class WriterProcess:
     """A `see-persistence writer` subprocess and its log."""
 
-    def __init__(self, db: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        db: Path,
+        log_path: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ):
         self.db = db
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # `prefix` runs it through another command that execs it (`ip netns exec NS`): the pid stays its own.
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "see_persistence",
@@ -183,9 +193,9 @@ class WriterProcess:
 class ClientProcess:
     """tests/client_process.py in a subprocess: records, reports JSON lines on stdout."""
 
-    def __init__(self, db: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, db: Path, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()):
         self.process = subprocess.Popen(
-            [sys.executable, str(CLIENT_SCRIPT), "--db", str(db), *args],
+            [*prefix, sys.executable, str(CLIENT_SCRIPT), "--db", str(db), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -301,8 +311,10 @@ def writers(tmp_path: Path) -> Iterator[Callable[..., WriterProcess]]:
     """Start writer processes: `writers(db, "--standby")`; all are killed at teardown."""
     started: list[WriterProcess] = []
 
-    def start(db: Path, *extra: str, env: dict[str, str] | None = None) -> WriterProcess:
-        writer = WriterProcess(db, tmp_path / f"writer-{len(started)}.log", *extra, env=env)
+    def start(
+        db: Path, *extra: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> WriterProcess:
+        writer = WriterProcess(db, tmp_path / f"writer-{len(started)}.log", *extra, env=env, prefix=prefix)
         started.append(writer)
         return writer
 
@@ -316,8 +328,10 @@ def clients() -> Iterator[Callable[..., ClientProcess]]:
     """Start client processes: `clients(db, "--workflows", "5")`; all are killed at teardown."""
     started: list[ClientProcess] = []
 
-    def start(db: Path, *args: str, env: dict[str, str] | None = None) -> ClientProcess:
-        client = ClientProcess(db, *args, env=env)
+    def start(
+        db: Path, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> ClientProcess:
+        client = ClientProcess(db, *args, env=env, prefix=prefix)
         started.append(client)
         return client
 

@@ -252,6 +252,7 @@ class PostgresReader(Reader):
         max_pending: int = 4096,
         poll_interval_s: float = 0.25,
         on_change: Callable[[Change | Resync], object] | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
     ) -> Watcher:
         """Refused on PostgreSQL in this version: there is no change feed to watch there yet."""
         raise BackendUnavailable(

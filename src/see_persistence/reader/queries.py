@@ -75,6 +75,7 @@ class Reader(
         max_pending: int = 4096,
         poll_interval_s: float = 0.25,
         on_change: Callable[[Change | Resync], object] | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
     ) -> Watcher:
         """Watch the changes committed from now on (a Watcher: get/iterate, or fileno + poll).
 
@@ -86,6 +87,10 @@ class Reader(
         order, from the first; an exception it raises is logged and delivery goes on. Given
         here rather than set later so that it sees the very first item and no other consumer
         can take one before it; get(), poll() and iteration are then refused.
+
+        Over TCP (the Client's rule: no ipc in libzmq, or $SEE_PERSISTENCE_TRANSPORT=tcp) it
+        subscribes with this user's client key pair from `keys_dir` (keys.KeyStore), which the
+        writer must allow; a refusal comes as a Resync(REFUSED).
         """
         from .watch import Watcher
 
@@ -97,6 +102,7 @@ class Reader(
             max_pending=max_pending,
             poll_interval_s=poll_interval_s,
             on_change=on_change,
+            keys_dir=keys_dir,
         )
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

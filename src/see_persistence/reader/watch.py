@@ -13,6 +13,14 @@ most once; every gap is reported as a Resync, never as silence. Not guaranteed: 
 is announced at all when a Resync covers it, nor that each listed change still applies (an
 operation that became a dead letter may be listed).
 
+Over TCP (where libzmq has no ipc, or $SEE_PERSISTENCE_TRANSPORT=tcp: the Client's rule), the
+SUB socket is a CURVE client of the writer's PUB endpoint, which it reads from the lease row
+with the writer's public key; its own key pair is this user's client pair (keys.KeyStore). It
+follows the lease: with no writer named yet, or silent for NOTICE_SILENCE_S, it reads the row
+again and connects anew where another writer listens. A writer that refuses the watcher's key
+is logged at WARNING, shown in `stats.refused`, and delivered as one Resync(REFUSED): the
+watcher then sees only what polling the file shows, as with no writer.
+
 With no writer heard from for NOTICE_SILENCE_S, the watcher polls `PRAGMA data_version` on
 its own connection every `poll_interval_s`, so changes made to the file directly (a restore,
 the app's Rust core) still show as a Resync(OTHER_WRITER).
@@ -40,9 +48,11 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from .. import locations
+from .. import connection, locations
 from ..database import open_read_only
+from ..keys import KeyPair, KeyStore
 from ..protocol import feed
 from ..protocol.errors import RejectedMessage, WatcherHasCallback
 
@@ -68,6 +78,14 @@ RESUMED_GRACE_MS = 100
 # How long close() waits for each of the watcher's threads: the receiving one, and a callback
 # under way (one that waits on the thread calling close() would otherwise hang it for good).
 CLOSE_TIMEOUT_S = 5.0
+# Over TCP, a watcher refused by the writer asks again this often (its key may be allowed since).
+REFUSED_RETRY_S = 5.0
+_TCP_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 class ResyncCause(str, enum.Enum):
@@ -80,6 +98,7 @@ class ResyncCause(str, enum.Enum):
     OTHER_WRITER = "other_writer"  # another program wrote the file directly
     MANY_CHANGES = "many_changes"  # a commit changed more records than a notice lists
     OVERFLOW = "overflow"  # more than max_pending items waited: they were replaced by this one
+    REFUSED = "refused"  # over TCP, the writer refused this watcher (stats.refused says why)
 
     def __str__(self) -> str:
         return self.value
@@ -120,6 +139,7 @@ class WatcherStats:
     data_version_polls: int = 0
     callback_errors: int = 0  # calls of the on_change callback that raised (each one logged)
     polling: bool = False  # no writer heard from: data_version is polled instead
+    refused: str | None = None  # over TCP: why the writer refused the last handshake (None: it did not)
     by_cause: dict[str, int] = field(default_factory=dict)
 
 
@@ -153,6 +173,7 @@ class Watcher:
         poll_interval_s: float = POLL_INTERVAL_S,
         endpoints: locations.Endpoints | None = None,
         on_change: OnChange | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
@@ -165,9 +186,19 @@ class Watcher:
         self.max_pending = max_pending
         self.poll_interval_s = poll_interval_s
         self.stats = WatcherStats()
-        self._endpoints = endpoints if endpoints is not None else locations.endpoints_for(db_path)
-        locations.ensure_private_directory(self._endpoints.directory)
-        locations.check_socket_files(self._endpoints)
+        # Over TCP: this user's client key pair, and where the lease says the writer publishes.
+        self._keys: KeyPair | None = None
+        self._tcp: connection.TcpEndpoints | None = None
+        self._endpoints: locations.Endpoints | None = None
+        if endpoints is None and connection.default_transport() == connection.TCP:
+            from .queries import Reader  # here: queries imports this module
+
+            self._keys = KeyStore(keys_dir).client_pair()
+            self._lease_reader = Reader(db_path)
+        else:
+            self._endpoints = endpoints if endpoints is not None else locations.endpoints_for(db_path)
+            locations.ensure_private_directory(self._endpoints.directory)
+            locations.check_socket_files(self._endpoints)
         self._items: deque[Item] = deque()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -178,13 +209,16 @@ class Watcher:
         self._closed = False
         self._stop = threading.Event()
         self._context: zmq.Context[Any] = zmq.Context()
-        self._sub = self._context.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MARK)
-        self._sub.setsockopt(zmq.SUBSCRIBE, feed.FEED_TOPIC)
+        self._sub = self._new_sub()
+        self._monitor: zmq.Socket[Any] | None = None
+        self._refused_at: float | None = None
         # Subscribe first, then read the file (the Guide's Clone order): a commit between the two
         # is either in what the caller reads after STARTED, or its notice shows a skipped number.
-        self._sub.connect(self._endpoints.pub)
+        if self._endpoints is not None:
+            self._sub.connect(self._endpoints.pub)
+        else:
+            self._follow_lease()
+            self._lease_reader.close()  # this thread's connection; the watcher's thread opens its own
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._cursor: tuple[int | None, int] = (None, 0)  # (feed id, last commit number)
@@ -405,13 +439,26 @@ class Watcher:
             log.exception("the watcher of %s failed", self.db_path)
         finally:
             self._sub.close(linger=0)
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+            if self._keys is not None:
+                self._lease_reader.close()
             self._context.term()
             if self._conn is not None:
                 self._conn.close()
 
     def _receive(self, timeout_ms: int) -> bool:
         """Take every notice that arrives within `timeout_ms`; True if any came."""
-        if not self._sub.poll(timeout_ms):
+        if self._monitor is not None:
+            poller = zmq.Poller()
+            poller.register(self._sub, zmq.POLLIN)
+            poller.register(self._monitor, zmq.POLLIN)
+            ready = dict(poller.poll(timeout_ms))
+            if self._monitor in ready:
+                self._on_monitor_events()
+            if self._sub not in ready:
+                return False
+        elif not self._sub.poll(timeout_ms):
             return False
         while not self._stop.is_set():
             try:
@@ -470,8 +517,84 @@ class Watcher:
             signature.append((info.st_size, info.st_mtime_ns))
         return tuple(signature)
 
+    # -- over TCP ------------------------------------------------------------------------------
+
+    def _new_sub(self) -> zmq.Socket[Any]:
+        sub: zmq.Socket[Any] = self._context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MARK)
+        sub.setsockopt(zmq.SUBSCRIBE, feed.FEED_TOPIC)
+        return sub
+
+    def _follow_lease(self) -> None:
+        """Over TCP: subscribe where the lease row says the writer publishes, if that changed.
+
+        A new writer (a takeover binds other ports, maybe another key) gets a new socket: the
+        CURVE server key is a socket option, set before connecting. A refused watcher asks the
+        same writer again after REFUSED_RETRY_S.
+        """
+        # Imported here: the client package imports the reader's, so a module-level import
+        # would be circular. One reading of the lease for the Client and the Watcher.
+        from ..client.transport import tcp_endpoints_from_lease
+
+        found = tcp_endpoints_from_lease(self._lease_reader)
+        if found is None:
+            return
+        retry = self._refused_at is not None and time.monotonic() - self._refused_at >= REFUSED_RETRY_S
+        if found == self._tcp and not retry:
+            return
+        assert self._keys is not None
+        if self._tcp is not None:
+            self._sub.close(linger=0)
+            self._sub = self._new_sub()
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+        self._sub.setsockopt(zmq.CURVE_SERVERKEY, found.server_key.encode("ascii"))
+        self._sub.setsockopt(zmq.CURVE_PUBLICKEY, self._keys.public.encode("ascii"))
+        self._sub.setsockopt(zmq.CURVE_SECRETKEY, self._keys.secret.encode("ascii"))
+        self._monitor = self._sub.get_monitor_socket(_TCP_EVENTS)
+        self._sub.connect(found.pub)
+        if found != self._tcp:
+            log.info("watcher of %s: subscribed to %s over TCP", self.db_path, found.pub)
+        self._tcp = found
+        self._refused_at = None
+
+    def _on_monitor_events(self) -> None:
+        assert self._monitor is not None
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = int(event["event"])
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self.stats.refused is not None:
+                    log.info("watcher of %s: accepted by the writer now", self.db_path)
+                self.stats.refused = None
+                continue
+            where = self._tcp.pub if self._tcp is not None else "?"
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                # Also what a connection lost mid-handshake reports (a writer killed then), so
+                # not taken for a refusal: the writer's own refusal of a key comes as AUTH.
+                log.debug("watcher of %s: a handshake with %s failed", self.db_path, where)
+                continue
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                why = f"the writer at {where} refused this watcher's key (not on its allow-list?)"
+            else:
+                why = f"the CURVE handshake with {where} failed (not the writer the lease names?)"
+            self._refused_at = time.monotonic()
+            if self.stats.refused == why:
+                continue  # said already: a retry refused again
+            self.stats.refused = why
+            log.warning("watcher of %s: %s; only polling the file shows changes", self.db_path, why)
+            self._resync(ResyncCause.REFUSED)
+
     def _check_file(self, now: float) -> None:
         """Each poll interval: the file still the one opened? without a writer, did it change?"""
+        if self._keys is not None and (
+            self._tcp is None or self._refused_at is not None or now - self._last_notice > NOTICE_SILENCE_S
+        ):
+            self._follow_lease()
         if self._conn is None:
             self._open_file()
             if self._conn is not None:
