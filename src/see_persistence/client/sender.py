@@ -8,6 +8,11 @@ right, but polled), which is what finally releases a message: a writer serving a
 was deleted or replaced, or a stranger's socket, cannot make the client forget what the file
 does not hold. The file also reveals a new lease epoch when the old writer's socket still
 holds our connection (a stopped writer).
+
+On another host than the writer's (leases.host_id differs from the one in the lease row, or
+the row cannot be read), the instance proves it lives by sending something every
+leases.INSTANCE_HEARTBEAT_INTERVAL_S: its messages, and while it has none, a heartbeat on the
+same socket (codec.encode_instance_heartbeat), which nothing keeps or resends.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from typing import Any
 
 import zmq
 
+from .. import leases
 from ..idgen import new_id
 from ..leases import ProcessIdentity
 from ..locations import Endpoints
+from ..protocol import codec
 from ..reader import Reader
 from .outbox import MAX_OPERATIONS_PER_SEND, Outbox, OutgoingMessage
 from .registration import hello_payload, new_secret
@@ -45,6 +52,9 @@ VERIFY_INTERVAL_S = 0.25  # how often the file is read while noticed messages wa
 # out this long after is not to be believed (the file was deleted or replaced under the
 # writer, or the socket is not our writer's). Those messages are sent again.
 DISOWN_NOTICES_AFTER_S = 3.0
+# Whether this instance shares the writer's host is read from the lease once per writer; when
+# the lease cannot be read, again this often (it heartbeats meanwhile: that is always safe).
+LOCALITY_RECHECK_S = 5.0
 
 
 class Sender:
@@ -70,6 +80,11 @@ class Sender:
         self.messages_sent = 0
         self.reconnects = 0
         self.writer_epoch = 0
+        self.heartbeats_sent = 0
+        self._last_sent = time.monotonic()  # anything handed to the socket: a sign of life
+        self._remote: bool | None = None  # on another host than the writer's? (None: not judged)
+        self._remote_judged_epoch = 0
+        self._remote_judged_at = 0.0
         self._queue: deque[OutgoingMessage] = deque()  # numbered, not yet handed to ZeroMQ
         self._last_taken_had_room = False
         self._resending: set[int] = set()
@@ -211,6 +226,7 @@ class Sender:
             self._queue.popleft()
             sent += 1
             self.messages_sent += 1
+            self._last_sent = time.monotonic()
             if message.seq in self._resending:
                 self._resending.discard(message.seq)
                 self.resent_operations += message.caller_operations
@@ -340,10 +356,49 @@ class Sender:
             self.reconnects += 1
             self._resend("connected anew: the socket directory changed", force=True)
 
+    def _heartbeat_if_due(self, transport: ZmqTransport, now: float) -> None:
+        """On another host than the writer's, and silent for a heartbeat interval: send one."""
+        if self.writer_epoch == 0 or not transport.connected:
+            return  # no writer known to hear it: ZeroMQ would only queue it
+        if now - self._last_sent < leases.INSTANCE_HEARTBEAT_INTERVAL_S:
+            return
+        if not self._is_remote(now):
+            return
+        token = self.outbox.token
+        if token is None:
+            return
+        raw = codec.encode_instance_heartbeat(self.outbox.instance_id, token, leases.wall_clock_us())
+        if transport.send(raw):
+            self._last_sent = now
+            self.heartbeats_sent += 1
+
+    def _is_remote(self, now: float) -> bool:
+        """True unless the lease row says the writer is on this host (same leases.host_id).
+
+        Judged once per writer (epoch): a writer that takes over may run elsewhere. Unknown
+        (no lease readable, a writer older than host ids) counts as remote: a heartbeat too
+        many costs a few bytes, one too few an instance marked dead.
+        """
+        judged = self._remote is not None and self._remote_judged_epoch == self.writer_epoch
+        if judged or (now - self._remote_judged_at < LOCALITY_RECHECK_S and self._remote is not None):
+            return bool(self._remote)
+        self._remote_judged_at = now
+        try:
+            status = self.reader.get_writer_status()
+        except (FileNotFoundError, sqlite3.Error):
+            status = None
+        if status is None or status.host_id is None:
+            self._remote = True  # judged again after LOCALITY_RECHECK_S
+            return True
+        self._remote = status.host_id != leases.host_id()
+        self._remote_judged_epoch = status.epoch
+        return self._remote
+
     def _maintain(self, transport: ZmqTransport) -> None:
         """When notices stop while messages wait: read the file, and act on what it says."""
         now = time.monotonic()
         self._check_socket_directory(transport, now)
+        self._heartbeat_if_due(transport, now)
         self._verify_noticed(transport, now)
         if now - self._last_file_check < FILE_CHECK_AFTER_S:
             return
