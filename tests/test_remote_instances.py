@@ -16,11 +16,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
+import zmq
 from cli_support import cli
 from conftest import ClientProcess, wait_until
+from test_tcp_transport import _create, _curve, _endpoints, _hello_message
 
 from see_persistence import Reader, Status, leases
+from see_persistence.keys import KeyStore
+from see_persistence.protocol import codec
 
 LISTEN = ("--listen", "tcp://127.0.0.1:0")
 SILENCE_S = 3.0
@@ -164,3 +169,34 @@ def test_a_host_whose_clock_is_an_hour_behind_shows_in_status(db, writers, clien
     assert -3610 < shown["clock_offset_s"] < -3590
     text = cli("status", "--db", db, env=tcp_env).stdout
     assert f"({OTHER_HOST_ID}) runs 36" in text and "s behind the writer's clock" in text
+
+
+def test_bad_and_forged_heartbeats_over_tcp_are_dead_letters_and_an_unknown_instances_is_ignored(
+    db, writers, clients, tcp_env, far_env
+):
+    _serving(writers, db, tcp_env)
+    far = clients(db, "--label", "far", "--workflows", "0", "--leave-running", env=far_env)
+    left = _left_running(far)
+    target = _endpoints(db)
+    mine = KeyStore().client_pair()
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    _curve(push, target.server_key, mine.public, mine.secret)
+    push.connect(target.pull)
+    try:
+        push.send(msgpack.packb([codec.HEARTBEAT_KIND, left["instance_id"], "t" * 32]))  # 3 items
+        push.send(codec.encode_instance_heartbeat(left["instance_id"], "f" * 32, 1))  # not its token
+        push.send(codec.encode_instance_heartbeat("nobody-knows-me", "n" * 32, 1))
+        push.send(_hello_message("marker-hb", _create("w-marker-hb")))
+        reader = Reader(db)
+        wait_until(lambda: reader.get_workflow("w-marker-hb"), 20, "the marker behind the heartbeats")
+    finally:
+        push.close()
+        context.term()
+    reasons = [r[0] for r in reader.query("SELECT reason FROM dead_letters ORDER BY id")]
+    assert len(reasons) == 2, reasons
+    assert "a heartbeat must have 4 items, got 3" in reasons[0]
+    assert "another token than the one it registered with" in reasons[1]
+    assert reader.get_instance("nobody-knows-me") is None
+    assert reader.get_instance(left["instance_id"]).state == "live"
