@@ -86,7 +86,7 @@ INSERTS: dict[str, str] = {
         SELECT :instance_id, :pid, :process_create_time, :host, :at, :now, 'live',
             CASE WHEN COALESCE(:host_id, lease.host_id) IS lease.host_id THEN lease.boot_id END,
             :token_hash, COALESCE(:host_id, lease.host_id), :now
-        FROM (SELECT 1) LEFT JOIN writer_lease AS lease ON lease.id = 1
+        FROM (SELECT 1) AS one LEFT JOIN writer_lease AS lease ON lease.id = 1
         WHERE true
         ON CONFLICT(id) DO UPDATE SET pid = excluded.pid,
             process_create_time = excluded.process_create_time, host = excluded.host,
