@@ -169,6 +169,8 @@ def test_a_host_whose_clock_is_an_hour_behind_shows_in_status(db, writers, clien
     assert -3610 < shown["clock_offset_s"] < -3590
     text = cli("status", "--db", db, env=tcp_env).stdout
     assert f"({OTHER_HOST_ID}) runs 36" in text and "s behind the writer's clock" in text
+    [far_line] = [line for line in text.splitlines() if line.split()[:2] == ["live", left["instance_id"]]]
+    assert f"on {leases.host_name()} ({OTHER_HOST_ID}), heard 20" in far_line
 
 
 def test_bad_and_forged_heartbeats_over_tcp_are_dead_letters_and_an_unknown_instances_is_ignored(

@@ -240,10 +240,14 @@ def _metrics_lines(metrics: dict[str, Any] | None) -> list[str]:
 
 def _instance_line(entry: dict[str, Any]) -> str:
     when = entry["ended_at"] or entry["last_seen"] or entry["started_at"] or "-"
-    return (
+    line = (
         f"          {entry['state']:<6} {entry['id']}  pid {entry['pid']}  {entry['workflows']} workflows"
         f"  last seq {entry['last_seq']}  {'ended' if entry['state'] != 'live' else 'seen'} {when}"
     )
+    if not leases.is_local(entry.get("host_id")):
+        # Its pid means nothing here: where it runs, and when the writer last heard from it.
+        line += f"  on {entry['host']} ({entry['host_id']}), heard {entry.get('last_heard_at') or '-'}"
+    return line
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
