@@ -202,3 +202,33 @@ def test_bad_and_forged_heartbeats_over_tcp_are_dead_letters_and_an_unknown_inst
     assert "another token than the one it registered with" in reasons[1]
     assert reader.get_instance("nobody-knows-me") is None
     assert reader.get_instance(left["instance_id"]).state == "live"
+
+
+def test_an_idle_instance_of_another_host_follows_a_standby_that_took_over_on_other_ports(
+    db, writers, clients, tcp_env, far_env
+):
+    # A longer silence here: the client must first miss the old writer's notices, then read
+    # the lease, then connect to the new ports (about 2 s), on a machine that may be busy.
+    silence = str(3 * SILENCE_S)
+    first = writers(db, *LISTEN, "--remote-silence", silence, env=tcp_env)
+    first.wait_holding_lease()
+    wait_until(lambda: Reader(db).get_writer_status().endpoints, 20, "the writer to record its endpoints")
+    standby = writers(db, *LISTEN, "--standby", "--remote-silence", silence, env=tcp_env)
+    wait_until(lambda: "standing by" in standby.log(), 20, "the standby to wait for the lease")
+    far = clients(db, "--label", "far", "--workflows", "0", "--leave-running", env=far_env)
+    left = _left_running(far)
+    reader = Reader(db)
+    old_epoch = reader.get_writer_status().epoch
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    standby.wait_holding_lease()
+    wait_until(lambda: reader.get_writer_status().epoch > old_epoch, 20, "the standby's lease")
+    taken_over = reader.get_writer_status().since
+    # Idle all along, it found the new writer's ports in the lease and keeps reaching it.
+    wait_until(
+        lambda: _heard_past(reader, left["instance_id"], taken_over, 2 * 3 * SILENCE_S),
+        40,
+        "the new writer to hear the idle far instance for twice the silence",
+    )
+    assert reader.get_instance(left["instance_id"]).state == "live"
+    assert reader.get_workflow(left["running_workflow"]).status == Status.RUNNING

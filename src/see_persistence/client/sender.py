@@ -95,6 +95,7 @@ class Sender:
         os.set_blocking(self._wake_w, False)
         self._wake_pending = False
         self._last_progress = time.monotonic()
+        self._last_notice = time.monotonic()  # any notice of a writer (its heartbeats: ~2/s)
         self._last_resend = 0.0
         self._last_file_check = 0.0
         self._last_verify = 0.0
@@ -235,6 +236,7 @@ class Sender:
 
     def _on_notices(self, transport: ZmqTransport) -> None:
         for notice in transport.notices():
+            self._last_notice = time.monotonic()
             if notice.instance_id is not None and notice.instance_id != self.outbox.instance_id:
                 continue  # about the instance we were before registering again
             if notice.epoch != self.writer_epoch:
@@ -305,6 +307,7 @@ class Sender:
     def _on_new_writer(self, transport: ZmqTransport, epoch: int, *, reconnect: bool) -> None:
         first = self.writer_epoch == 0
         self.writer_epoch = epoch
+        self._last_sent = float("-inf")  # on another host: a heartbeat at once, for it to hear
         if first and not reconnect:
             return  # the first writer we hear of: nothing was sent to another one
         if reconnect:
@@ -402,7 +405,11 @@ class Sender:
         self._verify_noticed(transport, now)
         if now - self._last_file_check < FILE_CHECK_AFTER_S:
             return
-        if self.outbox.counts().unconfirmed_messages == 0 and self.writer_epoch != 0:
+        # An idle instance on another host must still find a writer that took over on other
+        # ports, or its heartbeats go nowhere and the new writer finds it silent: once the
+        # writer's own heartbeats stop reaching it, it reads the lease too.
+        lost_writer = bool(self._remote) and now - self._last_notice >= FILE_CHECK_AFTER_S
+        if self.outbox.counts().unconfirmed_messages == 0 and self.writer_epoch != 0 and not lost_writer:
             return
         if now - self._last_progress < FILE_CHECK_AFTER_S and self.writer_epoch != 0:
             return
