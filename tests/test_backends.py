@@ -1,7 +1,9 @@
 """What a database argument names (backends.py), and a postgresql:// URL everywhere a database is taken.
 
-Until the PostgreSQL backend is complete, a URL must fail at once with a sentence saying so,
-in the API and on the command line, never as SQLite failing to open a file named like a URL.
+Where the PostgreSQL backend is not complete yet (the writer, the commands), a URL must fail at
+once with a sentence saying so, in the API and on the command line, never as SQLite failing to
+open a file named like a URL. The Reader and the Client take one (test_postgresql_reader.py,
+test_postgresql_client.py).
 """
 
 from __future__ import annotations
@@ -94,11 +96,26 @@ def test_resolve_db_path_refuses_a_url_from_the_argument_or_the_environment(
     assert "s3cret" not in str(caught.value)
 
 
-@pytest.mark.parametrize("make", [Reader, Client, Writer], ids=["Reader", "Client", "Writer"])
-def test_every_entry_point_refuses_a_url_at_once(make: type) -> None:
+def test_the_writer_refuses_a_url_at_once() -> None:
     with pytest.raises(BackendUnavailable, match=NOT_COMPLETE) as caught:
-        make(URL)
+        Writer(URL)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_reader_of_a_url_connects_only_when_it_reads() -> None:
+    pytest.importorskip("psycopg")
+    reader = Reader(URL)  # db.example is never reached: nothing is read
+    assert "s3cret" not in repr(reader) and "s3cret" not in str(reader.database)
+    reader.close()
+
+
+def test_a_url_without_the_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import see_persistence.backends as backends
+
+    monkeypatch.setattr(backends, "backend_installed", lambda backend: backend == "sqlite")
+    for make in (Reader, Client):
+        with pytest.raises(BackendUnavailable, match=r"pip install 'see-persistence\[postgresql\]'"):
+            make(URL)
 
 
 def test_the_command_line_says_so_in_one_line() -> None:

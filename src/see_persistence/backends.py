@@ -29,7 +29,10 @@ Backend = Literal["sqlite", "postgresql"]
 
 POSTGRESQL_SCHEMES = frozenset({"postgresql", "postgres"})
 IMPLEMENTED_BACKENDS: frozenset[Backend] = frozenset({"sqlite"})
-"""The backends the Reader, the writer, the Client and the commands can use in this version."""
+"""The backends the writer and the commands can use in this version."""
+READER_AND_CLIENT_BACKENDS: frozenset[Backend] = frozenset({"sqlite", "postgresql"})
+"""The backends the Reader and the Client can use in this version (a Client finds the writer
+through the database's lease row, whichever backend holds it)."""
 
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _PATHLIB_FOLDED_URL = re.compile(r"^(?:postgresql|postgres):/(?!/)", re.IGNORECASE)
@@ -113,8 +116,8 @@ def require_backend(
     """
     if database.backend not in implemented:
         raise BackendUnavailable(
-            f"PostgreSQL support is not complete in this version: the Reader, the writer, the Client"
-            f" and the commands take an SQLite file path only, not {database.redacted()}"
+            f"PostgreSQL support is not complete in this version: the writer and the commands take"
+            f" an SQLite file path only (the Reader and the Client take a URL), not {database.redacted()}"
         )
     if not (backend_installed(database.backend) if installed is None else installed):
         raise BackendUnavailable(

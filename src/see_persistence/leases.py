@@ -63,7 +63,8 @@ HOST_ID_ENV = "SEE_PERSISTENCE_TEST_HOST_ID"
 PID_NAMESPACE_PATH = "/proc/self/ns/pid"
 # Linux has CLOCK_BOOTTIME (it counts time suspended); elsewhere CLOCK_MONOTONIC is the
 # system-wide clock that no wall-clock step moves.
-_BOOT_CLOCK: int = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+_HAS_CLOCK_GETTIME = hasattr(time, "clock_gettime_ns")
+_BOOT_CLOCK: int = getattr(time, "CLOCK_BOOTTIME", getattr(time, "CLOCK_MONOTONIC", 1))
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,9 @@ def is_local(recorded_host_id: str | None) -> bool:
 
 def boot_time_ns() -> int:
     """Now on CLOCK_BOOTTIME (CLOCK_MONOTONIC where there is none): ns, comparable within one boot."""
-    return time.clock_gettime_ns(_BOOT_CLOCK)
+    if _HAS_CLOCK_GETTIME:
+        return time.clock_gettime_ns(_BOOT_CLOCK)
+    return time.monotonic_ns()  # Windows: QueryPerformanceCounter, one clock for the whole system
 
 
 def wall_clock_us() -> int:
