@@ -387,7 +387,7 @@ class Sender:
         self._remote_judged_at = now
         try:
             status = self.reader.get_writer_status()
-        except (FileNotFoundError, sqlite3.Error):
+        except self.reader.read_errors:
             status = None
         if status is None or status.host_id is None:
             self._remote = True  # judged again after LOCALITY_RECHECK_S
