@@ -6,7 +6,7 @@ them, printing one JSON line per phase on stdout:
   {"phase": "recorded", ...}            then, with --wait-after-record, waits for a line on stdin
   {"phase": "done", "flushed": bool, "workflow_ids": [...], "stats": {...}}
 With --leave-running it leaves its last workflow and task running and waits on stdin
-forever (for kill -9 tests).
+forever (for kill -9 tests), answering each line "stats" with {"phase": "stats", "stats": {...}}.
 """
 
 from __future__ import annotations
@@ -78,7 +78,11 @@ def main() -> int:
             running_task=tid,
             instance_id=client.instance_id,
         )
-        sys.stdin.readline()  # wait here to be killed
+        # Wait here to be killed (or stopped); a line "stats" asks for the client's counters.
+        for line in sys.stdin:
+            if line.strip() != "stats":
+                break
+            emit(phase="stats", stats=dataclasses.asdict(client.stats))
         return 0
     emit(phase="recorded", workflow_ids=workflow_ids)
     if args.wait_after_record:

@@ -10,18 +10,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from see_persistence.protocol.codec import (
+    HEARTBEAT_KIND,
     MAX_MESSAGE_BYTES,
     MAX_OPERATIONS_PER_MESSAGE,
     MAX_SEQ,
     PROTOCOL_VERSION,
     PROTOCOL_VERSION_WITHOUT_TOKEN,
     Envelope,
+    InstanceHeartbeat,
     Notice,
     assemble_message,
+    decode_incoming,
     decode_message,
     decode_notice,
     encode_commit_notice,
     encode_heartbeat,
+    encode_instance_heartbeat,
     encode_message,
     encode_operation,
     token_digest,
@@ -653,3 +657,65 @@ def test_corrupted_valid_message_decodes_or_rejects(noise: bytes, position: int)
     raw = encode_message(INSTANCE, 1, ALL_OPERATIONS, TOKEN)
     cut = position % len(raw)
     decode_and_validate(raw[:cut] + noise + raw[cut + len(noise) :])
+
+
+# --- instance heartbeats (an instance on another host than the writer's) ------------------------
+
+
+def test_an_instance_heartbeat_round_trips() -> None:
+    raw = encode_instance_heartbeat(INSTANCE, TOKEN, AT_US)
+    assert decode_incoming(raw) == InstanceHeartbeat(INSTANCE, TOKEN, AT_US)
+    assert msgpack.unpackb(raw) == [HEARTBEAT_KIND, INSTANCE, TOKEN, AT_US]
+
+
+def test_an_instance_heartbeat_is_small() -> None:
+    assert len(encode_instance_heartbeat(INSTANCE, TOKEN, AT_US)) < 100
+
+
+def test_decode_incoming_returns_messages_as_decode_message_does() -> None:
+    raw = encode_message(INSTANCE, 3, [("goodbye", {"at_us": AT_US})], TOKEN)
+    assert decode_incoming(raw) == decode_message(raw)
+
+
+def test_decode_message_refuses_a_heartbeat() -> None:
+    with pytest.raises(RejectedMessage, match="version must be an integer, got str"):
+        decode_message(encode_instance_heartbeat(INSTANCE, TOKEN, AT_US))
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ([HEARTBEAT_KIND, INSTANCE, TOKEN], "a heartbeat must have 4 items, got 3"),
+        ([HEARTBEAT_KIND, INSTANCE, TOKEN, AT_US, 1], "a heartbeat must have 4 items, got 5"),
+        ([HEARTBEAT_KIND, "", TOKEN, AT_US], "instance_id must be a non-empty string"),
+        ([HEARTBEAT_KIND, 7, TOKEN, AT_US], "instance_id must be a non-empty string"),
+        ([HEARTBEAT_KIND, "i" * 129, TOKEN, AT_US], "instance_id must be a non-empty string"),
+        ([HEARTBEAT_KIND, INSTANCE, "short", AT_US], "token must be ASCII text of 16 to 128"),
+        ([HEARTBEAT_KIND, INSTANCE, None, AT_US], "token must be ASCII text of 16 to 128"),
+        ([HEARTBEAT_KIND, INSTANCE, TOKEN, -1], "sent_at_us must be integer microseconds"),
+        ([HEARTBEAT_KIND, INSTANCE, TOKEN, 1.5], "sent_at_us must be integer microseconds"),
+        ([HEARTBEAT_KIND, INSTANCE, TOKEN, True], "sent_at_us must be integer microseconds"),
+        ([HEARTBEAT_KIND, INSTANCE, TOKEN, 2**63], "sent_at_us must be integer microseconds"),
+        (["heartbeats", INSTANCE, TOKEN, AT_US], "version must be an integer, got str"),
+    ],
+)
+def test_a_malformed_heartbeat_is_rejected_with_reason(obj: list[Any], reason: str) -> None:
+    with pytest.raises(RejectedMessage, match=reason):
+        decode_incoming(msgpack.packb(obj))
+
+
+def test_a_rejected_heartbeat_names_its_instance_when_it_could_be_read() -> None:
+    with pytest.raises(RejectedMessage) as caught:
+        decode_incoming(msgpack.packb([HEARTBEAT_KIND, INSTANCE, TOKEN, "soon"]))
+    assert caught.value.instance_id == INSTANCE and caught.value.seq is None
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(MSGPACKABLE, min_size=0, max_size=5))
+def test_heartbeat_shaped_msgpack_decodes_or_rejects(rest: list[Any]) -> None:
+    try:
+        decoded = decode_incoming(pack([HEARTBEAT_KIND, *rest]))
+    except RejectedMessage as exc:
+        assert exc.reason
+    else:
+        assert isinstance(decoded, InstanceHeartbeat)

@@ -45,6 +45,7 @@ VALID: dict[str, dict[str, Any]] = {
         "host": "box",
         "at_us": AT_US,
         "token": "5f0c2b8e9d41a7736e0b1c9d2f4a6e80",
+        "host_id": "0b7c4a51-6f0e-4d0a-9d5e-4a1f3c2b1a00/pid:[4026531836]",
     },
     "goodbye": {"at_us": AT_US},
     "create_workflow": {"id": "wf-1", "workflow_name": "nightly", "metadata": "{}", "at_us": AT_US},
@@ -202,6 +203,10 @@ FIELD_RULES: list[tuple[str, str, object, str]] = [
     ("hello", "token", "é" * 32, "token must be ASCII text of 16 to 128 characters, got 32"),
     ("hello", "token", 12345678901234567890, "token must be a string, got int"),
     ("hello", "token", b"0123456789abcdef", "token must be a string, got bytes"),
+    # where its pid means something
+    ("hello", "host_id", "", "host_id must not be empty"),
+    ("hello", "host_id", "h" * 129, "host_id is 129 characters long; the limit is 128"),
+    ("hello", "host_id", 7, "host_id must be a string id, got int"),
     ("audit_event", "event_type", "", "event_type must not be empty"),
     # ids
     ("create_workflow", "id", 5, "id must be a string id, got int"),

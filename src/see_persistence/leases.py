@@ -39,6 +39,28 @@ def _wall_clock_offset_ns() -> int:
 
 
 _WALL_CLOCK_OFFSET_NS = _wall_clock_offset_ns()
+
+INSTANCE_HEARTBEAT_INTERVAL_S = 2.0
+"""A client on another host than the writer's sends a heartbeat after this long without a message."""
+
+REMOTE_SILENCE_S = 15.0
+"""An instance on another host heard from by no message or heartbeat for this long is dead.
+
+Several heartbeats long, so a few lost or late ones, or a network cut of 10 s, are no death;
+`see-persistence writer --remote-silence SECONDS` sets it per writer.
+"""
+
+CLOCK_SKEW_SHOWN_S = 1.0
+"""A host whose clock is this far from the writer's, either way, is shown in `status` and logged.
+
+Record times are their caller's clock (docs/DESIGN_CLOCKS.md): a second apart, two hosts'
+records of the same moment already list in the wrong order.
+"""
+
+# FOR TESTS ONLY: the host identity this process claims (`host_id`), in place of its own, so
+# a test can run a client that the writer must treat as one on another host. Read once.
+HOST_ID_ENV = "SEE_PERSISTENCE_TEST_HOST_ID"
+PID_NAMESPACE_PATH = "/proc/self/ns/pid"
 # Linux has CLOCK_BOOTTIME (it counts time suspended); elsewhere CLOCK_MONOTONIC is the
 # system-wide clock that no wall-clock step moves.
 _HAS_CLOCK_GETTIME = hasattr(time, "clock_gettime_ns")
@@ -79,6 +101,41 @@ def _our_boot_id() -> str | None:
 def boot_id() -> str | None:
     """This boot of this machine's id (Linux's random boot id), or None where there is none."""
     return _our_boot_id()
+
+
+@lru_cache(maxsize=1)
+def host_id() -> str:
+    """Where this process's pid means something: equal for two processes only if each can check
+    the other's pid with psutil.
+
+    On Linux: the boot id and the pid namespace (`<boot id>/pid:[<inode>]`). Not the host name,
+    which changes while processes run, and not /etc/machine-id, which outlives a reboot (whose
+    pids mean nothing after it) and is shared by cloned machines and by containers with their
+    own pid namespaces on one kernel. Elsewhere: the host name and the boot time in whole
+    seconds, which a wall-clock step can move: two processes of one machine may then differ,
+    which costs heartbeats, never a wrong verdict. `SEE_PERSISTENCE_TEST_HOST_ID` replaces it
+    (tests only).
+    """
+    claimed = os.environ.get(HOST_ID_ENV, "").strip()
+    if claimed:
+        return claimed[:128]
+    boot = _our_boot_id()
+    if boot is not None:
+        try:
+            namespace = os.readlink(PID_NAMESPACE_PATH)
+        except OSError:
+            namespace = "pid:?"
+        return f"{boot}/{namespace}"
+    return f"{host_name()}/boot:{int(psutil.boot_time())}"
+
+
+def is_local(recorded_host_id: str | None) -> bool:
+    """True if a process recorded with `recorded_host_id` is checked here by pid.
+
+    None (a row from before host ids) is judged by pid as before: those rows were all made by
+    clients on the writer's machine. Any other host id than ours proves it lives by heartbeats.
+    """
+    return recorded_host_id is None or recorded_host_id == host_id()
 
 
 def boot_time_ns() -> int:

@@ -69,6 +69,7 @@ class ClientStats:
     spawns: int  # writers this client started (spawn_writer=True)
     spawn_failures: int  # of those, how many exited with an error (Client.spawn_error says why)
     registrations: int  # times it started over as a new instance (the database forgot the old one)
+    heartbeats: int = 0  # heartbeats sent (only on another host than the writer's, while idle)
 
 
 _NOTHING_YET = ClientStats(*(0,) * len(ClientStats.__dataclass_fields__))
@@ -495,6 +496,7 @@ class Client:
             spawns=spawner.spawns if spawner is not None else 0,
             spawn_failures=spawner.failures if spawner is not None else 0,
             registrations=sender.registrations,
+            heartbeats=sender.heartbeats_sent,
         )
 
     def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:

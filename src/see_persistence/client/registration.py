@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any
 
-from ..leases import ProcessIdentity
+from ..leases import ProcessIdentity, host_id
 
 
 def new_secret() -> str:
@@ -22,4 +22,5 @@ def hello_payload(identity: ProcessIdentity, token: str) -> dict[str, Any]:
         "host": identity.host,
         "at_us": time.time_ns() // 1000,
         "token": token,
+        "host_id": host_id(),
     }

@@ -8,6 +8,11 @@ right, but polled), which is what finally releases a message: a writer serving a
 was deleted or replaced, or a stranger's socket, cannot make the client forget what the file
 does not hold. The file also reveals a new lease epoch when the old writer's socket still
 holds our connection (a stopped writer).
+
+On another host than the writer's (leases.host_id differs from the one in the lease row, or
+the row cannot be read), the instance proves it lives by sending something every
+leases.INSTANCE_HEARTBEAT_INTERVAL_S: its messages, and while it has none, a heartbeat on the
+same socket (codec.encode_instance_heartbeat), which nothing keeps or resends.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from typing import Any
 
 import zmq
 
+from .. import leases
 from ..idgen import new_id
 from ..leases import ProcessIdentity
 from ..locations import Endpoints
+from ..protocol import codec
 from ..reader import Reader
 from .outbox import MAX_OPERATIONS_PER_SEND, Outbox, OutgoingMessage
 from .registration import hello_payload, new_secret
@@ -44,6 +51,9 @@ VERIFY_INTERVAL_S = 0.25  # how often the file is read while noticed messages wa
 # out this long after is not to be believed (the file was deleted or replaced under the
 # writer, or the socket is not our writer's). Those messages are sent again.
 DISOWN_NOTICES_AFTER_S = 3.0
+# Whether this instance shares the writer's host is read from the lease once per writer; when
+# the lease cannot be read, again this often (it heartbeats meanwhile: that is always safe).
+LOCALITY_RECHECK_S = 5.0
 
 
 class Sender:
@@ -69,6 +79,11 @@ class Sender:
         self.messages_sent = 0
         self.reconnects = 0
         self.writer_epoch = 0
+        self.heartbeats_sent = 0
+        self._last_sent = time.monotonic()  # anything handed to the socket: a sign of life
+        self._remote: bool | None = None  # on another host than the writer's? (None: not judged)
+        self._remote_judged_epoch = 0
+        self._remote_judged_at = 0.0
         self._queue: deque[OutgoingMessage] = deque()  # numbered, not yet handed to ZeroMQ
         self._last_taken_had_room = False
         self._resending: set[int] = set()
@@ -79,6 +94,7 @@ class Sender:
         os.set_blocking(self._wake_w, False)
         self._wake_pending = False
         self._last_progress = time.monotonic()
+        self._last_notice = time.monotonic()  # any notice of a writer (its heartbeats: ~2/s)
         self._last_resend = 0.0
         self._last_file_check = 0.0
         self._last_verify = 0.0
@@ -210,6 +226,7 @@ class Sender:
             self._queue.popleft()
             sent += 1
             self.messages_sent += 1
+            self._last_sent = time.monotonic()
             if message.seq in self._resending:
                 self._resending.discard(message.seq)
                 self.resent_operations += message.caller_operations
@@ -218,6 +235,7 @@ class Sender:
 
     def _on_notices(self, transport: ZmqTransport) -> None:
         for notice in transport.notices():
+            self._last_notice = time.monotonic()
             if notice.instance_id is not None and notice.instance_id != self.outbox.instance_id:
                 continue  # about the instance we were before registering again
             if notice.epoch != self.writer_epoch:
@@ -288,6 +306,7 @@ class Sender:
     def _on_new_writer(self, transport: ZmqTransport, epoch: int, *, reconnect: bool) -> None:
         first = self.writer_epoch == 0
         self.writer_epoch = epoch
+        self._last_sent = float("-inf")  # on another host: a heartbeat at once, for it to hear
         if first and not reconnect:
             return  # the first writer we hear of: nothing was sent to another one
         if reconnect:
@@ -339,14 +358,57 @@ class Sender:
             self.reconnects += 1
             self._resend("connected anew: the socket directory changed", force=True)
 
+    def _heartbeat_if_due(self, transport: ZmqTransport, now: float) -> None:
+        """On another host than the writer's, and silent for a heartbeat interval: send one."""
+        if self.writer_epoch == 0 or not transport.connected:
+            return  # no writer known to hear it: ZeroMQ would only queue it
+        if now - self._last_sent < leases.INSTANCE_HEARTBEAT_INTERVAL_S:
+            return
+        if not self._is_remote(now):
+            return
+        token = self.outbox.token
+        if token is None:
+            return
+        raw = codec.encode_instance_heartbeat(self.outbox.instance_id, token, leases.wall_clock_us())
+        if transport.send(raw):
+            self._last_sent = now
+            self.heartbeats_sent += 1
+
+    def _is_remote(self, now: float) -> bool:
+        """True unless the lease row says the writer is on this host (same leases.host_id).
+
+        Judged once per writer (epoch): a writer that takes over may run elsewhere. Unknown
+        (no lease readable, a writer older than host ids) counts as remote: a heartbeat too
+        many costs a few bytes, one too few an instance marked dead.
+        """
+        judged = self._remote is not None and self._remote_judged_epoch == self.writer_epoch
+        if judged or (now - self._remote_judged_at < LOCALITY_RECHECK_S and self._remote is not None):
+            return bool(self._remote)
+        self._remote_judged_at = now
+        try:
+            status = self.reader.get_writer_status()
+        except self.reader.read_errors:
+            status = None
+        if status is None or status.host_id is None:
+            self._remote = True  # judged again after LOCALITY_RECHECK_S
+            return True
+        self._remote = status.host_id != leases.host_id()
+        self._remote_judged_epoch = status.epoch
+        return self._remote
+
     def _maintain(self, transport: ZmqTransport) -> None:
         """When notices stop while messages wait: read the file, and act on what it says."""
         now = time.monotonic()
         self._check_socket_directory(transport, now)
+        self._heartbeat_if_due(transport, now)
         self._verify_noticed(transport, now)
         if now - self._last_file_check < FILE_CHECK_AFTER_S:
             return
-        if self.outbox.counts().unconfirmed_messages == 0 and self.writer_epoch != 0:
+        # An idle instance on another host must still find a writer that took over on other
+        # ports, or its heartbeats go nowhere and the new writer finds it silent: once the
+        # writer's own heartbeats stop reaching it, it reads the lease too.
+        lost_writer = bool(self._remote) and now - self._last_notice >= FILE_CHECK_AFTER_S
+        if self.outbox.counts().unconfirmed_messages == 0 and self.writer_epoch != 0 and not lost_writer:
             return
         if now - self._last_progress < FILE_CHECK_AFTER_S and self.writer_epoch != 0:
             return

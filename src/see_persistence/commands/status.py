@@ -130,8 +130,10 @@ def _instances(reader: Reader, tables: set[str], limit: int) -> dict[str, Any]:
     for instance in reader.get_instances():
         entry = instance.model_dump(mode="json")
         entry["workflows"] = per_instance.get(instance.id, 0)
-        running = instance.state == "live" and leases.is_alive(
-            instance.pid, instance.process_create_time, instance.host, instance.boot_id
+        # Another host's instance cannot be checked from here: live while the writer hears it.
+        running = instance.state == "live" and (
+            not leases.is_local(instance.host_id)
+            or leases.is_alive(instance.pid, instance.process_create_time, instance.host, instance.boot_id)
         )
         if running:
             live.append(entry)
@@ -140,6 +142,32 @@ def _instances(reader: Reader, tables: set[str], limit: int) -> dict[str, Any]:
             entry["state"] = "dead" if instance.state == "live" else instance.state
             others.append(entry)
     return {"live": live, "others": others[: max(limit, 0)], "others_total": len(others)}
+
+
+def _clock_skews(live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hosts whose clock is leases.CLOCK_SKEW_SHOWN_S or more off the writer's, by their live instances.
+
+    A host's skew is the one the writer measured last (the live instance it heard from last).
+    """
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in live:
+        if entry.get("clock_skew_us") is None or entry.get("host_id") is None:
+            continue
+        known = latest.get(entry["host_id"])
+        if known is None or (entry["last_heard_at"] or "") > (known["last_heard_at"] or ""):
+            latest[entry["host_id"]] = entry
+    return [
+        {
+            "host": entry["host"],
+            "host_id": host_id,
+            # The host's clock minus the writer's: negative when it is behind.
+            "clock_offset_s": round(-entry["clock_skew_us"] / 1e6, 3),
+            "instance_id": entry["id"],
+            "measured_at": entry["last_heard_at"],
+        }
+        for host_id, entry in sorted(latest.items())
+        if abs(entry["clock_skew_us"]) >= leases.CLOCK_SKEW_SHOWN_S * 1e6
+    ]
 
 
 def gather(reader: Reader, db: Path, instance_limit: int) -> dict[str, Any]:
@@ -165,6 +193,7 @@ def gather(reader: Reader, db: Path, instance_limit: int) -> dict[str, Any]:
         "live_instances": instances["live"],
         "other_instances": instances["others"],
         "other_instances_total": instances["others_total"],
+        "clock_skews": _clock_skews(instances["live"]),
         "rows": rows,
     }
 
@@ -211,10 +240,14 @@ def _metrics_lines(metrics: dict[str, Any] | None) -> list[str]:
 
 def _instance_line(entry: dict[str, Any]) -> str:
     when = entry["ended_at"] or entry["last_seen"] or entry["started_at"] or "-"
-    return (
+    line = (
         f"          {entry['state']:<6} {entry['id']}  pid {entry['pid']}  {entry['workflows']} workflows"
         f"  last seq {entry['last_seq']}  {'ended' if entry['state'] != 'live' else 'seen'} {when}"
     )
+    if not leases.is_local(entry.get("host_id")):
+        # Its pid means nothing here: where it runs, and when the writer last heard from it.
+        line += f"  on {entry['host']} ({entry['host_id']}), heard {entry.get('last_heard_at') or '-'}"
+    return line
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
@@ -234,6 +267,13 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     hidden = report["other_instances_total"] - len(others)
     if hidden > 0:
         lines.append(f"          ... and {hidden} older ended or dead instances (--instances N shows more)")
+    for skew in report["clock_skews"]:
+        offset = skew["clock_offset_s"]
+        lines.append(
+            f"clock     {skew['host']} ({skew['host_id']}) runs {abs(offset):.3f} s"
+            f" {'behind' if offset < 0 else 'ahead of'} the writer's clock: its record times are its own"
+            f" (measured from instance {skew['instance_id']}, {skew['measured_at']})"
+        )
     lines.append("rows      " + ", ".join(f"{name} {count}" for name, count in report["rows"].items()))
     return lines
 
@@ -324,7 +364,8 @@ COMMAND = Command(
     help="show the writer, its throughput, dead letters, WAL size, instances and row counts",
     description="Show the writer lease (pid, alive, endpoint, epoch, since, uptime), the writer's "
     "published counters (throughput, batch size, commit latency), dead letters, the WAL size, live "
-    "and ended or dead GUI instances with their workflow counts, the schema version and row counts. "
+    "and ended or dead GUI instances with their workflow counts, the clock of any host whose GUIs"
+    f" run {leases.CLOCK_SKEW_SHOWN_S:g} s or more off the writer's, the schema version and row counts. "
     "With --watch it shows the report again whenever a change is committed (at most "
     f"{1 / MIN_REDRAW_S:g} times a second) and at least every --interval seconds, until SIGINT or "
     "SIGTERM (exit code 0): redrawn in place at a terminal; otherwise each report follows the last "

@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
+from ..leases import REMOTE_SILENCE_S
 from ..protocol import statements
 from ..protocol.errors import LeaseHeldError, LeaseLostError
 from .base import EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_OK, Command, CommandError
@@ -150,6 +151,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the key directory for TCP (default: $SEE_PERSISTENCE_KEYS_DIR or ~/.s_e_e/keys)",
     )
+    parser.add_argument(
+        "--remote-silence",
+        type=positive_number("seconds"),
+        default=REMOTE_SILENCE_S,
+        metavar="SECONDS",
+        help="mark a GUI instance on another host dead once neither a message nor a heartbeat of it"
+        f" arrived for SECONDS (default {REMOTE_SILENCE_S:g}); instances on this host are judged by"
+        " their pid",
+    )
     parser.add_argument("--quiet-if-held", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -170,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         dead_letter_bytes_kept=args.dead_letters_kept_bytes,
         listen=args.listen,
         keys_dir=args.keys_dir,
+        remote_silence_s=args.remote_silence,
     )
     try:
         writer.run()

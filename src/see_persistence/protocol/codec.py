@@ -18,6 +18,21 @@ hello (`token_digest`) and applies a later message of the instance only if it ca
 same token, or, for an instance registered without one (a version 1 hello), no token. A
 version 1 message is still accepted for such an instance, and only for one.
 
+An instance on another host than the writer's also sends heartbeats on the same socket,
+while it has nothing else to send (`InstanceHeartbeat`)::
+
+    ["heartbeat", instance_id, token, sent_at_us]
+
+    "heartbeat"  str   HEARTBEAT_KIND, where a message has its version
+    instance_id  str   as in a message
+    token        str   as in a version 2 message: only the instance's owner keeps it alive
+    sent_at_us   int   the sender's wall clock when it sent it, microseconds since the epoch
+
+A heartbeat has no sequence number: nothing keeps it, nothing resends it, and the next one
+says the same. The writer counts it as hearing from the instance and compares `sent_at_us`
+with its own clock (clock skew). One that is malformed is a dead letter like any bad message;
+a writer older than heartbeats refuses every one ("version must be an integer").
+
 Payload maps are described in `operations.OPERATIONS`. A whole message is at most
 MAX_MESSAGE_BYTES (the writer's socket enforces the same limit with ZMQ_MAXMSGSIZE).
 
@@ -49,6 +64,7 @@ import msgpack
 
 from .errors import RejectedMessage
 from .operations import MAX_TOKEN_CHARS, MIN_TOKEN_CHARS
+from .timestamps import MAX_TIMESTAMP_US
 
 PROTOCOL_VERSION = 2
 PROTOCOL_VERSION_WITHOUT_TOKEN = 1
@@ -57,6 +73,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one operation may carry up to ~8 MiB of 
 MAX_OPERATIONS_PER_MESSAGE = 4096
 MAX_SEQ = 2**63 - 1
 _MAX_INSTANCE_ID_CHARS = 128
+
+HEARTBEAT_KIND = "heartbeat"
 
 NOTICE_COMMIT_PREFIX = b"c"
 NOTICE_HEARTBEAT = b"h"
@@ -72,6 +90,20 @@ class Envelope(NamedTuple):
     seq: int
     operations: list[tuple[str, Any]]
     token: str | None = None  # None: a version 1 message
+
+
+class InstanceHeartbeat(NamedTuple):
+    """A decoded heartbeat of an instance: who, its token, and its sender's clock at sending."""
+
+    instance_id: str
+    token: str
+    sent_at_us: int
+
+
+def encode_instance_heartbeat(instance_id: str, token: str, sent_at_us: int) -> bytes:
+    """Pack one instance heartbeat (see the module docstring)."""
+    packed: bytes = msgpack.packb([HEARTBEAT_KIND, instance_id, token, sent_at_us], use_bin_type=True)
+    return packed
 
 
 def token_digest(token: str) -> str:
@@ -138,6 +170,36 @@ def assemble_message(
     )
 
 
+def decode_incoming(raw: bytes) -> Envelope | InstanceHeartbeat:
+    """Unpack and check what arrived on the writer's socket: a message or an instance heartbeat.
+
+    Raises RejectedMessage as decode_message does, for a malformed heartbeat too.
+    """
+    obj = _unpack(raw)
+    if obj and obj[0] == HEARTBEAT_KIND:
+        return _heartbeat(obj)
+    return _envelope(obj)
+
+
+def _heartbeat(obj: list[Any]) -> InstanceHeartbeat:
+    if len(obj) != 4:
+        raise RejectedMessage(f"a heartbeat must have 4 items, got {len(obj)}")
+    _, instance_id, token, sent_at_us = obj
+    if not isinstance(instance_id, str) or not instance_id or len(instance_id) > _MAX_INSTANCE_ID_CHARS:
+        raise RejectedMessage("a heartbeat's instance_id must be a non-empty string of at most 128 chars")
+    if not (type(token) is str and MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS and token.isascii()):
+        raise RejectedMessage(
+            f"a heartbeat's token must be ASCII text of {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} characters",
+            instance_id=instance_id,
+        )
+    if type(sent_at_us) is not int or not 0 <= sent_at_us <= MAX_TIMESTAMP_US:
+        raise RejectedMessage(
+            f"a heartbeat's sent_at_us must be integer microseconds since 1970, got {sent_at_us!r}"[:300],
+            instance_id=instance_id,
+        )
+    return InstanceHeartbeat(instance_id, token, sent_at_us)
+
+
 def decode_message(raw: bytes) -> Envelope:
     """Unpack and check the envelope of one message.
 
@@ -146,6 +208,10 @@ def decode_message(raw: bytes) -> Envelope:
     returned unchecked: each one is validated on its own, so one bad operation does not
     cost the others in the same message.
     """
+    return _envelope(_unpack(raw))
+
+
+def _unpack(raw: bytes) -> list[Any]:
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise RejectedMessage(f"message must be bytes, got {type(raw).__name__}")
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -165,6 +231,10 @@ def decode_message(raw: bytes) -> Envelope:
         raise RejectedMessage(f"not msgpack: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(obj, list):
         raise RejectedMessage(f"message must be a msgpack array, got {type(obj).__name__}")
+    return obj
+
+
+def _envelope(obj: list[Any]) -> Envelope:
     if len(obj) not in (4, 5):
         raise RejectedMessage(f"message must have 5 items (version 2) or 4 (version 1), got {len(obj)}")
     version = obj[0]

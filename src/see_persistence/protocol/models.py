@@ -165,6 +165,11 @@ class Instance(BaseModel):
     last_seq: int = 0
     rejected: int = 0  # operations of this instance the writer refused (see Reader.get_rejections)
     boot_id: str | None = None  # the boot its process ran in (None: registered before boot ids)
+    # Where its pid means something (leases.host_id; None: registered before host ids). Another
+    # than the writer's: the instance lives while the writer hears from it.
+    host_id: str | None = None
+    last_heard_at: datetime | None = None  # the writer's clock when it last heard from it
+    clock_skew_us: int | None = None  # the writer's clock minus the instance's (from its heartbeats)
 
 
 class Rejection(BaseModel):
@@ -208,6 +213,7 @@ class WriterStatus(BaseModel):
     released: datetime | None = None
     alive: bool
     boot_id: str | None = None  # the holder's boot (None: a lease from before boot ids)
+    host_id: str | None = None  # the holder's leases.host_id (None: a writer from before schema 9)
     heartbeat_age_s: float | None = None
     # Every (pull, pub) endpoint pair the holder bound, and its CURVE public key if it listens
     # on TCP (empty / None: a writer from before schema version 8, or one still binding).

@@ -431,6 +431,9 @@ OPERATIONS: dict[str, tuple[Field, ...]] = {
         # The instance's secret: from this hello on, only messages that carry it are the
         # instance's (codec's version 2 envelope). A client older than tokens sends none.
         Field("token", check_optional_token, required=False),
+        # Where its pid means something (leases.host_id). Without it (a client older than host
+        # ids) the instance is on the writer's host. Another host's instance lives by heartbeats.
+        Field("host_id", check_optional_id, required=False),
     ),
     GOODBYE: (_AT,),
     CREATE_WORKFLOW: (

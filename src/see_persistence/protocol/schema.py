@@ -12,11 +12,14 @@ adds `prune_jobs`: retention carried out in chunks (writer/retention.py). Versio
 and the random id of the feed that numbers them (the change feed, protocol/feed.py). Version 8
 adds `writer_lease.endpoints` and `writer_lease.public_key`: every endpoint pair the writer
 bound (TCP ports resolved) and its CURVE public key, so that clients find it in the file.
+Version 9 adds the host identity of each instance and of the writer (`host_id`), when the writer
+last heard from an instance and how far its clock is from the writer's: an instance on another
+host is alive while its heartbeats arrive (writer/remote.py).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SEED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 
@@ -262,6 +265,16 @@ COLUMN_ADDITIONS: tuple[tuple[int, str, str, str], ...] = (
     (8, "writer_lease", "endpoints", "TEXT"),
     # The writer's CURVE public key (Z85) while it listens on TCP; NULL for ipc alone.
     (8, "writer_lease", "public_key", "TEXT"),
+    # Where a pid means something (leases.host_id: boot id and pid namespace on Linux): an
+    # instance with the writer's host id is checked by pid, any other by its heartbeats.
+    (9, "instances", "host_id", "TEXT"),
+    (9, "writer_lease", "host_id", "TEXT"),
+    # When the writer last received anything of the instance (a message or a heartbeat), on
+    # the writer's wall clock. For people: the writer judges silence on its monotonic clock.
+    (9, "instances", "last_heard_at", "TIMESTAMP"),
+    # The writer's clock minus the instance's, in microseconds, from its heartbeats (the
+    # smallest of the last few differences: delays only add to one). NULL: never measured.
+    (9, "instances", "clock_skew_us", "INTEGER"),
 )
 
 UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -273,6 +286,7 @@ UPGRADE_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (6, _RETENTION_STATEMENTS),
     (7, ()),  # columns only (COLUMN_ADDITIONS)
     (8, ()),  # columns only
+    (9, ()),  # columns only
 )
 """(version, statements): applying every step above a file's version brings it up to date."""
 

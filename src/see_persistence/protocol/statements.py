@@ -74,20 +74,25 @@ TASK_STATUS_UPDATES: dict[str, str] = {
 }
 
 INSERTS: dict[str, str] = {
-    # boot_id: the writer's own, from the lease it holds in this very transaction (the fence
-    # just renewed it). A hello reaches the writer over an ipc socket, so it comes from a
-    # process of the same machine and boot, whatever host name the process reported.
+    # host_id: the sender's (leases.host_id); a hello without one (a client older than host
+    # ids) is of the writer's host, whose id is in the lease it holds in this very transaction.
+    # boot_id: the writer's own, from that lease, for an instance on the writer's host only: its
+    # pid is checked on this boot. One on another host has none: its heartbeats decide.
     # token_hash: sha256 of the hello's token (NULL without one). The writer lets through
     # only a hello whose sender owns the instance; the WHERE keeps it so in SQL too: a row's
     # token_hash is set by its first hello and never changed.
     HELLO: """INSERT INTO instances (id, pid, process_create_time, host, started_at, last_seen, state,
-            boot_id, token_hash)
-        VALUES (:instance_id, :pid, :process_create_time, :host, :at, :now, 'live',
-            (SELECT boot_id FROM writer_lease WHERE id = 1), :token_hash)
+            boot_id, token_hash, host_id, last_heard_at)
+        SELECT :instance_id, :pid, :process_create_time, :host, :at, :now, 'live',
+            CASE WHEN COALESCE(:host_id, lease.host_id) IS lease.host_id THEN lease.boot_id END,
+            :token_hash, COALESCE(:host_id, lease.host_id), :now
+        FROM (SELECT 1) AS one LEFT JOIN writer_lease AS lease ON lease.id = 1
+        WHERE true
         ON CONFLICT(id) DO UPDATE SET pid = excluded.pid,
             process_create_time = excluded.process_create_time, host = excluded.host,
             started_at = excluded.started_at, last_seen = excluded.last_seen, state = 'live',
-            ended_at = NULL, boot_id = excluded.boot_id
+            ended_at = NULL, boot_id = excluded.boot_id, host_id = excluded.host_id,
+            last_heard_at = excluded.last_heard_at
         WHERE instances.token_hash IS excluded.token_hash""",
     GOODBYE: """UPDATE instances SET state = 'ended', ended_at = :at, last_seen = :now
         WHERE id = :instance_id""",
@@ -113,10 +118,25 @@ INSERTS: dict[str, str] = {
 # unknown record, which the writer reports as a dead letter rather than ignore.
 MUST_CHANGE_A_ROW = frozenset({APPEND_TASK_LOG, GOODBYE, UPDATE_WORKFLOW_STATUS, UPDATE_TASK_STATUS})
 
+# An instance of another host than the writer's that was marked dead for its silence, and is
+# heard again, is live again: its heartbeats decide from now on (what was abandoned stays so).
+# One of the writer's host, or of none recorded, is never revived: its pid decided.
+_REVIVE_REMOTE = """state = CASE WHEN state = 'dead'
+            AND host_id <> (SELECT host_id FROM writer_lease WHERE id = 1) THEN 'live' ELSE state END,
+        ended_at = CASE WHEN state = 'dead'
+            AND host_id <> (SELECT host_id FROM writer_lease WHERE id = 1) THEN NULL ELSE ended_at END"""
+
 # Only an UPDATE: a row is made by a hello, never by a message that merely names an id.
-RECORD_INSTANCE_SEQ = """UPDATE instances SET last_seq = :seq, last_seen = :now, rejected = :rejected
+RECORD_INSTANCE_SEQ = f"""UPDATE instances SET last_seq = :seq, last_seen = :now, rejected = :rejected,
+        last_heard_at = :now, {_REVIVE_REMOTE}
     WHERE id = :instance_id"""
-"""Records how far an instance is committed, and its running total of rejected operations."""
+"""Records how far an instance is committed, its running total of rejected operations, and
+that the writer heard from it."""
+
+RECORD_INSTANCE_HEARD = f"""UPDATE instances SET last_heard_at = :now,
+        clock_skew_us = COALESCE(:clock_skew_us, clock_skew_us), {_REVIVE_REMOTE}
+    WHERE id = :instance_id"""
+"""The writer heard from an instance (a heartbeat, a resend): when, and its clock skew if measured."""
 
 INSTANCE_CREDENTIALS = "SELECT last_seq, rejected, token_hash FROM instances WHERE id = ?"
 """What the writer needs of an instance to judge a message: seq, rejected total, owner's token hash."""

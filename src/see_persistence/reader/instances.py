@@ -12,14 +12,16 @@ from .connection import ReadConnection
 from .rows import optional_time
 
 _INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, ended_at, state, last_seq"
-# `rejected` and `boot_id` came with schema version 4; on an older file a literal 0 and NULL
-# stand in for them, so every instance row has the same shape. Keyed by (has rejected, has
-# boot_id).
+# `rejected` and `boot_id` came with schema version 4, `host_id`, `last_heard_at` and
+# `clock_skew_us` with 9; on an older file a literal 0 and NULLs stand in for them, so every
+# instance row has the same shape. Keyed by (has rejected, has boot_id, has host_id).
 _INSTANCE_SELECT = {
-    (rejected, boot): f"SELECT {_INSTANCE_COLUMNS}, {'rejected' if rejected else '0'},"
-    f" {'boot_id' if boot else 'NULL'} FROM instances"
+    (rejected, boot, hosts): f"SELECT {_INSTANCE_COLUMNS}, {'rejected' if rejected else '0'},"
+    f" {'boot_id' if boot else 'NULL'},"
+    f" {'host_id, last_heard_at, clock_skew_us' if hosts else 'NULL, NULL, NULL'} FROM instances"
     for rejected in (True, False)
     for boot in (True, False)
+    for hosts in (True, False)
 }
 _SQL_INSTANCES_PAGE = " ORDER BY started_at DESC" + paging.PAGE_SQL
 
@@ -37,7 +39,21 @@ def _instance(row: tuple[Any, ...]) -> Instance:
         last_seq=row[8] or 0,
         rejected=row[9] or 0,
         boot_id=row[10],
+        host_id=row[11],
+        last_heard_at=optional_time(row[12]),
+        clock_skew_us=row[13],
     )
+
+
+def is_running(row: tuple[Any, ...]) -> bool:
+    """Whether the instance of a live-registered row runs: by its pid on this host, else the writer's word.
+
+    An instance on another host (another leases.host_id) cannot be checked from here: it is
+    live while the writer hears from it, and the writer marks it dead when it falls silent.
+    """
+    if leases.is_local(row[11]):
+        return leases.is_alive(row[1], row[2], row[3], row[10])
+    return True
 
 
 class InstanceQueries(ReadConnection):
@@ -53,7 +69,8 @@ class InstanceQueries(ReadConnection):
         # call on a file stamped 4 before boot_id joined that version; such a file reads NULL
         # (the host-name rule) until the connection is opened again.
         boot = self._seen("instances", "boot_id")
-        return self._fetch(_INSTANCE_SELECT[rejected, boot] + where, params)
+        hosts = self._seen("instances", "host_id")  # likewise, with schema 9
+        return self._fetch(_INSTANCE_SELECT[rejected, boot, hosts] + where, params)
 
     def get_instances(self, limit: int | None = None, offset: int = 0) -> list[Instance]:
         """Registered instances, live, ended or dead, most recently started first: all or a page.
@@ -69,9 +86,10 @@ class InstanceQueries(ReadConnection):
         return _instance(found[0]) if found else None
 
     def get_active_instances(self) -> list[Instance]:
-        """Instances registered live whose process still runs (pid, create time and boot checked)."""
+        """Instances registered live whose process still runs (pid, create time and boot checked);
+        on another host, those the writer has not found silent (see `is_running`)."""
         found = self._instances(" WHERE state = 'live' ORDER BY started_at")
-        return [_instance(r) for r in found if leases.is_alive(r[1], r[2], r[3], r[10])]
+        return [_instance(r) for r in found if is_running(r)]
 
     def get_instance_stats(self) -> InstanceStats:
         """Total workflows, live instances, and how many workflows each live instance has."""

@@ -23,14 +23,15 @@ class WriterStateQueries(ReadConnection):
         boot_columns = "boot_id, heartbeat_boot_ns" if self._has("writer_lease", "boot_id") else "NULL, NULL"
         # endpoints and public_key came with schema version 8.
         tcp_columns = "endpoints, public_key" if self._has("writer_lease", "public_key") else "NULL, NULL"
+        host_id_column = "host_id" if self._has("writer_lease", "host_id") else "NULL"  # schema 9
         found = self._fetch(
             "SELECT pid, process_create_time, host, endpoint, epoch, acquired_at, heartbeat_at,"
-            f" released_at, {boot_columns}, {tcp_columns} FROM writer_lease WHERE id = 1"
+            f" released_at, {boot_columns}, {tcp_columns}, {host_id_column} FROM writer_lease WHERE id = 1"
         )
         if not found:
             return None
         pid, ctime, host, endpoint, epoch, acquired, heartbeat, released, boot, boot_ns = found[0][:10]
-        endpoints_json, public_key = found[0][10:]
+        endpoints_json, public_key, host_id = found[0][10:]
         alive = released is None and leases.is_alive(pid, ctime, host, boot)
         heartbeat_at = optional_time(heartbeat)
         heartbeat_us = int(heartbeat_at.timestamp() * 1_000_000)
@@ -45,6 +46,7 @@ class WriterStateQueries(ReadConnection):
             released=optional_time(released),
             alive=alive,
             boot_id=boot,
+            host_id=host_id,
             heartbeat_age_s=round(age_s, 3),
             endpoints=_endpoint_pairs(endpoints_json),
             public_key=public_key,

@@ -93,6 +93,11 @@ class BatchResult:
     gap_instances: set[str] = field(default_factory=set)
     unknown_instances: set[str] = field(default_factory=set)
     registered: dict[str, InstanceEntry] = field(default_factory=dict)  # by this batch's hellos
+    # Instances that sent something of their own (a message, even a duplicate, or a heartbeat),
+    # and of those that sent heartbeats, the sender's clock in the latest one.
+    heard: set[str] = field(default_factory=set)
+    heartbeats: dict[str, int] = field(default_factory=dict)
+    heartbeats_unknown: int = 0  # heartbeats of instances the file has no row of: ignored
     dead_letter_bytes: int | None = None  # raw bytes of all dead letters after it (None: not looked)
 
 
@@ -292,6 +297,8 @@ class PreparedBatch:
         self.steps: list[_Run | _DeadLetter | _Logs | _Prune] = []
         self.pending_seq: dict[str, int] = {}  # instance -> the last seq this batch applies
         self.entries: dict[str, InstanceEntry] = {}  # instances of this batch, as the book or a hello says
+        # Clock-skew estimates to store with this batch (writer/remote.py), by instance.
+        self.clock_skews: dict[str, int] = {}
         self._run_statement: statements.Statement | None = None
         self._run: list[_Pending] = []
         self._log_ops: list[_Pending] = []  # appends waiting, in the order received
@@ -385,6 +392,13 @@ class PreparedBatch:
                 statements.RECORD_INSTANCE_SEQ,
                 {"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total},
             )
+        for instance_id in result.heard:
+            skew = self.clock_skews.get(instance_id)
+            if instance_id not in self.pending_seq or skew is not None:
+                conn.execute(
+                    statements.RECORD_INSTANCE_HEARD,
+                    {"instance_id": instance_id, "now": now, "clock_skew_us": skew},
+                )
         if result.dead_letters:
             known = book.dead_letter_bytes()
             if known is None:  # once per writer: the sum counts this batch's rows too
@@ -564,10 +578,15 @@ def prepare_messages(
     for raw in raws:
         result.messages += 1
         try:
-            envelope = codec.decode_message(raw)
+            incoming = codec.decode_incoming(raw)
         except RejectedMessage as rejected:
             prepared.dead_letter(bytes(raw), rejected.reason, rejected.instance_id, rejected.seq)
             continue
+        if type(incoming) is codec.InstanceHeartbeat:
+            _prepare_heartbeat(conn, prepared, book, raw, incoming)
+            continue
+        assert type(incoming) is codec.Envelope
+        envelope = incoming
         instance_id, seq, token = envelope.instance_id, envelope.seq, envelope.token
         entry = entries.get(instance_id)
         if entry is None:
@@ -598,6 +617,7 @@ def prepare_messages(
             prepared.dead_letter(bytes(raw), _not_owner_reason(instance_id, seq, token, entry), None, None)
             result.not_owner += 1
             continue
+        result.heard.add(instance_id)
         last = pending_seq.get(instance_id)
         if last is None:
             last = entry.last_seq
@@ -642,6 +662,33 @@ def prepare_messages(
         pending_seq[instance_id] = seq
     prepared.finish()
     return prepared
+
+
+def _prepare_heartbeat(
+    conn: sqlite3.Connection,
+    prepared: PreparedBatch,
+    book: SequenceBook,
+    raw: bytes,
+    heartbeat: codec.InstanceHeartbeat,
+) -> None:
+    """A heartbeat: its instance was heard from, if it is the owner's; a dead letter if not.
+
+    One of an instance the file has no row of is ignored, as a message of one would be held
+    back: its hello may be on its way (a resend to a new writer), and ids cost nothing to make up.
+    """
+    result = prepared.result
+    instance_id = heartbeat.instance_id
+    entry = prepared.entries.get(instance_id) or book.entry(conn, instance_id)
+    if entry is None:
+        result.heartbeats_unknown += 1
+        return
+    if not entry.owned_by(heartbeat.token):
+        reason = f"a heartbeat of instance {instance_id} with another token than the one it registered with"
+        prepared.dead_letter(bytes(raw), reason, None, None)
+        result.not_owner += 1
+        return
+    result.heard.add(instance_id)
+    result.heartbeats[instance_id] = heartbeat.sent_at_us
 
 
 def prepare_burial(

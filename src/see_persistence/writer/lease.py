@@ -223,8 +223,8 @@ class WriterLease:
             self._conn.execute(
                 "INSERT OR REPLACE INTO writer_lease (id, pid, process_create_time, host, endpoint,"
                 " epoch, acquired_at, heartbeat_at, released_at, boot_id, heartbeat_boot_ns,"
-                " commit_seq, feed_id)"
-                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                " commit_seq, feed_id, host_id)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
                 (
                     self._me.pid,
                     self._me.create_time,
@@ -237,6 +237,7 @@ class WriterLease:
                     leases.boot_time_ns(),
                     commit_seq,
                     feed_id,
+                    leases.host_id(),
                 ),
             )
         if current is not None and current.released_at is None:

@@ -35,24 +35,30 @@ _NOT_BEFORE_STARTED = (
 
 @dataclass(frozen=True)
 class DeadInstance:
-    """A registered instance whose process is gone."""
+    """A registered instance whose process is gone (or, on another host, that fell silent)."""
 
     instance_id: str
     pid: int
+    reason: str | None = None  # the error its abandoned records get; None: "... (pid N) died"
 
 
-# The live-registered instances whose process this writer can judge: every one with a boot id
-# (a boot id decides by itself, whatever the host name: leases.is_alive), and the older rows
-# without one on this host name. A row without a boot id from another host name is left
-# alone, as before boot ids: it cannot be checked from here.
-CHECKABLE_LIVE_INSTANCES = "state = 'live' AND pid IS NOT NULL AND (boot_id IS NOT NULL OR host = :host)"
+# The live-registered instances whose process this writer can judge: those of its own host id
+# (or of none: rows from before host ids), and of those every one with a boot id (a boot id
+# decides by itself, whatever the host name: leases.is_alive), and the older rows without one
+# on this host name. A row without a boot id from another host name is left alone, as before
+# boot ids: it cannot be checked from here. Another host id's instances live by heartbeats
+# (writer/remote.py).
+CHECKABLE_LIVE_INSTANCES = (
+    "state = 'live' AND pid IS NOT NULL AND (boot_id IS NOT NULL OR host = :host)"
+    " AND (host_id IS NULL OR host_id = :host_id)"
+)
 
 
 def find_dead_instances(conn: sqlite3.Connection) -> list[DeadInstance]:
     """Live-registered instances whose process no longer runs: gone, reused, or of another boot."""
     rows = conn.execute(
         f"SELECT id, pid, process_create_time, host, boot_id FROM instances WHERE {CHECKABLE_LIVE_INSTANCES}",
-        {"host": leases.host_name()},
+        {"host": leases.host_name(), "host_id": leases.host_id()},
     ).fetchall()
     return [
         DeadInstance(iid, pid)
@@ -64,7 +70,7 @@ def find_dead_instances(conn: sqlite3.Connection) -> list[DeadInstance]:
 def abandon(conn: sqlite3.Connection, dead: DeadInstance, now_us: int) -> int:
     """Inside an open transaction: mark `dead` and fail what it left active; return workflows failed."""
     now = timestamps.format_us(now_us)
-    reason = f"abandoned: instance {dead.instance_id} (pid {dead.pid}) died"
+    reason = dead.reason or f"abandoned: instance {dead.instance_id} (pid {dead.pid}) died"
     conn.execute(
         "UPDATE instances SET state = 'dead', ended_at = ?, last_seen = ? WHERE id = ? AND state = 'live'",
         (now, now, dead.instance_id),

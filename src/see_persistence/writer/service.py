@@ -31,6 +31,7 @@ from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S, Overrun, WriterLease
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
+from .remote import RemoteInstances
 from .retention import PruneRunner
 from .storage import DatabaseRefused, open_write_connection, prepare_database_file
 from .upgrading import upgrade_when_free
@@ -171,6 +172,9 @@ class Writer:
     connection.default_listen(): ipc where libzmq has it, else TCP on a free loopback port.
     The lease row records every endpoint bound and the writer's public key.
 
+    An instance on another host (another leases.host_id) is alive while it is heard from: it
+    is marked dead once no message or heartbeat of it arrived for `remote_silence_s`.
+
     With `exit_when_idle_s` it also stops on its own, as after `stop()`, once no message has
     arrived and no live GUI instance has been seen for that long: a writer a GUI spawned
     should not outlive every GUI. Without it (a supervisor's writer) it runs until stopped.
@@ -191,6 +195,7 @@ class Writer:
         dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
         listen: Sequence[str] | None = None,
         keys_dir: str | os.PathLike[str] | None = None,
+        remote_silence_s: float = leases.REMOTE_SILENCE_S,
     ) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
         self.endpoints = locations.endpoints_for(self.db_path)
@@ -218,6 +223,7 @@ class Writer:
             raise ValueError(f"dead_letter_bytes_kept must be at least {least}")
         self.dead_letter_bytes_kept = dead_letter_bytes_kept
         self._instance_retention = InstanceRetention(instances_kept_s)
+        self._remote = RemoteInstances(remote_silence_s)  # instances of other hosts: heard lately?
         if exit_when_idle_s is not None and not exit_when_idle_s > 0:
             raise ValueError("exit_when_idle_s must be a positive number of seconds")
         self.adopt = adopt
@@ -343,6 +349,8 @@ class Writer:
         self._metrics = WriterMetrics(pid=me.pid, epoch=self._lease.epoch, started_us=_now_us())
         self._lease.on_transaction = self._metrics.record_transaction
         self._last_needed = time.monotonic()  # a standby's idle time counts from its takeover
+        # Remote instances' silence counts from now: they need the time to find this writer.
+        self._remote = RemoteInstances(self._remote.silence_s)
         # Prune jobs, in chunks between batches; an unfinished one in the file is taken up at once.
         self._prunes = PruneRunner(
             self._conn, self._lease.transaction, self._pull, self._stop, self._checkpointer.committed
@@ -475,6 +483,7 @@ class Writer:
                 elif prepared is None:
                     # Outside the transaction: the write lock stays free meanwhile for others.
                     prepared = prepare_messages(self._conn, raws, self._book, now_us=now_us)
+                    self._hear(prepared, now_us)
                 started_ns = time.monotonic_ns()
                 # Before BEGIN: describing the batch needs no lock.
                 self._feed_next = describe_batch(prepared, self._workflow_of_task)
@@ -529,6 +538,8 @@ class Writer:
             registered=result.registered,
             dead_letter_bytes=result.dead_letter_bytes,
         )
+        assert prepared is not None
+        self._remote.written(prepared.clock_skews)
         if self._checkpointer is not None:
             self._checkpointer.committed()
         if self._metrics is not None:
@@ -653,17 +664,30 @@ class Writer:
             return
         self._send_notice(codec.encode_heartbeat(self.epoch))
 
+    def _hear(self, prepared: PreparedBatch, now_us: int) -> None:
+        """Note whom a batch heard from, and the clock samples of its heartbeats (to store with it)."""
+        result = prepared.result
+        now = time.monotonic()
+        self._remote.heard(result.heard, now)
+        for instance_id, sent_at_us in result.heartbeats.items():
+            self._remote.clock_sample(instance_id, sent_at_us, now_us, now)
+        prepared.clock_skews = self._remote.skews_to_write(result.heartbeats)
+        if self._metrics is not None and result.heartbeats:
+            self._metrics.count("instance_heartbeats", len(result.heartbeats))
+
     def _sweep(self) -> None:
         assert self._conn is not None and self._lease is not None
         try:
             dead = liveness.find_dead_instances(self._conn)
-            if dead:
+            silent = self._remote.find_silent(self._conn, leases.host_id(), time.monotonic())
+            if dead or silent:
                 now_us = _now_us()
                 with self._lease.transaction(now_us):
-                    for instance in dead:
+                    for instance in dead + silent:
                         liveness.abandon(self._conn, instance, now_us)
+                self._remote.declared_dead(instance.instance_id for instance in silent)
                 if self._metrics is not None:
-                    self._metrics.count("instances_abandoned", len(dead))
+                    self._metrics.count("instances_abandoned", len(dead) + len(silent))
         except sqlite3.Error as exc:
             log.error("instance liveness sweep failed: %s", exc)
         try:
@@ -673,6 +697,7 @@ class Writer:
             return
         if deleted:
             self._book.discard(deleted)
+            self._remote.forget(deleted)
             if self._metrics is not None:
                 self._metrics.count("instances_deleted", len(deleted))
 
@@ -698,14 +723,16 @@ class Writer:
         The sweep that runs just before marks every one whose process is gone as dead, so
         the rows still 'live' are processes it found running: the pid check is the sweep's,
         not done twice. The WHERE clause is the sweep's (liveness.find_dead_instances): a row
-        it cannot check (no pid yet, another host) keeps no writer alive, and a GUI on
-        another host cannot reach this writer's ipc socket anyway.
+        it cannot check (no pid yet, another host name without a boot id) keeps no writer
+        alive. An instance of another host id counts while it is live: the sweep marks it
+        dead once it falls silent (writer/remote.py).
         """
         assert self._conn is not None
         try:
             row = self._conn.execute(
-                f"SELECT COUNT(*) FROM instances WHERE {liveness.CHECKABLE_LIVE_INSTANCES}",
-                {"host": leases.host_name()},
+                f"SELECT COUNT(*) FROM instances WHERE ({liveness.CHECKABLE_LIVE_INSTANCES})"
+                " OR (state = 'live' AND host_id IS NOT NULL AND host_id <> :host_id)",
+                {"host": leases.host_name(), "host_id": leases.host_id()},
             ).fetchone()
         except sqlite3.Error as exc:
             log.error("could not count the live instances: %s", exc)
