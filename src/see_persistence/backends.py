@@ -29,7 +29,9 @@ Backend = Literal["sqlite", "postgresql"]
 
 POSTGRESQL_SCHEMES = frozenset({"postgresql", "postgres"})
 IMPLEMENTED_BACKENDS: frozenset[Backend] = frozenset({"sqlite"})
-"""The backends the Reader, the writer, the Client and the commands can use in this version."""
+"""The backends the Reader, the Client and the commands other than `writer` can use in this version."""
+WRITER_BACKENDS: frozenset[Backend] = frozenset({"sqlite", "postgresql"})
+"""The backends the writer (`Writer`, `see-persistence writer`) can use in this version."""
 
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _PATHLIB_FOLDED_URL = re.compile(r"^(?:postgresql|postgres):/(?!/)", re.IGNORECASE)
@@ -113,8 +115,8 @@ def require_backend(
     """
     if database.backend not in implemented:
         raise BackendUnavailable(
-            f"PostgreSQL support is not complete in this version: the Reader, the writer, the Client"
-            f" and the commands take an SQLite file path only, not {database.redacted()}"
+            f"PostgreSQL support is not complete in this version: the Reader, the Client and the"
+            f" commands other than `writer` take an SQLite file path only, not {database.redacted()}"
         )
     if not (backend_installed(database.backend) if installed is None else installed):
         raise BackendUnavailable(

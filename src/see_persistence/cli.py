@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__, locations
+from . import __version__, backends, locations
 from .commands import COMMANDS
 from .commands.base import (
     EXIT_CODES_HELP,
@@ -103,7 +103,7 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
         "--db",
         metavar="PATH",
         help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db);"
-        " postgresql:// URLs are not supported yet",
+        " postgresql:// URLs are taken by `writer` only in this version",
     )
 
 
@@ -174,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.spec
     if command.takes_db or args.db is not None:
         try:
+            url = backends.parse_database(args.db or os.environ.get(locations.DB_ENV_VAR, ""))
+            if url is not None and command.takes_url:
+                backends.require_backend(url, backends.WRITER_BACKENDS)
+                args.db = url
+                return _run(command, args)
             args.db = locations.resolve_db_path(args.db)  # a Path, absolute
         except SeePersistenceError as exc:  # a database URL this version cannot use
             print(f"see-persistence {command.name}: {_one_line(str(exc))}", file=sys.stderr)
