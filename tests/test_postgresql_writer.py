@@ -342,3 +342,24 @@ def test_a_writer_whose_connection_is_cut_takes_the_lock_again(postgres_url, pg_
     wait_until(lambda: last_seq(postgres_url, sender.instance_id) == 1, 20, "a commit after the cut")
     assert lease(postgres_url)["epoch"] == row["epoch"]
     assert writer.process.poll() is None
+
+
+def test_a_long_run_of_inserts_commits_and_one_bad_row_in_it_is_the_only_dead_letter(
+    postgres_url, pg_writers, zmq_context
+):
+    writer = pg_writers(postgres_url)
+    push = connect_curve(zmq_context, zmq.PUSH, wait_serving(postgres_url, writer), 0)
+    sender = Sender()
+    # Runs long enough for COPY (pg_batch.COPY_MIN_ROWS); the second repeats an id of the first.
+    push.send(sender.message(1, *[create_workflow(f"w-{n}") for n in range(100)]))
+    push.send(
+        sender.message(2, *[create_workflow(f"w-{n}") for n in range(100, 150)], create_workflow("w-7"))
+    )
+    push.send(sender.message(3, *[create_task(f"t-{n}", f"w-{n}") for n in range(60)]))
+    wait_until(lambda: last_seq(postgres_url, sender.instance_id) == 3, 20, "all three messages")
+    assert query(postgres_url, "SELECT COUNT(*) FROM workflow_executions") == [(150,)]
+    assert query(postgres_url, "SELECT COUNT(*), MIN(status), MAX(logs::text) FROM task_executions") == [
+        (60, "pending", "[]")
+    ]
+    reasons = [r[0] for r in query(postgres_url, "SELECT reason FROM dead_letters")]
+    assert len(reasons) == 1 and reasons[0].startswith("create_workflow:") and "duplicate key" in reasons[0]

@@ -178,3 +178,55 @@ COMPILED: dict[str, PostgresStatement] = _compile()
 def for_statement(sqlite: statements.Statement) -> PostgresStatement:
     """The PostgreSQL form of `sqlite` (a statement of statements.COMPILED)."""
     return COMPILED[sqlite.sql]
+
+
+@dataclass(frozen=True)
+class CopyForm:
+    """A plain INSERT of statements.COMPILED as COPY ... FROM STDIN, for long runs of it.
+
+    `values` gives each column's value: an int is a position in the SQLite statement's
+    parameter tuple, anything else (in a 1-tuple) a constant the INSERT writes literally.
+    """
+
+    sql: str
+    values: tuple[int | tuple[object], ...]
+
+    def row(self, sqlite_params: tuple[object, ...]) -> tuple[object, ...]:
+        """The COPY row of one operation, from the SQLite statement's tuple."""
+        return tuple(sqlite_params[v] if isinstance(v, int) else v[0] for v in self.values)
+
+
+_INSERT = re.compile(
+    r"^\s*INSERT INTO (?P<table>\w+)\s*\((?P<columns>[^()]*)\)\s*VALUES\s*\((?P<values>[^()]*)\)\s*$",
+    re.DOTALL,
+)
+_CONSTANT_TEXT = re.compile(r"^'([^']*)'$")
+
+
+def _copy_form(sqlite: statements.Statement, sql: str) -> CopyForm:
+    """The COPY form of an INSERT whose values are parameters and constants only."""
+    match = _INSERT.match(sql)
+    if match is None:
+        raise ValueError(f"not a plain INSERT: {' '.join(sql.split())[:80]}")
+    columns = [c.strip() for c in match.group("columns").split(",")]
+    values: list[int | tuple[object]] = []
+    for value in (v.strip() for v in match.group("values").split(",")):
+        text = _CONSTANT_TEXT.match(value)
+        if value.startswith(":"):
+            values.append(sqlite.names.index(value[1:]))
+        elif text is not None:
+            values.append((text.group(1),))
+        elif value.isdigit():
+            values.append((int(value),))
+        else:
+            raise ValueError(f"no COPY form for the value {value!r} of {match.group('table')}")
+    if len(columns) != len(values):
+        raise ValueError(f"{match.group('table')}: {len(columns)} columns, {len(values)} values")
+    return CopyForm(f"COPY {match.group('table')} ({', '.join(columns)}) FROM STDIN", tuple(values))
+
+
+COPY_FORMS: dict[str, CopyForm] = {
+    statements.COMPILED[(name, None)].sql: _copy_form(statements.COMPILED[(name, None)], INSERTS[name])
+    for name in (CREATE_WORKFLOW, CREATE_TASK, AUDIT_EVENT)
+}
+"""SQLite SQL text -> the COPY form of that INSERT, for the inserts COPY can do (no ON CONFLICT)."""

@@ -4,11 +4,13 @@ Decoding, the sequence and owner checks and binding are writer/batch.py's `prepa
 the same for both backends; this runs the `PreparedBatch` it makes, with the statements of
 protocol/statements_postgresql.py:
 
-- each run of one statement is one `executemany`, which psycopg sends in pipeline mode (all
-  rows, then one round trip), inside a savepoint; if any row fails, the savepoint is rolled
-  back and the run goes one row at a time, each in its own savepoint, so that only the
-  failing operations become dead letters (PostgreSQL aborts a whole transaction on an error,
-  where SQLite undoes only the statement).
+- first at once: each run of one statement is one `executemany`, which psycopg sends in
+  pipeline mode (every row, then one sync: one round trip), or, for a long run of a plain
+  INSERT, one COPY; no savepoints. PostgreSQL aborts the whole transaction at an error (SQLite
+  undoes only the statement), so if anything fails the transaction is rolled back and the
+  batch applied again carefully: each run in a savepoint, and where one fails, one row at a
+  time, each in its own savepoint, so that only the failing operations become dead letters.
+  Failures are rare and a savepoint costs two round trips, so the usual batch pays none.
 - an operation with U+0000 in any text, or a \\u0000 escape in its JSON, becomes a dead letter
   before it is sent: neither text nor jsonb can hold it.
 - a task's appends go in with one UPDATE per batch, placed by protocol/task_logs.py as on SQLite.
@@ -50,6 +52,9 @@ log = logging.getLogger("see_persistence.writer")
 NUL_REASON = "PostgreSQL cannot store the character U+0000 (NUL) in text or JSON"
 PRUNE_REASON = "prune is not available on PostgreSQL in this version; nothing was deleted"
 _NUL_ESCAPE = "\\u0000"
+# From this many rows a run of a plain INSERT goes by COPY rather than executemany (measured
+# with tools/bench_pg_inserts.py; see docs/POSTGRESQL.md).
+COPY_MIN_ROWS = 4
 
 
 class PostgresSequenceBook(SequenceBook):
@@ -113,9 +118,16 @@ class PostgresApplier:
     """Runs a prepared batch's steps on one psycopg connection, inside its open transaction."""
 
     def __init__(
-        self, conn: psycopg.Connection[Any], result: BatchResult, now: str, log_column_max_bytes: int
+        self,
+        conn: psycopg.Connection[Any],
+        result: BatchResult,
+        now: str,
+        log_column_max_bytes: int,
+        *,
+        careful: bool,
     ):
         self.conn = conn
+        self.careful = careful
         self.cursor = conn.cursor()
         self.result = result
         self.now = now
@@ -140,7 +152,7 @@ class PostgresApplier:
         self.dead_letter(_DeadLetter(codec.encode_operation(name, payload), reason, instance_id, seq, True))
 
     def run(self, step: _Run) -> None:
-        """One run of one statement: executemany in a savepoint, else one by one."""
+        """One run of one statement: at once (COPY or executemany); carefully, in savepoints."""
         statement = pgsql.for_statement(step.statement)
         storable: list[_Pending] = []
         for op in step.operations:
@@ -150,22 +162,45 @@ class PostgresApplier:
                 storable.append(op)
         if not storable:
             return
+        if not self.careful:
+            self._at_once(step.statement.sql, statement, storable)
+            return
         if len(storable) > 1:
             try:
                 with self.conn.transaction():
                     self.cursor.executemany(statement.sql, [statement.params(op.params) for op in storable])
                     changed = self.cursor.rowcount
                     if statement.must_change_a_row and changed != len(storable):
-                        raise _RowsMissing
+                        raise NeedsCare
                 self.result.operations_applied += len(storable)
                 return
-            except _RowsMissing:
+            except NeedsCare:
                 pass
             except psycopg.Error as exc:
                 if not is_statement_error(exc):
                     raise
         for op in storable:
             self._one(statement, op)
+
+    def _at_once(self, sqlite_sql: str, statement: pgsql.PostgresStatement, ops: list[_Pending]) -> None:
+        """Send the run without a savepoint; raise NeedsCare if any of it fails or misses its row."""
+        copy_form = pgsql.COPY_FORMS.get(sqlite_sql) if len(ops) >= COPY_MIN_ROWS else None
+        try:
+            if copy_form is not None:
+                with self.cursor.copy(copy_form.sql) as copy:
+                    for op in ops:
+                        copy.write_row(copy_form.row(op.params))
+            elif len(ops) == 1:
+                self.cursor.execute(statement.sql, statement.params(ops[0].params))
+            else:
+                self.cursor.executemany(statement.sql, [statement.params(op.params) for op in ops])
+        except psycopg.Error as exc:
+            if is_statement_error(exc):
+                raise NeedsCare from exc
+            raise
+        if statement.must_change_a_row and self.cursor.rowcount != len(ops):
+            raise NeedsCare
+        self.result.operations_applied += len(ops)
 
     def _one(self, statement: pgsql.PostgresStatement, op: _Pending) -> None:
         try:
@@ -201,6 +236,18 @@ class PostgresApplier:
             lines.setdefault(task_id, []).append(line)
             ops.append(op)
         failed: dict[str, str] = {}
+        if not self.careful:
+            for task_id, task_lines in lines.items():
+                try:
+                    found = self._append(task_id, task_lines)
+                except psycopg.Error as exc:
+                    if is_statement_error(exc):
+                        raise NeedsCare from exc
+                    raise
+                if not found:
+                    raise NeedsCare
+            self.result.operations_applied += len(ops)
+            return
         for task_id, task_lines in lines.items():
             try:
                 with self.conn.transaction():
@@ -250,8 +297,9 @@ class PostgresApplier:
         self.reject(step.name, step.payload, f"{step.name}: {PRUNE_REASON}", step.instance_id, step.seq)
 
 
-class _RowsMissing(Exception):
-    """A run in which some statement changed no row: roll it back and go one by one."""
+class NeedsCare(Exception):
+    """Applying at once failed (an operation the database refused, or one that found no row):
+    roll the transaction back and apply the batch again carefully (`careful=True`)."""
 
 
 def apply_prepared(
@@ -262,14 +310,18 @@ def apply_prepared(
     dead_letters_kept: int = statements.DEAD_LETTERS_KEPT,
     dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
     log_column_max_bytes: int = task_logs.LOG_COLUMN_MAX_BYTES,
+    careful: bool = False,
 ) -> BatchResult:
     """Inside the caller's open transaction on `conn`: do what was prepared; return what happened.
 
-    Raises psycopg.Error for faults of the database as a whole; the caller rolls back and may
-    call it again. `book` is only read; the caller commits the result to it after COMMIT.
+    Not `careful`, every run goes at once, with no savepoint: one round trip each (see the
+    module docstring), and NeedsCare as soon as any operation fails; the caller then rolls
+    back and calls again with `careful`, which isolates each failing operation as a dead
+    letter. Raises psycopg.Error for faults of the database as a whole; the caller rolls back
+    and may call again. `book` is only read; the caller commits the result to it after COMMIT.
     """
     result = replace(prepared.result, registered=dict(prepared.result.registered), rejected_total={})
-    applier = PostgresApplier(conn, result, prepared.now, log_column_max_bytes)
+    applier = PostgresApplier(conn, result, prepared.now, log_column_max_bytes, careful=careful)
     for step in prepared.steps:
         if type(step) is _Run:
             applier.run(step)

@@ -31,7 +31,7 @@ from ..protocol.errors import LeaseLostError
 from .auth import Authenticator, secure_server
 from .batch import BatchResult, PreparedBatch, prepare_burial, prepare_messages
 from .lease import HEARTBEAT_INTERVAL_S
-from .pg_batch import PostgresSequenceBook, apply_prepared, is_statement_error
+from .pg_batch import NeedsCare, PostgresSequenceBook, apply_prepared, is_statement_error
 from .pg_lease import PostgresLease, connection_lost
 from .pg_storage import connect, upgrade_schema
 from .service import (
@@ -281,14 +281,7 @@ class PostgresWriter:
                     prepared = prepare_burial(conn, raws[0], self._book, now_us=now_us, reason=burial_reason)
                 else:
                     prepared = prepare_messages(conn, raws, self._book, now_us=now_us)
-                with self._lease.transaction(now_us):
-                    result = apply_prepared(
-                        conn,
-                        prepared,
-                        self._book,
-                        dead_letters_kept=self.dead_letters_kept,
-                        dead_letter_bytes_kept=self.dead_letter_bytes_kept,
-                    )
+                result = self._apply(conn, prepared, now_us)
                 break
             except LeaseLostError:
                 self._book.forget()
@@ -326,6 +319,22 @@ class PostgresWriter:
         self._count(result)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S  # the fence renewed it
         self._publish(result)
+
+    def _apply(self, conn: psycopg.Connection[Any], prepared: PreparedBatch, now_us: int) -> BatchResult:
+        """One fenced transaction applying `prepared` at once; if anything in it fails, a second,
+        careful one (see pg_batch.apply_prepared)."""
+        assert self._lease is not None
+        kept = {
+            "dead_letters_kept": self.dead_letters_kept,
+            "dead_letter_bytes_kept": self.dead_letter_bytes_kept,
+        }
+        for careful in (False, True):
+            try:
+                with self._lease.transaction(now_us):
+                    return apply_prepared(conn, prepared, self._book, careful=careful, **kept)
+            except NeedsCare:
+                continue  # rolled back: apply it again, carefully
+        raise AssertionError("a careful batch never needs more care")
 
     def _split_failing_batch(self, raws: list[bytes], exc: BaseException) -> None:
         """Commit a batch that keeps failing in halves; bury a single message that still fails."""
