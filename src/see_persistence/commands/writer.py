@@ -218,7 +218,8 @@ def _run_on_postgresql(args: argparse.Namespace, database: DatabaseURL) -> int:
         writer.run()
     except psycopg.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CommandError(f"{database}: {first_line}") from None
+        named = database.redacted() in first_line  # the writer's own messages name it already
+        raise CommandError(first_line if named else f"{database}: {first_line}") from None
     except LeaseHeldError as exc:
         if args.quiet_if_held:
             log.info("%s; exiting", exc)

@@ -151,9 +151,9 @@ class PostgresWriter:
 
     def initialize(self) -> bool:
         """Connect, create or upgrade the schema, take the lease, then bind. False if stopped standing by."""
-        self._keys = self._keystore.writer_pair()  # refused here, before the lease, if not safe
         self._conn = connect(self.url)
         upgrade_schema(self._conn, _now_us())
+        self._keys = self._keystore.writer_pair()  # refused here, before the lease, if not safe
         self._lease = PostgresLease(self.url, self._conn, self._tcp_specs[0])
         if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
             return False
