@@ -165,6 +165,17 @@ def append_log(tid: str, line: str) -> tuple[str, dict[str, Any]]:
     return ("append_task_log", {"id": tid, "line": line, "at_us": AT_US})
 
 
+def cut_session_of(url: str, writer: WriterProcess) -> None:
+    """End the server session of `writer` (as a server restart or a network cut would)."""
+    ended = query(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = %s AND datname = current_database()",
+        (f"see-persistence writer pid {writer.pid}",),
+    )
+    assert ended == [(True,)]
+
+
 def last_seq(url: str, instance_id: str) -> int:
     rows = query(url, "SELECT last_seq FROM instances WHERE id = %s", (instance_id,))
     return int(rows[0][0]) if rows else 0
@@ -287,6 +298,8 @@ def test_a_standby_takes_over_after_sigkill_nothing_lost_or_doubled(postgres_url
     standby = pg_writers(postgres_url, "--standby")
     wait_until(lambda: "standing by" in standby.log(), 30, "the standby to wait for the lease")
     assert lease(postgres_url)["pid"] == first.pid  # exactly one writes
+    cut_session_of(postgres_url, standby)  # a standby connects again and goes on waiting
+    wait_until(lambda: "connecting again" in standby.log(), 30, "the standby to see its session end")
     sender = Sender()
     count = 200
     messages = [sender.message(1, create_workflow("w"), create_task("t", "w"))]
@@ -330,11 +343,7 @@ def test_a_fenced_writer_commits_nothing_and_exits_4(postgres_url, pg_writers, z
 def test_a_writer_whose_connection_is_cut_takes_the_lock_again(postgres_url, pg_writers, zmq_context):
     writer = pg_writers(postgres_url)
     row = wait_serving(postgres_url, writer)
-    query(
-        postgres_url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = 'see-persistence writer' AND datname = current_database()",
-    )
+    cut_session_of(postgres_url, writer)
     wait_until(lambda: "holding the lease again" in writer.log(), 30, "the writer to reconnect")
     push = connect_curve(zmq_context, zmq.PUSH, row, 0)
     sender = Sender()

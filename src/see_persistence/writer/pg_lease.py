@@ -89,7 +89,7 @@ class PostgresLease:
         the row records, when another writer holds the lock and this one is not a standby.
         """
         announced = False
-        while not self._try_lock():
+        while not self._try_lock_or_reconnect(should_stop):
             holder = self._holder()
             who = (
                 f"pid {holder[0]} on {holder[1]}, epoch {holder[2]}, since {holder[3]}"
@@ -110,6 +110,26 @@ class PostgresLease:
             time.sleep(STANDBY_POLL_INTERVAL_S)
         self._take_row(_now_us())
         return True
+
+    def _try_lock_or_reconnect(self, should_stop: Callable[[], bool]) -> bool:
+        """_try_lock; a connection that broke meanwhile (a server restart) is made again first.
+
+        Holding nothing yet, a standby only has to be connected to try again; a writer that
+        cannot connect within RECONNECT_FOR_S gives up with the connection's error.
+        """
+        deadline = time.monotonic() + RECONNECT_FOR_S
+        while True:
+            try:
+                if connection_lost(self.conn):
+                    self.conn = connect(self.url)
+                return self._try_lock()
+            except psycopg.OperationalError as exc:
+                if not connection_lost(self.conn) or time.monotonic() >= deadline or should_stop():
+                    raise
+                log.warning(
+                    "the connection to the database broke while standing by; connecting again: %s", exc
+                )
+                time.sleep(STANDBY_POLL_INTERVAL_S)
 
     def _take_row(self, now_us: int) -> None:
         """Holding the lock: write the lease row with the next epoch (the old writer is fenced off)."""

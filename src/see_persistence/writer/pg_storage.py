@@ -10,6 +10,7 @@ Python's sqlite3, otherwise begins one implicitly on the first statement).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import psycopg
@@ -25,6 +26,7 @@ SCHEMA_LOCK_KEY = 0x5345455F53434845  # "SEE_SCHE": held (per transaction) while
 WRITER_LOCK_KEY = 0x5345455F57524954  # "SEE_WRIT": held (per session) by the one writer
 
 APPLICATION_NAME = "see-persistence writer"
+"""With " pid N" after it: an operator (or a test) tells the writers' sessions apart in pg_stat_activity."""
 CONNECT_TIMEOUT_S = 10
 # TCP keepalives, so that a connection to a server that vanished (its host off the network)
 # is seen broken within about 20 s instead of the kernel's two hours; unix sockets ignore them.
@@ -43,7 +45,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
         return psycopg.connect(
             url,
             autocommit=True,
-            application_name=APPLICATION_NAME,
+            application_name=f"{APPLICATION_NAME} pid {os.getpid()}",
             connect_timeout=CONNECT_TIMEOUT_S,
             **KEEPALIVE_OPTIONS,
         )
