@@ -372,3 +372,22 @@ def test_a_long_run_of_inserts_commits_and_one_bad_row_in_it_is_the_only_dead_le
     ]
     reasons = [r[0] for r in query(postgres_url, "SELECT reason FROM dead_letters")]
     assert len(reasons) == 1 and reasons[0].startswith("create_workflow:") and "duplicate key" in reasons[0]
+
+
+def test_a_frozen_writer_s_session_is_ended_by_the_standby_which_takes_over(
+    fast_lease, postgres_url, pg_writers, zmq_context
+):
+    first = pg_writers(postgres_url)
+    row = wait_serving(postgres_url, first)
+    standby = pg_writers(postgres_url, "--standby")
+    wait_until(lambda: "standing by" in standby.log(), 30, "the standby to wait for the lease")
+    first.signal(signal.SIGSTOP)  # its session, and the lock, stay with the server
+    taken = wait_serving(postgres_url, standby, timeout=60)
+    assert taken["epoch"] == row["epoch"] + 1
+    assert "has not renewed its heartbeat" in standby.log()
+    first.signal(signal.SIGCONT)
+    assert first.wait_exit(30) == EXIT_LEASE_LOST, first.log()
+    push = connect_curve(zmq_context, zmq.PUSH, taken, 0)
+    sender = Sender()
+    push.send(sender.message(1, create_workflow("to-the-new-writer")))
+    wait_until(lambda: last_seq(postgres_url, sender.instance_id) == 1, 20, "a commit by the new writer")

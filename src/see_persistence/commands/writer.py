@@ -159,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
     from ..writer import Writer
 
     tune_garbage_collector()
+    apply_test_stale_limit()
     if isinstance(args.db, DatabaseURL):
         return _run_on_postgresql(args, args.db)
-    apply_test_stale_limit()
     writer = Writer(
         args.db,
         standby=args.standby,

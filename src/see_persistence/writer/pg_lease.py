@@ -32,6 +32,7 @@ import psycopg
 from .. import leases
 from ..protocol import timestamps
 from ..protocol.errors import LeaseHeldError, LeaseLostError
+from . import lease as file_lease
 from .lease import new_feed_id
 from .pg_storage import WRITER_LOCK_KEY, connect
 
@@ -89,8 +90,16 @@ class PostgresLease:
         the row records, when another writer holds the lock and this one is not a standby.
         """
         announced = False
+        watched: tuple[tuple[Any, Any], float] | None = None  # the holder's last heartbeat, seen when
         while not self._try_lock_or_reconnect(should_stop):
             holder = self._holder()
+            if standby and holder is not None:
+                beat, now = (holder[2], holder[4]), time.monotonic()
+                if watched is None or watched[0] != beat:
+                    watched = (beat, now)
+                elif now - watched[1] >= file_lease.LEASE_STALE_AFTER_S:
+                    self._end_silent_holder(holder, now - watched[1])
+                    watched = None
             who = (
                 f"pid {holder[0]} on {holder[1]}, epoch {holder[2]}, since {holder[3]}"
                 if holder is not None
@@ -110,6 +119,37 @@ class PostgresLease:
             time.sleep(STANDBY_POLL_INTERVAL_S)
         self._take_row(_now_us())
         return True
+
+    def _end_silent_holder(self, holder: tuple[Any, ...], silent_s: float) -> None:
+        """End the server session that holds the lock for a writer that stopped renewing its heartbeat.
+
+        A writer frozen (SIGSTOP, a hung machine whose TCP connection the server still
+        believes in) keeps its session, and so the lock, for ever; an idle writer renews its
+        heartbeat every HEARTBEAT_INTERVAL_S. Ending the session releases the lock and rolls
+        back whatever that writer had begun; if it resumes, its connection is gone and the
+        lock taken, and it exits 4 (`regain`). Needs the right to signal that backend (the same
+        role, or pg_signal_backend); without it the standby says so and goes on waiting.
+        """
+        sessions = self.conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            " AND classid = %s AND objid = %s"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (WRITER_LOCK_KEY >> 32, WRITER_LOCK_KEY & 0xFFFFFFFF),
+        ).fetchall()
+        for (session,) in sessions:
+            log.error(
+                "writer pid %s on %s (epoch %s) has not renewed its heartbeat for %.1f s while holding"
+                " the lock: ending its database session %s",
+                holder[0],
+                holder[1],
+                holder[2],
+                silent_s,
+                session,
+            )
+            try:
+                self.conn.execute("SELECT pg_terminate_backend(%s)", (session,))
+            except psycopg.errors.InsufficientPrivilege as exc:
+                log.error("cannot end the silent writer's session %s: %s", session, exc)
 
     def _try_lock_or_reconnect(self, should_stop: Callable[[], bool]) -> bool:
         """_try_lock; a connection that broke meanwhile (a server restart) is made again first.
