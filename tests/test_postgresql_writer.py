@@ -391,3 +391,29 @@ def test_a_frozen_writer_s_session_is_ended_by_the_standby_which_takes_over(
     sender = Sender()
     push.send(sender.message(1, create_workflow("to-the-new-writer")))
     wait_until(lambda: last_seq(postgres_url, sender.instance_id) == 1, 20, "a commit by the new writer")
+
+
+def test_a_server_restart_under_load_loses_nothing_and_doubles_nothing(
+    postgres_server, postgres_url, pg_writers, zmq_context
+):
+    writer = pg_writers(postgres_url)
+    row = wait_serving(postgres_url, writer)
+    sender = Sender()
+    count = 300
+    messages = [sender.message(1, create_workflow("w"), create_task("t", "w"))]
+    messages += [sender.message(seq, append_log("t", f"line {seq}")) for seq in range(2, count + 1)]
+    push = connect_curve(zmq_context, zmq.PUSH, row, 0)
+    for raw in messages[: count // 2]:
+        push.send(raw)
+    wait_until(lambda: last_seq(postgres_url, sender.instance_id) > 10, 20, "the first commits")
+    postgres_server.restart()
+    for raw in messages[count // 2 :]:
+        push.send(raw)
+    wait_until(lambda: "holding the lease again" in writer.log(), 60, "the writer to take the lock again")
+    for raw in messages:  # what a client resends when confirmations stop: applied once
+        push.send(raw)
+    wait_until(lambda: last_seq(postgres_url, sender.instance_id) == count, 60, "every message")
+    logs = query(postgres_url, "SELECT logs FROM task_executions WHERE id = 't'")[0][0]
+    assert logs == [f"line {seq}" for seq in range(2, count + 1)]
+    assert lease(postgres_url)["epoch"] == row["epoch"]  # nobody else took it: the same writer went on
+    assert writer.process.poll() is None
