@@ -181,6 +181,16 @@ def last_seq(url: str, instance_id: str) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def test_u0000_is_found_in_text_and_in_json_but_an_escaped_backslash_is_not_it() -> None:
+    from see_persistence.writer import pg_batch  # psycopg loads libpq through a subprocess: no unit test
+
+    assert pg_batch.holds_nul(("a\x00b", 1, None), ())
+    assert pg_batch.holds_nul(("w", '{"a": "\\u0000"}'), (1,))
+    assert pg_batch.holds_nul(("w", '{"\\u0000": 1}'), (1,))
+    assert not pg_batch.holds_nul(("w", '{"a": "\\\\u0000"}'), (1,))  # the text backslash-u0000
+    assert not pg_batch.holds_nul(("literally \\u0000", "{}"), (1,))  # not a JSON parameter
+
+
 # -- one writer ------------------------------------------------------------------------------------
 
 
@@ -417,3 +427,33 @@ def test_a_server_restart_under_load_loses_nothing_and_doubles_nothing(
     assert logs == [f"line {seq}" for seq in range(2, count + 1)]
     assert lease(postgres_url)["epoch"] == row["epoch"]  # nobody else took it: the same writer went on
     assert writer.process.poll() is None
+
+
+def test_a_caller_clock_stepping_back_never_puts_completion_before_start(
+    postgres_url, pg_writers, zmq_context
+):
+    writer = pg_writers(postgres_url)
+    push = connect_curve(zmq_context, zmq.PUSH, wait_serving(postgres_url, writer), 0)
+    sender = Sender()
+    push.send(
+        sender.message(
+            1,
+            create_workflow("w-back"),
+            workflow_status("w-back", "running", AT_US + 10_000_000),
+            workflow_status("w-back", "failed", AT_US + 5_000_000),  # the caller's clock stepped back 5 s
+            create_workflow("w-late-start"),
+            workflow_status("w-late-start", "completed", AT_US + 5_000_000),
+            workflow_status("w-late-start", "running", AT_US + 9_000_000),  # a start reported after the end
+        )
+    )
+    wait_until(lambda: last_seq(postgres_url, sender.instance_id) == 1, 20, "the message")
+    rows = dict(
+        (wid, (started, completed, success))
+        for wid, started, completed, success in query(
+            postgres_url, "SELECT id, started_at, completed_at, success FROM workflow_executions"
+        )
+    )
+    started, completed, success = rows["w-back"]
+    assert started == completed and success is False
+    started, completed, success = rows["w-late-start"]
+    assert started == completed and success is True
