@@ -457,3 +457,21 @@ def test_a_caller_clock_stepping_back_never_puts_completion_before_start(
     assert started == completed and success is False
     started, completed, success = rows["w-late-start"]
     assert started == completed and success is True
+
+
+def test_a_stopped_writer_commits_what_it_received_and_hands_the_lease_to_the_standby(
+    postgres_url, pg_writers, zmq_context
+):
+    first = pg_writers(postgres_url)
+    row = wait_serving(postgres_url, first)
+    standby = pg_writers(postgres_url, "--standby")
+    wait_until(lambda: "standing by" in standby.log(), 30, "the standby to wait for the lease")
+    push = connect_curve(zmq_context, zmq.PUSH, row, 0)
+    sender = Sender()
+    push.send(sender.message(1, create_workflow("w"), create_task("t", "w")))
+    wait_until(lambda: last_seq(postgres_url, sender.instance_id) == 1, 20, "the first message")
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit(30) == 0, first.log()
+    assert "released the writer lease (epoch 1)" in first.log()
+    taken = wait_serving(postgres_url, standby)
+    assert taken["epoch"] == 2 and "has not renewed its heartbeat" not in standby.log()
