@@ -1,8 +1,9 @@
 """What a database argument names (backends.py), and a postgresql:// URL everywhere a database is taken.
 
-Until the PostgreSQL backend is complete, a URL must fail at once with a sentence saying so,
-in the API and on the command line, never as SQLite failing to open a file named like a URL.
-The writer takes one already (tests/test_postgresql_writer.py runs it).
+Where the PostgreSQL backend is not complete yet (the commands other than `writer`), a URL
+must fail at once with a sentence saying so, in the API and on the command line, never as
+SQLite failing to open a file named like a URL. The Reader, the Client and the writer take one
+(test_postgresql_reader.py, test_postgresql_client.py, test_postgresql_writer.py).
 """
 
 from __future__ import annotations
@@ -95,13 +96,6 @@ def test_resolve_db_path_refuses_a_url_from_the_argument_or_the_environment(
     assert "s3cret" not in str(caught.value)
 
 
-@pytest.mark.parametrize("make", [Reader, Client], ids=["Reader", "Client"])
-def test_every_entry_point_but_the_writer_refuses_a_url_at_once(make: type) -> None:
-    with pytest.raises(BackendUnavailable, match=NOT_COMPLETE) as caught:
-        make(URL)
-    assert "s3cret" not in str(caught.value)
-
-
 def test_a_writer_of_a_url_is_the_postgresql_writer_and_connects_only_when_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -117,6 +111,22 @@ def test_a_writer_of_a_url_is_the_postgresql_writer_and_connects_only_when_run(
         Writer(URL, adopt=True)  # a file's option
     with pytest.raises(ValueError, match="TCP only"):
         Writer(URL, listen=["ipc"])
+
+
+def test_a_reader_of_a_url_connects_only_when_it_reads() -> None:
+    pytest.importorskip("psycopg")
+    reader = Reader(URL)  # db.example is never reached: nothing is read
+    assert "s3cret" not in repr(reader) and "s3cret" not in str(reader.database)
+    reader.close()
+
+
+def test_a_url_without_the_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import see_persistence.backends as backends
+
+    monkeypatch.setattr(backends, "backend_installed", lambda backend: backend == "sqlite")
+    for make in (Reader, Client, Writer):
+        with pytest.raises(BackendUnavailable, match=r"pip install 'see-persistence\[postgresql\]'"):
+            make(URL)
 
 
 def test_the_command_line_says_so_in_one_line() -> None:

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,3 +238,30 @@ def test_floors_alone_print_the_machines_call_floors():
     assert sum("flooded by one process" in line for line in lines) == 2
     assert sum("flooded by 3 processes at once" in line for line in lines) == 2
     assert len(lines) == 5
+
+
+@pytest.mark.slow
+def test_reads_on_postgresql_run_alone_and_print_every_query(postgres_server: Any) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--only",
+            "reads-postgresql",
+            "--quick",
+            "--read-workflows",
+            "2000",
+            "--postgresql-url",
+            postgres_server.url(),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, f"bench.py exited {proc.returncode}\n{proc.stderr[-6000:]}"
+    assert "## Reads on PostgreSQL" in proc.stdout
+    assert _labels(proc.stdout, "### Queries") == list(READ_QUERIES)
+    assert "raw psycopg" in proc.stdout and "**failed:**" not in proc.stdout

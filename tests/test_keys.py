@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 import zmq
@@ -32,6 +35,43 @@ def test_key_pairs_are_created_owner_only_on_first_use_and_the_client_key_is_all
     assert [key for key, _label in store.labels()] == [client.public]
     assert store.is_allowed(zmq.utils.z85.decode(client.public.encode()))
     assert not store.is_allowed(zmq.utils.z85.decode(writer.public.encode()))
+
+
+def test_processes_creating_the_client_key_at_once_share_one_pair_and_only_it_is_allowed(keys_dir):
+    # Eight processes start at a common instant; the losers of the race must not leave their
+    # own (never used) keys on the allow-list, and the winner's key must be on it.
+    start_at = time.time() + 1.0
+    script = (
+        "import sys, time; from see_persistence.keys import KeyStore\n"
+        f"time.sleep(max(0.0, {start_at} - time.time()))\n"
+        "print(KeyStore(sys.argv[1]).client_pair().public)\n"
+    )
+    racers = [
+        subprocess.Popen([sys.executable, "-c", script, str(keys_dir)], stdout=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    publics = {racer.communicate(timeout=60)[0].strip() for racer in racers}
+    assert all(racer.returncode == 0 for racer in racers)
+    assert len(publics) == 1
+    assert [key for key, _label in KeyStore(keys_dir).labels()] == list(publics)
+
+
+def test_a_process_that_dies_while_creating_the_client_key_leaves_no_refused_key(keys_dir, monkeypatch):
+    # The death is simulated at the allow-list write; whatever was written before it must not
+    # be a client key that the next process loads and the writer refuses forever.
+    class Died(BaseException):
+        pass
+
+    def die(self, key, label=""):
+        raise Died
+
+    monkeypatch.setattr(KeyStore, "allow", die)
+    with pytest.raises(Died):
+        KeyStore(keys_dir).client_pair()
+    monkeypatch.undo()
+    store = KeyStore(keys_dir)
+    client = store.client_pair()
+    assert store.is_allowed(zmq.utils.z85.decode(client.public.encode()))
 
 
 def test_allow_and_revoke_take_effect_at_once_and_refuse_what_is_no_key(keys_dir, tmp_path):

@@ -174,12 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.spec
     if command.takes_db or args.db is not None:
         try:
-            url = backends.parse_database(args.db or os.environ.get(locations.DB_ENV_VAR, ""))
-            if url is not None and command.takes_url:
-                backends.require_backend(url, backends.WRITER_BACKENDS)
-                args.db = url
-                return _run(command, args)
-            args.db = locations.resolve_db_path(args.db)  # a Path, absolute
+            # A Path, absolute; or, for a command that takes one, a server's URL.
+            implemented = backends.WRITER_BACKENDS if command.takes_url else backends.IMPLEMENTED_BACKENDS
+            args.db = locations.resolve_database(args.db, implemented)
         except SeePersistenceError as exc:  # a database URL this version cannot use
             print(f"see-persistence {command.name}: {_one_line(str(exc))}", file=sys.stderr)
             return EXIT_ERROR

@@ -31,6 +31,7 @@ import threading
 from pathlib import Path
 
 from . import locations
+from .backends import READER_AND_CLIENT_BACKENDS, DatabaseURL
 from .client import Client
 from .client.api import DEFAULT_BUFFER_LIMIT, DEFAULT_CLOSE_TIMEOUT_S
 from .protocol.errors import DefaultsInUse
@@ -39,7 +40,7 @@ from .reader import Reader
 
 @dataclasses.dataclass(frozen=True)
 class _Settings:
-    db_path: Path | None  # None: resolved when the first handle is made, as Client() does
+    db_path: Path | DatabaseURL | None  # None: resolved when the first handle is made, as Client() does
     spawn_writer: bool = False
     buffer_limit: int = DEFAULT_BUFFER_LIMIT
     block_when_full: bool = False
@@ -66,7 +67,7 @@ def configure(
     global _settings
     if buffer_limit < 1:
         raise ValueError("buffer_limit must be at least 1 operation")
-    path = None if db_path is None or str(db_path) == "" else locations.resolve_db_path(db_path)
+    path = None if db_path is None or str(db_path) == "" else _database(db_path)
     wanted = _Settings(path, spawn_writer, buffer_limit, block_when_full)
     with _lock:
         if _client is None and _reader is None:
@@ -94,7 +95,7 @@ def get_client() -> Client:
         if _client is None:
             _settings = _resolved(_settings)
             _client = Client(
-                _settings.db_path,
+                _argument(_settings.db_path),
                 spawn_writer=_settings.spawn_writer,
                 buffer_limit=_settings.buffer_limit,
                 block_when_full=_settings.block_when_full,
@@ -111,7 +112,7 @@ def get_reader() -> Reader:
     with _lock:
         if _reader is None:
             _settings = _resolved(_settings)
-            _reader = Reader(_settings.db_path)
+            _reader = Reader(_argument(_settings.db_path))
         return _reader
 
 
@@ -135,7 +136,17 @@ def _resolved(settings: _Settings) -> _Settings:
     """The settings with the database path fixed, so that both handles are on the same file."""
     if settings.db_path is not None:
         return settings
-    return dataclasses.replace(settings, db_path=locations.resolve_db_path(None))
+    return dataclasses.replace(settings, db_path=_database(None))
+
+
+def _database(db_path: str | os.PathLike[str] | None) -> Path | DatabaseURL:
+    """The file or server the handles will use (a URL only of a backend they can use)."""
+    return locations.resolve_database(db_path, READER_AND_CLIENT_BACKENDS)
+
+
+def _argument(database: Path | DatabaseURL | None) -> str | Path | None:
+    """What Client() and Reader() take for `database`: the path, or the URL's text."""
+    return database.url if isinstance(database, DatabaseURL) else database
 
 
 def _describe(settings: _Settings) -> str:

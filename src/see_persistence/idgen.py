@@ -43,7 +43,8 @@ class Uuid7Generator:
         self.new_id: Callable[[], str] = self._build(clock_ns)
         # Not secret, only unique: a seeded PRNG is ten times cheaper than os.urandom per id,
         # and reseeding after fork keeps parent and child from repeating each other.
-        os.register_at_fork(after_in_child=self._after_fork)
+        if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+            os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
         self._random.seed(os.urandom(16))

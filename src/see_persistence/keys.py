@@ -224,11 +224,16 @@ class KeyStore:
             return existing
         public_b, secret_b = zmq.curve_keypair()
         public, secret = public_b.decode("ascii"), secret_b.decode("ascii")
+        # The client key is allowed before its secret exists under its name: a process killed in
+        # between leaves at worst an allowed key nobody holds, never a key that is refused forever.
+        allowed_first = name == CLIENT_NAME and self.allow(
+            public, label=f"this user's client key, created in {self.directory}"
+        )
         if _write_new_file(self._pair_path(name), _certificate_text(public, secret, name)):
             _write_new_file(self.directory / f"{name}.key", _certificate_text(public, None, name))
             log.info("created the %s key pair in %s (public key %s)", name, self.directory, public)
-            if name == CLIENT_NAME:
-                self.allow(public, label=f"this user's client key, created in {self.directory}")
+        elif allowed_first:
+            self.revoke(public)  # another process created the pair first; this key is never used
         loaded = self.load_pair(name)  # ours, or the pair another process created first
         assert loaded is not None
         return loaded

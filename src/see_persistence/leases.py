@@ -41,7 +41,8 @@ def _wall_clock_offset_ns() -> int:
 _WALL_CLOCK_OFFSET_NS = _wall_clock_offset_ns()
 # Linux has CLOCK_BOOTTIME (it counts time suspended); elsewhere CLOCK_MONOTONIC is the
 # system-wide clock that no wall-clock step moves.
-_BOOT_CLOCK: int = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+_HAS_CLOCK_GETTIME = hasattr(time, "clock_gettime_ns")
+_BOOT_CLOCK: int = getattr(time, "CLOCK_BOOTTIME", getattr(time, "CLOCK_MONOTONIC", 1))
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ def boot_id() -> str | None:
 
 def boot_time_ns() -> int:
     """Now on CLOCK_BOOTTIME (CLOCK_MONOTONIC where there is none): ns, comparable within one boot."""
-    return time.clock_gettime_ns(_BOOT_CLOCK)
+    if _HAS_CLOCK_GETTIME:
+        return time.clock_gettime_ns(_BOOT_CLOCK)
+    return time.monotonic_ns()  # Windows: QueryPerformanceCounter, one clock for the whole system
 
 
 def wall_clock_us() -> int:

@@ -14,10 +14,14 @@ bind or connect: in a directory someone else controls, anyone could stand in for
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
+import re
 import shlex
 import stat
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +32,8 @@ from .protocol.errors import BackendUnavailable, SeePersistenceError
 DB_ENV_VAR = "SEE_PERSISTENCE_DB"
 RUNTIME_DIR_ENV_VAR = "SEE_PERSISTENCE_RUNTIME_DIR"
 DEFAULT_DB_PATH = Path("~/.s_e_e/workflows.db")
-MAX_IPC_PATH_BYTES = 107  # sun_path is 108 bytes on Linux, with the trailing NUL
+# sun_path is 108 bytes on Linux and 104 on macOS and the BSDs, each with its trailing NUL.
+MAX_IPC_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
 SESSION_RUNTIME_ROOT = Path("/run/user")  # systemd-logind's per-user runtime directories
 SOCKET_SUBDIRECTORY = "see-persistence"
 
@@ -53,14 +58,28 @@ def resolve_db_path(db_path: str | os.PathLike[str] | None = None) -> Path:
     Resolved as open() resolves it (symlinks first, then `..`), not by text: `DIR/link/../wf.db`
     is the `wf.db` beside the link's target, where open() would find it.
     """
+    database = resolve_database(db_path, backends.IMPLEMENTED_BACKENDS)
+    if isinstance(database, backends.DatabaseURL):  # only if IMPLEMENTED_BACKENDS has a server
+        raise BackendUnavailable(f"{database}: this part of see-persistence takes a file path only")
+    return database
+
+
+def resolve_database(
+    db_path: str | os.PathLike[str] | None, implemented: frozenset[backends.Backend]
+) -> Path | backends.DatabaseURL:
+    """The database the argument names (else $SEE_PERSISTENCE_DB, else the default): a resolved
+    file path as resolve_db_path() gives it, or a server's URL if its backend is in `implemented`.
+
+    A URL of a backend not in `implemented`, or whose driver is not installed, raises
+    BackendUnavailable saying what to do; a URL of another scheme CallerError.
+    """
     if db_path is None or str(db_path) == "":
         db_path = os.environ.get(DB_ENV_VAR) or DEFAULT_DB_PATH
     database_url = backends.parse_database(db_path)
     if database_url is not None:
-        # Until the PostgreSQL backend is complete this always raises: better than SQLite's
-        # "unable to open database file" for a file named postgresql:/host/db.
-        backends.require_backend(database_url)
-        raise BackendUnavailable(f"{database_url}: this part of see-persistence takes a file path only")
+        # Better than SQLite's "unable to open database file" for a file named postgresql:/host/db.
+        backends.require_backend(database_url, implemented)
+        return database_url
     return Path(os.path.realpath(Path(db_path).expanduser()))
 
 
@@ -114,6 +133,8 @@ def session_runtime_dir(root: Path = SESSION_RUNTIME_ROOT) -> Path | None:
     a desktop session see different environments, yet must name the same directory. The
     system creates it at login, owner-only, and removes it when the user's last session ends.
     """
+    if not hasattr(os, "getuid"):
+        return None  # not POSIX: no per-user runtime directory of this kind
     candidate = root / str(os.getuid())
     return candidate if private_directory_problem(candidate) is None else None
 
@@ -134,8 +155,22 @@ def runtime_dirs(session_root: Path = SESSION_RUNTIME_ROOT) -> list[Path]:
     session = session_runtime_dir(session_root)
     if session is not None:
         directories.append(session / SOCKET_SUBDIRECTORY)
-    directories.append(Path(f"/tmp/see-persistence-{os.getuid()}"))
+    # /tmp itself, not $TMPDIR: a writer under a supervisor and a GUI in a desktop session
+    # may see different environments, yet must meet in one directory.
+    temporary = Path("/tmp") if os.name == "posix" else Path(tempfile.gettempdir())
+    directories.append(temporary / f"see-persistence-{_user_tag()}")
     return directories
+
+
+def _user_tag() -> str:
+    """The uid where there is one; elsewhere (Windows, whose libzmq may lack ipc) the login name."""
+    if hasattr(os, "getuid"):
+        return str(os.getuid())
+    try:
+        name = getpass.getuser()
+    except Exception:  # no login name in the environment and no password database to ask
+        return "user"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "user"
 
 
 def runtime_dir() -> Path:
@@ -157,6 +192,8 @@ def private_directory_problem(directory: Path) -> str | None:
         return f"cannot look at the socket directory {directory}: {exc.strerror or exc}"
     if not stat.S_ISDIR(info.st_mode):
         return f"{directory} exists and is not a directory; refusing to use it for the writer's socket"
+    if not hasattr(os, "getuid"):
+        return None  # no owner or mode bits to check: the file system's ACLs guard it
     if info.st_uid != os.getuid():
         return (
             f"socket directory {directory} belongs to uid {info.st_uid}, not to this user "
@@ -262,6 +299,8 @@ def check_socket_files(endpoints: Endpoints) -> None:
     In a directory of ours nobody else can create one; this catches what the directory
     check cannot (root's files, a directory shared through the override).
     """
+    if not hasattr(os, "getuid"):
+        return  # no owner to compare (see private_directory_problem)
     me = os.getuid()
     for path in endpoints.paths():
         try:

@@ -11,7 +11,8 @@ One module per job, each readable on its own:
   of GUI processes, send -> visible), processes.py (children, the writer, samplers),
   databases.py (the files), floors.py (the machine's own call floor).
 - The other sections, each measured, printed and judged in its own module:
-  other_writer_section.py, feed.py (live views), reads.py.
+  other_writer_section.py, feed.py (live views), reads.py; reads_postgresql.py (the same reads on
+  PostgreSQL, run only alone: `--only reads-postgresql`).
 - Shared by all: settings.py, figures.py (what is measured), formatting.py, targets.py,
   results.py.
 """

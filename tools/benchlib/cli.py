@@ -20,7 +20,8 @@ Then live views: watcher processes on the change feed beside 4 GUIs, commit -> d
 the writer's rows/s with 0, 1 and 8 watchers and with one stopped, and the polling fallback
 with no writer (`--only feed`).
 Then reads on a database of 1,000,000 workflows, each beside the same SQL through raw sqlite3
-(`--reads-only` runs just these and prints them).
+(`--reads-only` runs just these and prints them). The same reads on PostgreSQL beside raw
+psycopg run only alone: `--only reads-postgresql` (a throwaway cluster, or --postgresql-url).
 Every figure is printed beside its baseline and as a ratio; each target says met / not met.
 The benchmark reports; it never asserts.
 """
@@ -48,6 +49,7 @@ from .report import (
     render_feed_only,
     render_other_writer_only,
     render_reads_only,
+    render_reads_postgresql_only,
     write_plot,
 )
 from .results import Results
@@ -62,6 +64,7 @@ ONLY: dict[str, tuple[str, Callable[[Results], str]]] = {
     "other-writer": ("other-writer section", render_other_writer_only),
     "feed": ("feed section", render_feed_only),
     "reads": ("reads", render_reads_only),
+    "reads-postgresql": ("reads on PostgreSQL", render_reads_postgresql_only),
 }
 
 
@@ -96,9 +99,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["other-writer", "feed"],
+        choices=["other-writer", "feed", "reads-postgresql"],
         help="run one section alone and print it (writes no report): other-writer, another program"
-        f" writing beside {OTHER_P} flooding GUIs; feed, live views (the change feed)",
+        f" writing beside {OTHER_P} flooding GUIs; feed, live views (the change feed);"
+        " reads-postgresql, the reads on PostgreSQL beside raw psycopg (use a small --read-workflows)",
+    )
+    parser.add_argument(
+        "--postgresql-url",
+        help="reads-postgresql: a server where a scratch database may be made (default: a throwaway cluster)",
     )
     parser.add_argument(
         "--other-seconds",
@@ -185,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             other_seconds=args.other_seconds or (OTHER_QUICK_SECONDS if args.quick else OTHER_SECONDS),
             feed_stop_seconds=args.feed_stop_seconds
             or (FEED_QUICK_STOP_SECONDS if args.quick else FEED_STOP_SECONDS),
+            postgresql_url=args.postgresql_url,
         )
         alone = ONLY.get(args.only or ("reads" if args.reads_only else ""))
         if alone is not None:  # one section alone: printed, never written

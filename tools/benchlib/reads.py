@@ -55,6 +55,8 @@ class Reads:
     figures: list[ReadFigure] = field(default_factory=list)
     materialize: list[tuple[str, float, float]] = field(default_factory=list)  # name, ours rows/s, raw rows/s
     error: str | None = None
+    title: str = "Reads"
+    baseline: str = "raw sqlite3"  # what each query is timed beside: the same SQL through it
 
 
 _WF_COLS = (
@@ -266,7 +268,6 @@ def run_reads(settings: Settings) -> Reads:
     db, reads = _read_db(settings)
     reader = Reader(db)
     raw = open_raw_read_only(db)
-    rng = random.Random(11)
 
     def fetch(sql: str, params: Sequence[Any]) -> list[Any]:
         cursor = raw.execute(sql, params)
@@ -276,144 +277,174 @@ def run_reads(settings: Settings) -> Reads:
             cursor.close()
 
     try:
-        total = reads.workflows
-        some = [rng.randrange(1, total + 1) for _ in range(200)]
-        ids = [fetch("SELECT id FROM workflow_executions WHERE rowid = ?", (r,))[0][0] for r in some]
-        parents = (
-            [
-                fetch(
-                    "SELECT workflow_id FROM task_executions WHERE rowid = ?",
-                    (rng.randrange(1, reads.tasks + 1),),
-                )[0][0]
-                for _ in range(200)
-            ]
-            if reads.tasks
-            else ids
-        )
-        instances = [r[0] for r in fetch("SELECT DISTINCT instance_id FROM workflow_executions LIMIT 50", ())]
-        newest = (
-            f"SELECT {_WF_COLS} FROM workflow_executions{{}}"
-            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        )
-        # (name, Reader call, the same SQL through raw sqlite3, arguments, target per call)
-        queries: list[
-            tuple[
-                str,
-                Callable[[Any], Sequence[Any]],
-                Callable[[Any], Sequence[Any]],
-                Sequence[Any],
-                float | None,
-            ]
-        ] = [
-            (
-                "get_workflow(id)",
-                lambda a: [w] if (w := reader.get_workflow(a)) else [],
-                lambda a: fetch(f"SELECT {_WF_COLS} FROM workflow_executions WHERE id = ?", (a,)),
-                ids,
-                None,
-            ),
-            (
-                "list_workflows(limit=50)",
-                lambda a: reader.list_workflows(limit=50),
-                lambda a: fetch(newest.format(""), (50, 0)),
-                [None],
-                TARGET_LIST_CALL_NS,
-            ),
-            (
-                "list_workflows(limit=50, status='failed')",
-                lambda a: reader.list_workflows(limit=50, status="failed"),
-                lambda a: fetch(newest.format(" WHERE status = ?"), ("failed", 50, 0)),
-                [None],
-                TARGET_LIST_CALL_NS,
-            ),
-            (
-                "list_workflows(limit=50, instance_id=...)",
-                lambda a: reader.list_workflows(limit=50, instance_id=a),
-                lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 50, 0)),
-                instances,
-                TARGET_LIST_CALL_NS,
-            ),
-            (
-                # Served by the instance's index, newest first, filtered by status: an instance
-                # without a failed workflow (19 of the 20 here) reads every row it has.
-                "list_workflows(limit=50, status='failed', instance_id=...)",
-                lambda a: reader.list_workflows(limit=50, status="failed", instance_id=a),
-                lambda a: fetch(newest.format(" WHERE status = ? AND instance_id = ?"), ("failed", a, 50, 0)),
-                instances,
-                TARGET_LIST_CALL_NS,
-            ),
-            (
-                "get_workflows_for_instance(id), its default limit=100",
-                reader.get_workflows_for_instance,
-                lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 100, 0)),
-                instances,
-                2 * TARGET_LIST_CALL_NS,  # 100 rows: twice the time of 50
-            ),
-            (
-                "get_tasks_for_workflow(id)",
-                reader.get_tasks_for_workflow,
-                lambda a: fetch(
-                    f"SELECT {_TASK_COLS} FROM task_executions WHERE workflow_id = ?"
-                    " ORDER BY execution_order, created_at, id",
-                    (a,),
-                ),
-                parents,
-                None,
-            ),
-            (
-                "get_audit_trail(id)",
-                reader.get_audit_trail,
-                lambda a: fetch(
-                    f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id",
-                    (a,),
-                ),
-                parents,
-                None,
-            ),
-        ]
-        for name, ours_fn, raw_fn, args, limit_ns in queries:
-            ours_ns, raw_ns, rows, calls = _time_pair(ours_fn, raw_fn, args, settings.read_budget_s)
-            reads.figures.append(ReadFigure(name, rows, ours_ns, raw_ns, calls, limit_ns))
-            log.info("read %s: %.1f µs vs %.1f µs raw", name, ours_ns / 1000, raw_ns / 1000)
-        limit = min(settings.materialize_rows, total)
-        offsets = [0] * 5  # the newest rows: no OFFSET to skip through
-        ours_ns, raw_ns, rows, _calls = _time_pair(
-            lambda a: reader.list_workflows(limit=limit, offset=a),
-            lambda a: fetch(newest.format(""), (limit, a)),
-            offsets,
-            settings.read_budget_s,
-        )
-        reads.materialize.append(
-            (f"list_workflows(limit={limit})", rows / ours_ns * 1e9, rows / raw_ns * 1e9)
-        )
-        trail_ours, trail_raw, trail_rows, _ = _time_pair(
-            reader.get_audit_trail,
-            lambda a: fetch(
-                f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id", (a,)
-            ),
-            parents,
-            settings.read_budget_s / 2,
-        )
-        reads.materialize.append(
-            ("get_audit_trail(id)", trail_rows / trail_ours * 1e9, trail_rows / trail_raw * 1e9)
-        )
+        measure_reads(reads, reader, fetch, sample_arguments(fetch, reads), settings)
     finally:
         reader.close()
         raw.close()
     return reads
 
 
+@dataclass
+class ReadArguments:
+    """What the queries are called with: workflow ids, ids of workflows with tasks, instance ids."""
+
+    ids: list[str]
+    parents: list[str]
+    instances: list[str]
+
+
+def sample_arguments(fetch: Callable[[str, Sequence[Any]], list[Any]], reads: Reads) -> ReadArguments:
+    """Arguments drawn at random (seeded) from the read database through `fetch` (raw sqlite3)."""
+    rng = random.Random(11)
+    total = reads.workflows
+    some = [rng.randrange(1, total + 1) for _ in range(200)]
+    ids = [fetch("SELECT id FROM workflow_executions WHERE rowid = ?", (r,))[0][0] for r in some]
+    parents = (
+        [
+            fetch(
+                "SELECT workflow_id FROM task_executions WHERE rowid = ?",
+                (rng.randrange(1, reads.tasks + 1),),
+            )[0][0]
+            for _ in range(200)
+        ]
+        if reads.tasks
+        else ids
+    )
+    instances = [r[0] for r in fetch("SELECT DISTINCT instance_id FROM workflow_executions LIMIT 50", ())]
+    return ReadArguments(ids, parents, instances)
+
+
+def measure_reads(
+    reads: Reads,
+    reader: Any,
+    fetch: Callable[[str, Sequence[Any]], list[Any]],
+    arguments: ReadArguments,
+    settings: Settings,
+) -> None:
+    """Each Reader query beside `fetch` of the same SQL (written for SQLite: `fetch` may translate
+    it), and rows/s materialized; the figures go into `reads`."""
+    total = reads.workflows
+    ids, parents, instances = arguments.ids, arguments.parents, arguments.instances
+    newest = (
+        f"SELECT {_WF_COLS} FROM workflow_executions{{}} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+    )
+    # (name, Reader call, the same SQL through raw sqlite3, arguments, target per call)
+    queries: list[
+        tuple[
+            str,
+            Callable[[Any], Sequence[Any]],
+            Callable[[Any], Sequence[Any]],
+            Sequence[Any],
+            float | None,
+        ]
+    ] = [
+        (
+            "get_workflow(id)",
+            lambda a: [w] if (w := reader.get_workflow(a)) else [],
+            lambda a: fetch(f"SELECT {_WF_COLS} FROM workflow_executions WHERE id = ?", (a,)),
+            ids,
+            None,
+        ),
+        (
+            "list_workflows(limit=50)",
+            lambda a: reader.list_workflows(limit=50),
+            lambda a: fetch(newest.format(""), (50, 0)),
+            [None],
+            TARGET_LIST_CALL_NS,
+        ),
+        (
+            "list_workflows(limit=50, status='failed')",
+            lambda a: reader.list_workflows(limit=50, status="failed"),
+            lambda a: fetch(newest.format(" WHERE status = ?"), ("failed", 50, 0)),
+            [None],
+            TARGET_LIST_CALL_NS,
+        ),
+        (
+            "list_workflows(limit=50, instance_id=...)",
+            lambda a: reader.list_workflows(limit=50, instance_id=a),
+            lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 50, 0)),
+            instances,
+            TARGET_LIST_CALL_NS,
+        ),
+        (
+            # Served by the instance's index, newest first, filtered by status: an instance
+            # without a failed workflow (19 of the 20 here) reads every row it has.
+            "list_workflows(limit=50, status='failed', instance_id=...)",
+            lambda a: reader.list_workflows(limit=50, status="failed", instance_id=a),
+            lambda a: fetch(newest.format(" WHERE status = ? AND instance_id = ?"), ("failed", a, 50, 0)),
+            instances,
+            TARGET_LIST_CALL_NS,
+        ),
+        (
+            "get_workflows_for_instance(id), its default limit=100",
+            reader.get_workflows_for_instance,
+            lambda a: fetch(newest.format(" WHERE instance_id = ?"), (a, 100, 0)),
+            instances,
+            2 * TARGET_LIST_CALL_NS,  # 100 rows: twice the time of 50
+        ),
+        (
+            "get_tasks_for_workflow(id)",
+            reader.get_tasks_for_workflow,
+            lambda a: fetch(
+                f"SELECT {_TASK_COLS} FROM task_executions WHERE workflow_id = ?"
+                " ORDER BY execution_order, created_at, id",
+                (a,),
+            ),
+            parents,
+            None,
+        ),
+        (
+            "get_audit_trail(id)",
+            reader.get_audit_trail,
+            lambda a: fetch(
+                f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id",
+                (a,),
+            ),
+            parents,
+            None,
+        ),
+    ]
+    for name, ours_fn, raw_fn, args, limit_ns in queries:
+        ours_ns, raw_ns, rows, calls = _time_pair(ours_fn, raw_fn, args, settings.read_budget_s)
+        reads.figures.append(ReadFigure(name, rows, ours_ns, raw_ns, calls, limit_ns))
+        log.info("read %s: %.1f µs vs %.1f µs raw", name, ours_ns / 1000, raw_ns / 1000)
+    limit = min(settings.materialize_rows, total)
+    offsets = [0] * 5  # the newest rows: no OFFSET to skip through
+    ours_ns, raw_ns, rows, _calls = _time_pair(
+        lambda a: reader.list_workflows(limit=limit, offset=a),
+        lambda a: fetch(newest.format(""), (limit, a)),
+        offsets,
+        settings.read_budget_s,
+    )
+    reads.materialize.append((f"list_workflows(limit={limit})", rows / ours_ns * 1e9, rows / raw_ns * 1e9))
+    trail_ours, trail_raw, trail_rows, _ = _time_pair(
+        reader.get_audit_trail,
+        lambda a: fetch(
+            f"SELECT {_AUDIT_COLS} FROM audit_events WHERE workflow_id = ? ORDER BY timestamp, id", (a,)
+        ),
+        parents,
+        settings.read_budget_s / 2,
+    )
+    reads.materialize.append(
+        ("get_audit_trail(id)", trail_rows / trail_ours * 1e9, trail_rows / trail_raw * 1e9)
+    )
+
+
 def section_lines(results: Results) -> list[str]:
     """The reads section: each query beside raw sqlite3, and rows/s materialized as models."""
-    reads = results.reads
-    out = ["## Reads", ""]
+    return reads_lines(results.reads)
+
+
+def reads_lines(reads: Reads | None, title: str = "Reads") -> list[str]:
+    """A reads section: each query beside its baseline, and rows/s materialized as models."""
+    out = [f"## {reads.title if reads is not None else title}", ""]
     if reads is None:
         return [*out, "not measured", ""]
     out += [
         f"A database of {reads.workflows:,} workflows, {reads.tasks:,} tasks, {reads.events:,} audit events"
         f" ({READ_INSTANCES} instances; every {READ_CHILDREN_EVERY}th workflow has 5 tasks and 10 events),"
         f" built or reused in {reads.build_s:.1f} s. Median per call, Reader beside the same SQL"
-        " through raw sqlite3 (tuples).",
+        f" through {reads.baseline} (tuples).",
         "",
     ]
     if reads.error:
@@ -430,12 +461,14 @@ def section_lines(results: Results) -> list[str]:
         for f in reads.figures
     ]
     out += ["### Queries", ""]
-    out += markdown_table(["query", "rows", "Reader", "raw sqlite3", "ratio", "calls"], rows)
+    out += markdown_table(["query", "rows", "Reader", reads.baseline, "ratio", "calls"], rows)
     out += ["### Rows materialized as models", ""]
     rows = [
         [name, fmt_rate(ours), fmt_rate(raw), fmt_ratio(ours, raw)] for name, ours, raw in reads.materialize
     ]
-    out += markdown_table(["query", "Reader rows/s (models)", "raw sqlite3 rows/s (tuples)", "ratio"], rows)
+    out += markdown_table(
+        ["query", "Reader rows/s (models)", f"{reads.baseline} rows/s (tuples)", "ratio"], rows
+    )
     return out
 
 
@@ -445,7 +478,7 @@ def section_targets(reads: Reads) -> list[Target]:
     for f in reads.figures:
         targets.append(
             ratio_target(
-                f"read {f.name} ≤ {TARGET_READ_RATIO:g}{TIMES} raw sqlite3",
+                f"read {f.name} ≤ {TARGET_READ_RATIO:g}{TIMES} {reads.baseline}",
                 f.ours_ns,
                 f.raw_ns,
                 fmt_ns,

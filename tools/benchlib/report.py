@@ -261,6 +261,21 @@ def render_reads_only(results: Results) -> str:
     )
 
 
+def render_reads_postgresql_only(results: Results) -> str:
+    """The reads on PostgreSQL and their targets, of an `--only reads-postgresql` run (printed)."""
+    measured = results.reads_postgresql
+    targets = reads.section_targets(measured) if measured is not None else []
+    return render_one_section(
+        results,
+        "Reads on PostgreSQL",
+        "--only reads-postgresql",
+        "reads on PostgreSQL",
+        reads.reads_lines(measured, "Reads on PostgreSQL"),
+        targets,
+        "Read targets",
+    )
+
+
 def write_plot(results: Results, output: Path) -> Path | None:
     """A latency plot next to the report, where matplotlib is installed (an optional extra)."""
     try:

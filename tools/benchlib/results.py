@@ -19,6 +19,7 @@ class Results:
     cells: dict[tuple[str, str, int], Cell] = field(default_factory=dict)
     ceilings: dict[str, Cell] = field(default_factory=dict)
     reads: Reads | None = None
+    reads_postgresql: Reads | None = None  # only with --only reads-postgresql
     other_writer: OtherWriter | None = None
     feed: FeedSection | None = None
     started: str = ""

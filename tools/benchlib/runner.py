@@ -21,6 +21,7 @@ from .formatting import fmt_ns, fmt_rate
 from .other_writer_section import OtherWriter, run_other_writer
 from .processes import LoadWatcher
 from .reads import Reads, run_reads
+from .reads_postgresql import run_reads_postgresql
 from .report import versions
 from .results import Results
 from .settings import Settings
@@ -138,6 +139,14 @@ def _measure_reads(settings: Settings, results: Results) -> None:
     )
 
 
+def _measure_reads_postgresql(settings: Settings, results: Results) -> None:
+    results.reads_postgresql = _guard(
+        "reads on PostgreSQL",
+        partial(run_reads_postgresql, settings),
+        lambda reason: Reads(0, 0, 0, 0.0, error=reason, title="Reads on PostgreSQL", baseline="raw psycopg"),
+    )
+
+
 # The sections after the write cells, in order: the key their competing load is noted under.
 SECTIONS: tuple[tuple[str, Callable[[Settings, Results], None]], ...] = (
     ("other-writer section", _measure_other_writer),
@@ -146,9 +155,15 @@ SECTIONS: tuple[tuple[str, Callable[[Settings, Results], None]], ...] = (
 )
 
 
+# Sections run only alone (--only): they need what a full run does not have (a PostgreSQL server).
+ALONE_SECTIONS: tuple[tuple[str, Callable[[Settings, Results], None]], ...] = (
+    ("reads on PostgreSQL", _measure_reads_postgresql),
+)
+
+
 def run_one_section(settings: Settings, load_key: str) -> Results:
-    """One section of SECTIONS alone, with its competing load and the versions (no write cells, no floors)."""
-    measure = dict(SECTIONS)[load_key]
+    """One section of SECTIONS (or ALONE_SECTIONS) alone, with its competing load and the versions."""
+    measure = dict(SECTIONS + ALONE_SECTIONS)[load_key]
     results = Results(settings)
     results.started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results.versions = versions()
@@ -177,4 +192,6 @@ def failed_sections(results: Results) -> list[str]:
         failed.append("live views (change feed)")
     if results.reads is not None and results.reads.error:  # None: a run of another section alone
         failed.append("reads")
+    if results.reads_postgresql is not None and results.reads_postgresql.error:
+        failed.append("reads on PostgreSQL")
     return failed

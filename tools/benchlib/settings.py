@@ -45,3 +45,4 @@ class Settings:
     profile_dir: Path | None
     other_seconds: float
     feed_stop_seconds: float
+    postgresql_url: str | None = None  # reads on PostgreSQL: this server, else a throwaway cluster

@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .. import connection, leases, locations
+from .. import backends, connection, leases, locations
 from ..idgen import new_id
 from ..keys import KeyStore
 from ..protocol import durations
@@ -159,6 +158,14 @@ class Client:
     endpoint and key in the lease row. Either way it is a CURVE client with this user's
     client key pair from `keys_dir` (keys.KeyStore: created on first use and allowed there),
     which the writer must have on its allow-list.
+
+    On PostgreSQL (`db_path` a `postgresql://` URL, or $SEE_PERSISTENCE_DB one) it is always
+    TCP: the client reads the writer's endpoints and key from the lease row through a read-only
+    connection (a Reader of the URL), and while no writer has recorded any it keeps what it
+    records in its outbox and looks again every second. It never starts a writer there:
+    `spawn_writer=True` with a URL raises CallerError (a writer on PostgreSQL serves every
+    workstation and is run by a supervisor, `see-persistence writer --db URL`). `database` is
+    the URL (its str() hides the password); `db_path` exists for a file only.
     """
 
     def __init__(
@@ -172,13 +179,25 @@ class Client:
         server_key: str | None = None,
         keys_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.db_path: Path = locations.resolve_db_path(db_path)
-        # Refused at once, in the caller: a file with two names (two WALs for one database),
-        # and a socket directory that is not this user's alone (anyone there could read what
-        # we send and answer with commit notices).
-        locations.check_single_name(self.db_path)
-        self._reader = Reader(self.db_path)  # fork-safe: a child opens its own connection
-        self._endpoints = self._route(endpoint, server_key, keys_dir)
+        database = locations.resolve_database(db_path, backends.READER_AND_CLIENT_BACKENDS)
+        self._keys_dir = Path(keys_dir).absolute() if keys_dir is not None else None
+        self.database: Path | backends.DatabaseURL = database
+        if isinstance(database, backends.DatabaseURL):
+            if spawn_writer:
+                raise CallerError(
+                    f"spawn_writer=True starts a writer beside an SQLite file; {database} is a"
+                    " PostgreSQL server, whose writer a supervisor runs (see-persistence writer --db URL)"
+                )
+            self._reader = Reader(database.url)
+            self._endpoints = self._route(endpoint, server_key, keys_dir, tcp_only=True)
+        else:
+            self.db_path: Path = database
+            # Refused at once, in the caller: a file with two names (two WALs for one database),
+            # and a socket directory that is not this user's alone (anyone there could read what
+            # we send and answer with commit notices).
+            locations.check_single_name(self.db_path)
+            self._reader = Reader(self.db_path)  # fork-safe: a child opens its own connection
+            self._endpoints = self._route(endpoint, server_key, keys_dir)
         self._buffer_limit = buffer_limit
         self._block_when_full = block_when_full
         self._spawn_wanted = spawn_writer
@@ -186,7 +205,12 @@ class Client:
         _live_clients.add(self)
 
     def _route(
-        self, endpoint: str | None, server_key: str | None, keys_dir: str | os.PathLike[str] | None
+        self,
+        endpoint: str | None,
+        server_key: str | None,
+        keys_dir: str | os.PathLike[str] | None,
+        *,
+        tcp_only: bool = False,
     ) -> locations.Endpoints | TcpRoute:
         """The ipc endpoints (checked), or how to reach the writer over TCP; raises saying why not."""
         if endpoint is None and server_key is not None:
@@ -197,7 +221,7 @@ class Client:
             except ValueError as exc:
                 raise CallerError(str(exc)) from None
             return TcpRoute(keys=KeyStore(keys_dir).client_pair(), fixed=fixed)
-        if connection.default_transport() == connection.TCP:
+        if tcp_only or connection.default_transport() == connection.TCP:
             reader = self._reader
             return TcpRoute(
                 keys=KeyStore(keys_dir).client_pair(), resolve=lambda: tcp_endpoints_from_lease(reader)
@@ -214,7 +238,7 @@ class Client:
         self._closed = False
         self._close_lock = threading.Lock()
         self._rejected_reported = 0  # the rejected count the last flush() answered for
-        self._spawner = WriterSpawner(self.db_path) if self._spawn_wanted else None
+        self._spawner = WriterSpawner(self.db_path, self._keys_dir) if self._spawn_wanted else None
         self._sender = Sender(
             self._outbox,
             self._endpoints,
@@ -548,7 +572,7 @@ class Client:
         try:
             self._reader.recheck_file()  # what releases messages must be the file at the path
             instance = self._reader.get_instance(self.instance_id)
-        except (FileNotFoundError, sqlite3.Error):
+        except self._reader.read_errors:
             return
         if instance is not None:
             self._outbox.verify(instance.last_seq, instance.rejected)

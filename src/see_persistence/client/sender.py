@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -271,7 +270,7 @@ class Sender:
         try:
             self.reader.recheck_file()  # what releases messages must be the file at the path
             instance = self.reader.get_instance(self.outbox.instance_id)
-        except (FileNotFoundError, sqlite3.Error):
+        except self.reader.read_errors:
             instance = None
         if instance is not None:
             self._verify(instance.last_seq, instance.rejected)
@@ -280,7 +279,7 @@ class Sender:
             taken_back = self.outbox.disown_noticed()
             log.warning(
                 "the file at %s does not hold %d messages the writer said it committed; sending them again",
-                self.reader.db_path,
+                self.reader.database,
                 taken_back,
             )
             self._reconnect(transport)
@@ -355,7 +354,7 @@ class Sender:
         try:
             status = self.reader.get_writer_status()
             instance = self.reader.get_instance(self.outbox.instance_id) if status else None
-        except (FileNotFoundError, sqlite3.Error):
+        except self.reader.read_errors:
             status, instance = None, None
         if instance is not None:
             self._verify(instance.last_seq, instance.rejected)

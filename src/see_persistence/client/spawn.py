@@ -29,8 +29,11 @@ def writer_log_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".writer.log")
 
 
-def spawn_writer(db_path: Path) -> subprocess.Popen[bytes]:
+def spawn_writer(db_path: Path, keys_dir: Path | None = None) -> subprocess.Popen[bytes]:
     """Start `see-persistence writer --db PATH` detached from this process's session.
+
+    `keys_dir` is the client's own key directory when it was given one: a writer listening on
+    TCP must find the client's key on the allow-list of that directory, not of the default.
 
     Several clients racing to spawn are safe: the writers race for the lease, one wins, and
     the others exit with code 3 at once. Raises OSError if the log file cannot be opened
@@ -52,6 +55,7 @@ def spawn_writer(db_path: Path) -> subprocess.Popen[bytes]:
                 "--quiet-if-held",
                 "--exit-when-idle",
                 str(SPAWNED_WRITER_IDLE_EXIT_S),
+                *(["--keys-dir", str(keys_dir)] if keys_dir is not None else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -83,8 +87,9 @@ class WriterSpawner:
     constructor spawns before the thread starts).
     """
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, keys_dir: Path | None = None) -> None:
         self.db_path = db_path
+        self.keys_dir = keys_dir
         self.spawns = 0
         self.failures = 0  # spawned writers that exited with an error, all told
         self.last_error: str | None = None
@@ -106,7 +111,7 @@ class WriterSpawner:
             return False
         self.spawns += 1
         try:
-            self._running = spawn_writer(self.db_path)
+            self._running = spawn_writer(self.db_path, self.keys_dir)
             self._running_served = False
         except OSError as exc:
             self._failed(now, f"could not start a writer for {self.db_path}: {exc}")

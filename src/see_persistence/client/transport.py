@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ def tcp_endpoints_from_lease(reader: Any) -> TcpEndpoints | None:
     """
     try:
         status = reader.get_writer_status()
-    except (FileNotFoundError, sqlite3.Error):
+    except reader.read_errors:  # no file yet, no server now: not known yet
         return None
     if status is None or not status.public_key:
         return None

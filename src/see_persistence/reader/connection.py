@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import locations
+from ..backends import DatabaseURL
 from ..database import open_read_only
 
 log = logging.getLogger("see_persistence.reader")
@@ -42,6 +43,8 @@ class ReadConnection:
 
     def __init__(self, db_path: str | os.PathLike[str] | None = None) -> None:
         self.db_path: Path = locations.resolve_db_path(db_path)
+        self.database: Path | DatabaseURL = self.db_path
+        """The database read: this file, or a server's URL (whose str() hides the password)."""
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:

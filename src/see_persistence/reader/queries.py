@@ -8,10 +8,12 @@ raw SQL may do.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import backends, locations
 from ..protocol.errors import ReadOnlyViolation
 from .audit import AuditQueries
 from .connection import FILE_IDENTITY_CHECK_S, ReadConnection
@@ -42,7 +44,21 @@ class Reader(
     Each thread gets its own `mode=ro` connection in autocommit, so no read transaction is
     left open to starve checkpoints. Opening is lazy: a file that does not exist yet raises
     FileNotFoundError (with the path) when first queried.
+
+    Given a `postgresql://` URL (as the argument or $SEE_PERSISTENCE_DB) it is a PostgresReader
+    (reader/postgresql.py): the same methods and models, through a pool of read-only
+    connections. Such a URL needs the `[postgresql]` extra (BackendUnavailable says so).
     """
+
+    read_errors: tuple[type[BaseException], ...] = (FileNotFoundError, sqlite3.Error)
+    """What a query raises when the database cannot be read now (no file yet, no server)."""
+
+    def __new__(cls, db_path: str | os.PathLike[str] | None = None) -> Reader:
+        if cls is Reader and _names_a_server(db_path):
+            from .postgresql import PostgresReader  # psycopg is imported only for a URL
+
+            return super().__new__(PostgresReader)
+        return super().__new__(cls)
 
     def __enter__(self) -> Reader:
         return self
@@ -102,3 +118,17 @@ class Reader(
             raise
         finally:
             clear_authorizer(conn)
+
+
+def _names_a_server(db_path: str | os.PathLike[str] | None) -> bool:
+    """True if `db_path` (or $SEE_PERSISTENCE_DB when it is None) is a database URL.
+
+    Raises BackendUnavailable for a URL whose driver is not installed, saying what to install.
+    """
+    if db_path is None or str(db_path) == "":
+        db_path = os.environ.get(locations.DB_ENV_VAR) or ""
+    database = backends.parse_database(db_path)
+    if database is None:
+        return False
+    backends.require_backend(database, backends.READER_AND_CLIENT_BACKENDS)
+    return True

@@ -40,7 +40,9 @@ POLL_MS = 100  # how often the thread looks at its stop flag
 MAX_LOGGED_PEERS = 10_000  # beyond this many (address, reason) pairs, refusals are only counted
 
 _HANDSHAKE_FAILURES: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: (
+        "handshake failed (cut short: a plaintext peer that hung up first, or a dropped link)"
+    ),
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "not a CURVE handshake (plaintext, or not ZeroMQ at all)",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused by the allow-list",
 }

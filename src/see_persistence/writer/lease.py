@@ -330,7 +330,7 @@ class WriterLease:
             holder.epoch,
         )
         try:
-            os.kill(holder.pid, signal.SIGKILL)
+            os.kill(holder.pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # TerminateProcess on Windows
         except ProcessLookupError:
             pass
 

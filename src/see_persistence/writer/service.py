@@ -998,7 +998,8 @@ class Writer:
             log.info("received SIGHUP: the writer has no configuration to reload and keeps running")
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
 
         def restore() -> None:
             for sig, handler in previous.items():

@@ -3,13 +3,17 @@ and, before any of that, whether the writer may take the file at all."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shlex
 import sqlite3
 import stat
 from collections.abc import Iterable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite locks the -shm there with LockFileEx, which this cannot probe
+    fcntl = None  # type: ignore[assignment]
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -159,8 +163,11 @@ def _shm_in_use(shm: Path) -> bool:
     """True if some other process has the -shm open through SQLite (holds its dead man switch).
 
     Call only before this process opens the database: closing any descriptor of a file drops
-    every POSIX lock the process holds on it, SQLite's included.
+    every POSIX lock the process holds on it, SQLite's included. Where there are no POSIX locks
+    to probe, the answer is "in use": leftovers that might be live are never removed.
     """
+    if fcntl is None:
+        return True
     try:
         fd = os.open(shm, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -252,6 +259,8 @@ def make_owner_only(paths: Iterable[Path]) -> list[tuple[Path, int]]:
     of them belongs to another user (the writer changes the modes of its own files only, and
     never their owner), and when a chmod fails (what was changed before it is still logged).
     """
+    if not hasattr(os, "geteuid"):
+        return []  # Windows: no mode bits to fix; the file's ACL is what guards it
     exposed = open_to_others(paths)
     me = os.geteuid()
     for path, info in exposed:
