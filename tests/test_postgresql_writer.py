@@ -475,3 +475,45 @@ def test_a_stopped_writer_commits_what_it_received_and_hands_the_lease_to_the_st
     assert "released the writer lease (epoch 1)" in first.log()
     taken = wait_serving(postgres_url, standby)
     assert taken["epoch"] == 2 and "has not renewed its heartbeat" not in standby.log()
+
+
+# -- with the real Client and Reader (reader/postgresql.py, the Client's discovery) ----------------
+
+
+def test_clients_on_postgresql_commit_exact_counts_through_a_writer_killed_mid_stream(
+    postgres_url, pg_writers, clients, tcp_env
+):
+    from see_persistence import Reader
+
+    first = pg_writers(postgres_url)
+    wait_serving(postgres_url, first)
+    standby = pg_writers(postgres_url, "--standby")
+    wait_until(lambda: "standing by" in standby.log(), 30, "the standby to wait for the lease")
+    args = ("--workflows", "150", "--tasks", "2", "--logs", "2", "--events", "1")
+    procs = [clients(postgres_url, "--label", f"c{n}", *args, env=tcp_env) for n in range(2)]
+    wait_until(
+        lambda: query(postgres_url, "SELECT COUNT(*) FROM workflow_executions")[0][0] > 20,
+        30,
+        "first commits",
+    )
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    wait_serving(postgres_url, standby)
+    reports = [p.finish(timeout=90) for p in procs]
+    assert all(r["flushed"] for r in reports), reports
+    counts = query(
+        postgres_url,
+        "SELECT (SELECT COUNT(*) FROM workflow_executions), (SELECT COUNT(*) FROM task_executions),"
+        " (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM dead_letters)",
+    )
+    assert counts == [(300, 600, 300, 0)]
+    assert query(
+        postgres_url, "SELECT COUNT(*) FROM task_executions WHERE jsonb_array_length(logs) != 2"
+    ) == [(0,)]
+    reader = Reader(postgres_url)
+    try:
+        for report in reports:
+            tasks = reader.get_tasks_for_workflow(report["workflow_ids"][0])
+            assert [t.execution_order for t in tasks] == [1, 2]
+    finally:
+        reader.close()
