@@ -227,6 +227,25 @@ class PostgresServer:
         )
         self.started = True
 
+    def restart(self) -> None:
+        """pg_ctl restart -m fast: every open session ends, the server comes back with its data."""
+        self._run(
+            [
+                str(self.binaries.pg_ctl),
+                "restart",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+            ],
+            "pg_ctl restart",
+        )
+
     def stop(self) -> None:
         """Stop the server (fast: open sessions are ended) and remove the cluster's files."""
         try:

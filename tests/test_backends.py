@@ -1,9 +1,9 @@
 """What a database argument names (backends.py), and a postgresql:// URL everywhere a database is taken.
 
-Where the PostgreSQL backend is not complete yet (the writer, the commands), a URL must fail at
-once with a sentence saying so, in the API and on the command line, never as SQLite failing to
-open a file named like a URL. The Reader and the Client take one (test_postgresql_reader.py,
-test_postgresql_client.py).
+Where the PostgreSQL backend is not complete yet (the commands other than `writer`), a URL
+must fail at once with a sentence saying so, in the API and on the command line, never as
+SQLite failing to open a file named like a URL. The Reader, the Client and the writer take one
+(test_postgresql_reader.py, test_postgresql_client.py, test_postgresql_writer.py).
 """
 
 from __future__ import annotations
@@ -96,10 +96,21 @@ def test_resolve_db_path_refuses_a_url_from_the_argument_or_the_environment(
     assert "s3cret" not in str(caught.value)
 
 
-def test_the_writer_refuses_a_url_at_once() -> None:
-    with pytest.raises(BackendUnavailable, match=NOT_COMPLETE) as caught:
-        Writer(URL)
-    assert "s3cret" not in str(caught.value)
+def test_a_writer_of_a_url_is_the_postgresql_writer_and_connects_only_when_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("psycopg")
+    from see_persistence.writer.pg_service import PostgresWriter
+
+    writer = Writer(URL, standby=True)
+    assert isinstance(writer, PostgresWriter)
+    assert (writer.url, writer.standby, writer.epoch) == (URL, True, 0)
+    monkeypatch.setenv(DB_ENV_VAR, URL)
+    assert isinstance(Writer(), PostgresWriter)
+    with pytest.raises(TypeError, match="adopt"):
+        Writer(URL, adopt=True)  # a file's option
+    with pytest.raises(ValueError, match="TCP only"):
+        Writer(URL, listen=["ipc"])
 
 
 def test_a_reader_of_a_url_connects_only_when_it_reads() -> None:
@@ -113,7 +124,7 @@ def test_a_url_without_the_driver_says_what_to_install(monkeypatch: pytest.Monke
     import see_persistence.backends as backends
 
     monkeypatch.setattr(backends, "backend_installed", lambda backend: backend == "sqlite")
-    for make in (Reader, Client):
+    for make in (Reader, Client, Writer):
         with pytest.raises(BackendUnavailable, match=r"pip install 'see-persistence\[postgresql\]'"):
             make(URL)
 
@@ -127,3 +138,14 @@ def test_the_command_line_says_so_in_one_line() -> None:
     env = {**os.environ, DB_ENV_VAR: URL}
     result = cli("check", timeout=30, env=env)
     assert_one_line_error(result, 1, NOT_COMPLETE)
+
+
+def test_the_writer_command_takes_a_url_and_refuses_a_file_s_options_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    env = {**os.environ, "SEE_PERSISTENCE_KEYS_DIR": str(tmp_path / "keys")}
+    result = cli("writer", "--db", URL, "--adopt", "--exit-when-idle", "5", timeout=30, env=env)
+    assert_one_line_error(result, 2, "not for a PostgreSQL database: --adopt, --exit-when-idle")
+    unreachable = f"postgresql://alice:s3cret@/flows?host={tmp_path / 'no-server-here'}"
+    result = cli("writer", "--db", unreachable, timeout=60, env=env)
+    line = assert_one_line_error(result, 1, "cannot connect to postgresql://alice:***@/flows")
+    assert line.startswith("see-persistence writer: ") and "s3cret" not in result.stderr

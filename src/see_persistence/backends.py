@@ -29,10 +29,12 @@ Backend = Literal["sqlite", "postgresql"]
 
 POSTGRESQL_SCHEMES = frozenset({"postgresql", "postgres"})
 IMPLEMENTED_BACKENDS: frozenset[Backend] = frozenset({"sqlite"})
-"""The backends the writer and the commands can use in this version."""
+"""The backends the commands other than `writer` can use in this version."""
 READER_AND_CLIENT_BACKENDS: frozenset[Backend] = frozenset({"sqlite", "postgresql"})
 """The backends the Reader and the Client can use in this version (a Client finds the writer
 through the database's lease row, whichever backend holds it)."""
+WRITER_BACKENDS: frozenset[Backend] = frozenset({"sqlite", "postgresql"})
+"""The backends the writer (`Writer`, `see-persistence writer`) can use in this version."""
 
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _PATHLIB_FOLDED_URL = re.compile(r"^(?:postgresql|postgres):/(?!/)", re.IGNORECASE)
@@ -116,8 +118,9 @@ def require_backend(
     """
     if database.backend not in implemented:
         raise BackendUnavailable(
-            f"PostgreSQL support is not complete in this version: the writer and the commands take"
-            f" an SQLite file path only (the Reader and the Client take a URL), not {database.redacted()}"
+            f"PostgreSQL support is not complete in this version: the commands other than `writer`"
+            f" take an SQLite file path only (the Reader, the Client and the writer take a URL),"
+            f" not {database.redacted()}"
         )
     if not (backend_installed(database.backend) if installed is None else installed):
         raise BackendUnavailable(

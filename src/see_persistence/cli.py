@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__, locations
+from . import __version__, backends, locations
 from .commands import COMMANDS
 from .commands.base import (
     EXIT_CODES_HELP,
@@ -103,7 +103,7 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
         "--db",
         metavar="PATH",
         help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db);"
-        " postgresql:// URLs are not supported yet",
+        " postgresql:// URLs are taken by `writer` only in this version",
     )
 
 
@@ -174,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.spec
     if command.takes_db or args.db is not None:
         try:
-            args.db = locations.resolve_db_path(args.db)  # a Path, absolute
+            # A Path, absolute; or, for a command that takes one, a server's URL.
+            implemented = backends.WRITER_BACKENDS if command.takes_url else backends.IMPLEMENTED_BACKENDS
+            args.db = locations.resolve_database(args.db, implemented)
         except SeePersistenceError as exc:  # a database URL this version cannot use
             print(f"see-persistence {command.name}: {_one_line(str(exc))}", file=sys.stderr)
             return EXIT_ERROR

@@ -41,6 +41,7 @@ class Command:
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
     takes_db: bool = True  # a --db that defaults to $SEE_PERSISTENCE_DB, else ~/.s_e_e/workflows.db
+    takes_url: bool = False  # --db may be a postgresql:// URL: args.db is then a backends.DatabaseURL
 
     def epilog(self) -> str:
         """The --help epilog: the examples, one a line."""

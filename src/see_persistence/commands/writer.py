@@ -11,10 +11,11 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
+from ..backends import DatabaseURL
 from ..leases import REMOTE_SILENCE_S
 from ..protocol import statements
 from ..protocol.errors import LeaseHeldError, LeaseLostError
-from .base import EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_OK, Command, CommandError
+from .base import EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_OK, Command, CommandError, UsageError
 
 log = logging.getLogger("see_persistence.cli")
 
@@ -169,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
 
     tune_garbage_collector()
     apply_test_stale_limit()
+    if isinstance(args.db, DatabaseURL):
+        return _run_on_postgresql(args, args.db)
     writer = Writer(
         args.db,
         standby=args.standby,
@@ -200,6 +203,46 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_on_postgresql(args: argparse.Namespace, database: DatabaseURL) -> int:
+    """The writer of a PostgreSQL database (writer/pg_service.py); the file-only options are refused."""
+    file_only = [
+        (args.synchronous != "NORMAL", "--synchronous (durability is the server's: synchronous_commit)"),
+        (args.adopt, "--adopt"),
+        (args.exit_when_idle is not None, "--exit-when-idle"),
+    ]
+    refused = [name for given, name in file_only if given]
+    if refused:
+        raise UsageError(f"not for a PostgreSQL database: {', '.join(refused)}")
+    import psycopg
+
+    from ..writer.pg_service import PostgresWriter
+
+    writer = PostgresWriter(
+        database.url,
+        standby=args.standby,
+        dead_letters_kept=args.dead_letters_kept,
+        dead_letter_bytes_kept=args.dead_letters_kept_bytes,
+        listen=args.listen,
+        keys_dir=args.keys_dir,
+    )
+    try:
+        writer.run()
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        named = database.redacted() in first_line  # the writer's own messages name it already
+        raise CommandError(first_line if named else f"{database}: {first_line}") from None
+    except LeaseHeldError as exc:
+        if args.quiet_if_held:
+            log.info("%s; exiting", exc)
+        else:
+            print(f"see-persistence writer: {exc}", file=sys.stderr)
+        return EXIT_LEASE_HELD
+    except LeaseLostError as exc:
+        log.error("%s; this writer stops without committing anything more", exc)
+        return EXIT_LEASE_LOST
+    return EXIT_OK
+
+
 COMMAND = Command(
     name="writer",
     help="run the writer in the foreground",
@@ -212,7 +255,9 @@ COMMAND = Command(
         "see-persistence writer --db ~/.s_e_e/workflows.db --standby",
         "see-persistence writer --db ~/data/app.db --adopt",
         "see-persistence writer --listen ipc --listen tcp://127.0.0.1:0",
+        "see-persistence writer --db postgresql://writer@db.example/flows --listen tcp://10.0.0.5:5570",
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..database import is_environmental
 from ..protocol import binding, codec, operations, statements, task_logs, timestamps
@@ -101,32 +101,48 @@ class BatchResult:
     dead_letter_bytes: int | None = None  # raw bytes of all dead letters after it (None: not looked)
 
 
+class Queryable(Protocol):
+    """A connection the book can look instances up on: sqlite3's, or psycopg's (see PostgreSQL)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any:
+        """Run one statement; the result has fetchone()."""
+
+
 class SequenceBook:
     """What the writer knows of the file, cached: per registered instance its last committed
     sequence number, running total of rejected operations and owner's token hash; and the raw
-    bytes of all dead letters. Instances the file does not know are not remembered."""
+    bytes of all dead letters. Instances the file does not know are not remembered.
+
+    Decoding and checking a batch (prepare_messages) is the same on every backend; only the
+    lookup's SQL differs (`credentials_sql`, with the backend's placeholder).
+    """
+
+    credentials_sql = statements.INSTANCE_CREDENTIALS
 
     def __init__(self) -> None:
         self._entries: dict[str, InstanceEntry] = {}
         self._dead_letter_bytes: int | None = None
 
-    def entry(self, conn: sqlite3.Connection, instance_id: str) -> InstanceEntry | None:
+    def entry(self, conn: Queryable, instance_id: str) -> InstanceEntry | None:
         """The registered instance `instance_id` as committed, or None if the file has no row of it."""
         entry = self._entries.get(instance_id)
         if entry is None:
-            row = conn.execute(statements.INSTANCE_CREDENTIALS, (instance_id,)).fetchone()
+            row = self._credentials(conn, instance_id)
             if row is None:
                 return None  # not cached: a flood of made-up ids must not grow the book
             entry = _entry_for(row[2], int(row[0]), int(row[1] or 0))
             self._entries[instance_id] = entry
         return entry
 
-    def last(self, conn: sqlite3.Connection, instance_id: str) -> int:
+    def _credentials(self, conn: Queryable, instance_id: str) -> Any:
+        return conn.execute(self.credentials_sql, (instance_id,)).fetchone()
+
+    def last(self, conn: Queryable, instance_id: str) -> int:
         """The last committed seq for `instance_id` (0 if it never committed anything)."""
         entry = self.entry(conn, instance_id)
         return entry.last_seq if entry is not None else 0
 
-    def rejected(self, conn: sqlite3.Connection, instance_id: str) -> int:
+    def rejected(self, conn: Queryable, instance_id: str) -> int:
         """How many operations of `instance_id` were rejected in committed batches."""
         entry = self.entry(conn, instance_id)
         return entry.rejected if entry is not None else 0
@@ -556,7 +572,7 @@ def _registration(envelope: codec.Envelope) -> str | None:
 
 
 def prepare_messages(
-    conn: sqlite3.Connection,
+    conn: Queryable,
     raws: list[bytes],
     book: SequenceBook,
     *,
@@ -665,7 +681,7 @@ def prepare_messages(
 
 
 def _prepare_heartbeat(
-    conn: sqlite3.Connection,
+    conn: Queryable,
     prepared: PreparedBatch,
     book: SequenceBook,
     raw: bytes,
@@ -692,7 +708,7 @@ def _prepare_heartbeat(
 
 
 def prepare_burial(
-    conn: sqlite3.Connection,
+    conn: Queryable,
     raw: bytes,
     book: SequenceBook,
     *,

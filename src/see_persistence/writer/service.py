@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from .. import connection, leases, locations
+from .. import backends, connection, leases, locations
 from ..database import is_environmental
 from ..keys import KeyPair, KeyStore
 from ..protocol import codec, feed, statements
@@ -179,6 +179,16 @@ class Writer:
     arrived and no live GUI instance has been seen for that long: a writer a GUI spawned
     should not outlive every GUI. Without it (a supervisor's writer) it runs until stopped.
     """
+
+    def __new__(cls, db_path: str | os.PathLike[str] | None = None, **options: Any) -> Writer:
+        """A postgresql:// URL (given, or in $SEE_PERSISTENCE_DB) makes a pg_service.PostgresWriter."""
+        database = backends.parse_database(db_path or os.environ.get(locations.DB_ENV_VAR) or "")
+        if database is None or cls is not Writer:
+            return super().__new__(cls)
+        backends.require_backend(database, backends.WRITER_BACKENDS)
+        from .pg_service import PostgresWriter
+
+        return PostgresWriter(database.url, **options)  # type: ignore[return-value]
 
     def __init__(
         self,

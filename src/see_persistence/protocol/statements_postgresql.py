@@ -1,0 +1,232 @@
+"""The writer's SQL on PostgreSQL: one statement per statement of protocol/statements.py.
+
+The writer decodes, checks and binds every operation once, for either backend
+(writer/batch.py): a bound operation is an SQLite `Statement` and its positional parameters.
+Here each of those statements has its PostgreSQL form, written with the same named
+parameters, so the same parameter tuple serves both: `PostgresStatement.order` says which of
+the SQLite parameters goes to each `%s` (a name may appear more than once, or in another
+order). The status rules stay in protocol/status.py; only the SQL that applies them differs.
+
+What differs, and why:
+
+- times are `timestamptz`, so "the later of two times" is GREATEST/LEAST, which skip NULLs;
+  SQLite compares text and falls back to julianday() for times in other writers' forms.
+- `success` is `boolean`; JSON columns are `jsonb`, so a task's empty log is `'[]'` cast by
+  the column's type, and text the writer binds for them is parsed by the server.
+- a hello's upsert compares token hashes with IS NOT DISTINCT FROM (SQLite's IS).
+- an instance's `boot_id` is left NULL: a hello reaches a PostgreSQL writer over TCP, maybe
+  from another machine, so the writer's own boot says nothing of the sender's.
+
+No I/O here, as everywhere in protocol/.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import statements
+from .operations import (
+    APPEND_TASK_LOG,
+    AUDIT_EVENT,
+    CREATE_TASK,
+    CREATE_WORKFLOW,
+    GOODBYE,
+    HELLO,
+    UPDATE_TASK_STATUS,
+    UPDATE_WORKFLOW_STATUS,
+)
+from .status import STATUS_EFFECTS, Status
+
+JSON_PARAMETERS = frozenset({"metadata", "data"})
+"""Parameters bound as JSON text into a jsonb column (PostgreSQL refuses a \\u0000 escape in it)."""
+
+
+def _status_update(table: str, status: Status, *, with_output: bool) -> str:
+    """The UPDATE applying `status` to a row of `table`, by the rules of statements._status_update.
+
+    completed_at is the later of :at and started_at; a started_at set after completion is at
+    most completed_at: within a record completed_at is never before started_at, whatever the
+    caller's clock did between two calls.
+    """
+    effect = STATUS_EFFECTS[status]
+    sets = ["status = :status", "last_updated = :now"]
+    if effect.sets_started_at:
+        sets.append("started_at = COALESCE(started_at, LEAST(CAST(:at AS timestamptz), completed_at))")
+    if effect.sets_completed_at:
+        sets.append("completed_at = GREATEST(CAST(:at AS timestamptz), started_at)")
+    if effect.success is not None:
+        sets.append(f"success = {'true' if effect.success else 'false'}")
+    sets.append("error_message = COALESCE(CAST(:error_message AS text), error_message)")
+    if with_output:
+        sets.append("output = COALESCE(CAST(:output AS text), output)")
+    return f"UPDATE {table} SET {', '.join(sets)} WHERE id = :id"
+
+
+INSERTS: dict[str, str] = {
+    HELLO: """INSERT INTO instances (id, pid, process_create_time, host, started_at, last_seen, state,
+            boot_id, token_hash)
+        VALUES (:instance_id, :pid, :process_create_time, :host, :at, :now, 'live', NULL, :token_hash)
+        ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid,
+            process_create_time = EXCLUDED.process_create_time, host = EXCLUDED.host,
+            started_at = EXCLUDED.started_at, last_seen = EXCLUDED.last_seen, state = 'live',
+            ended_at = NULL, boot_id = EXCLUDED.boot_id
+        WHERE instances.token_hash IS NOT DISTINCT FROM EXCLUDED.token_hash""",
+    GOODBYE: """UPDATE instances SET state = 'ended', ended_at = :at, last_seen = :now
+        WHERE id = :instance_id""",
+    CREATE_WORKFLOW: """INSERT INTO workflow_executions
+        (id, workflow_name, status, created_at, metadata, instance_id, last_updated)
+        VALUES (:id, :workflow_name, 'pending', :at, :metadata, :instance_id, :now)""",
+    CREATE_TASK: """INSERT INTO task_executions
+        (id, workflow_id, task_name, status, created_at, logs, retry_count, execution_order,
+         instance_id, last_updated)
+        VALUES (:id, :workflow_id, :task_name, 'pending', :at, '[]', 0, :execution_order,
+         :instance_id, :now)""",
+    # One line, for completeness of the mapping; the writer gathers a batch's lines per task.
+    APPEND_TASK_LOG: """UPDATE task_executions
+        SET logs = COALESCE(logs, CAST('[]' AS jsonb)) || jsonb_build_array(CAST(:line AS text)),
+            last_updated = :now
+        WHERE id = :id""",
+    AUDIT_EVENT: """INSERT INTO audit_events
+        (id, workflow_id, task_id, event_type, message, timestamp, data, instance_id)
+        VALUES (:id, :workflow_id, :task_id, :event_type, :message, :at, :data, :instance_id)""",
+}
+
+RECORD_INSTANCE_SEQ = """UPDATE instances SET last_seq = %s, last_seen = %s, rejected = %s WHERE id = %s"""
+"""Params: seq, now, rejected total, instance id (statements.RECORD_INSTANCE_SEQ's meaning)."""
+
+INSTANCE_CREDENTIALS = "SELECT last_seq, rejected, token_hash FROM instances WHERE id = %s"
+
+INSERT_DEAD_LETTER = """INSERT INTO dead_letters (received_at, instance_id, seq, reason, raw)
+    VALUES (%s, %s, %s, %s, %s)"""
+
+TRIM_DEAD_LETTERS = "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - %s"
+DEAD_LETTER_BYTES_TO_TRIM = """SELECT COALESCE(SUM(octet_length(raw)), 0) FROM dead_letters
+    WHERE id <= (SELECT MAX(id) FROM dead_letters) - %s"""
+DEAD_LETTER_BYTES = "SELECT COALESCE(SUM(octet_length(raw)), 0) FROM dead_letters"
+# The oldest rows whose raw bytes add up to at least %s: the last one's id and the sum.
+OLDEST_DEAD_LETTERS_UP_TO_BYTES = """SELECT id, running FROM (
+        SELECT id, SUM(COALESCE(octet_length(raw), 0)) OVER (ORDER BY id) AS running FROM dead_letters
+    ) AS sizes WHERE running >= %s ORDER BY id LIMIT 1"""
+ALL_DEAD_LETTERS_AND_BYTES = "SELECT MAX(id), COALESCE(SUM(octet_length(raw)), 0) FROM dead_letters"
+TRIM_DEAD_LETTERS_UP_TO = "DELETE FROM dead_letters WHERE id <= %s"
+
+ADD_TO_COUNTER = """INSERT INTO counters (name, value) VALUES (%s, %s)
+    ON CONFLICT (name) DO UPDATE SET value = counters.value + EXCLUDED.value"""
+
+# Task logs (protocol/task_logs.py decides where lines go; these read and write them here).
+SELECT_LOGS = "SELECT logs::text FROM task_executions WHERE id = %s"
+SET_LOGS = "UPDATE task_executions SET logs = CAST(%s AS jsonb), last_updated = %s WHERE id = %s"
+TOUCH_TASK = "UPDATE task_executions SET last_updated = %s WHERE id = %s"
+LAST_LINE_NO = "SELECT MAX(line_no) FROM task_log_lines WHERE task_id = %s"
+INSERT_LINE = "INSERT INTO task_log_lines (task_id, line_no, line) VALUES (%s, %s, %s)"
+
+
+@dataclass(frozen=True)
+class PostgresStatement:
+    """One operation's SQL for psycopg (`%s` placeholders) and how to take its parameters from
+    the SQLite statement's tuple: parameter i is `params[order[i]]`."""
+
+    sql: str
+    order: tuple[int, ...]
+    identity: bool  # order is 0, 1, 2, ...: the tuple is used as it is
+    must_change_a_row: bool
+    json_positions: tuple[int, ...]  # positions in the SQLite tuple of the parameters bound into jsonb
+
+    def params(self, sqlite_params: tuple[object, ...]) -> tuple[object, ...]:
+        """The parameters of this statement from the SQLite statement's tuple."""
+        if self.identity:
+            return sqlite_params
+        return tuple(sqlite_params[i] for i in self.order)
+
+
+_NAMED = re.compile(r":([a-z_]+)")
+
+
+def _translate(sqlite: statements.Statement, sql: str) -> PostgresStatement:
+    names = _NAMED.findall(sql)
+    missing = set(names) - set(sqlite.names)
+    if missing:
+        raise ValueError(f"PostgreSQL statement names parameters the SQLite one lacks: {sorted(missing)}")
+    order = tuple(sqlite.names.index(name) for name in names)
+    return PostgresStatement(
+        sql=_NAMED.sub("%s", sql),
+        order=order,
+        identity=order == tuple(range(len(sqlite.names))),
+        must_change_a_row=sqlite.must_change_a_row,
+        json_positions=tuple(i for i, name in enumerate(sqlite.names) if name in JSON_PARAMETERS),
+    )
+
+
+def _compile() -> dict[str, PostgresStatement]:
+    """SQLite SQL text -> its PostgreSQL statement, for every statement in statements.COMPILED."""
+    compiled: dict[str, PostgresStatement] = {}
+    for (name, status), sqlite in statements.COMPILED.items():
+        if status is None:
+            sql = INSERTS[name]
+        else:
+            table = "workflow_executions" if name == UPDATE_WORKFLOW_STATUS else "task_executions"
+            sql = _status_update(table, Status(status), with_output=name == UPDATE_TASK_STATUS)
+        compiled[sqlite.sql] = _translate(sqlite, sql)
+    return compiled
+
+
+COMPILED: dict[str, PostgresStatement] = _compile()
+"""The PostgreSQL form of each statement the writer binds, keyed by the SQLite statement's SQL."""
+
+
+def for_statement(sqlite: statements.Statement) -> PostgresStatement:
+    """The PostgreSQL form of `sqlite` (a statement of statements.COMPILED)."""
+    return COMPILED[sqlite.sql]
+
+
+@dataclass(frozen=True)
+class CopyForm:
+    """A plain INSERT of statements.COMPILED as COPY ... FROM STDIN, for long runs of it.
+
+    `values` gives each column's value: an int is a position in the SQLite statement's
+    parameter tuple, anything else (in a 1-tuple) a constant the INSERT writes literally.
+    """
+
+    sql: str
+    values: tuple[int | tuple[object], ...]
+
+    def row(self, sqlite_params: tuple[object, ...]) -> tuple[object, ...]:
+        """The COPY row of one operation, from the SQLite statement's tuple."""
+        return tuple(sqlite_params[v] if isinstance(v, int) else v[0] for v in self.values)
+
+
+_INSERT = re.compile(
+    r"^\s*INSERT INTO (?P<table>\w+)\s*\((?P<columns>[^()]*)\)\s*VALUES\s*\((?P<values>[^()]*)\)\s*$",
+    re.DOTALL,
+)
+_CONSTANT_TEXT = re.compile(r"^'([^']*)'$")
+
+
+def _copy_form(sqlite: statements.Statement, sql: str) -> CopyForm:
+    """The COPY form of an INSERT whose values are parameters and constants only."""
+    match = _INSERT.match(sql)
+    if match is None:
+        raise ValueError(f"not a plain INSERT: {' '.join(sql.split())[:80]}")
+    columns = [c.strip() for c in match.group("columns").split(",")]
+    values: list[int | tuple[object]] = []
+    for value in (v.strip() for v in match.group("values").split(",")):
+        text = _CONSTANT_TEXT.match(value)
+        if value.startswith(":"):
+            values.append(sqlite.names.index(value[1:]))
+        elif text is not None:
+            values.append((text.group(1),))
+        elif value.isdigit():
+            values.append((int(value),))
+        else:
+            raise ValueError(f"no COPY form for the value {value!r} of {match.group('table')}")
+    if len(columns) != len(values):
+        raise ValueError(f"{match.group('table')}: {len(columns)} columns, {len(values)} values")
+    return CopyForm(f"COPY {match.group('table')} ({', '.join(columns)}) FROM STDIN", tuple(values))
+
+
+COPY_FORMS: dict[str, CopyForm] = {
+    statements.COMPILED[(name, None)].sql: _copy_form(statements.COMPILED[(name, None)], INSERTS[name])
+    for name in (CREATE_WORKFLOW, CREATE_TASK, AUDIT_EVENT)
+}
+"""SQLite SQL text -> the COPY form of that INSERT, for the inserts COPY can do (no ON CONFLICT)."""
