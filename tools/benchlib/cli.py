@@ -31,6 +31,7 @@ The benchmark reports; it never asserts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -38,14 +39,22 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .backends import SYSTEMS
+from .backends import BY_NAME
 from .ceiling import ceiling_main
 from .feed import FEED_QUICK_STOP_SECONDS, FEED_STOP_SECONDS, watcher_main
 from .floors import busy_floor_lines, measure_busy_floors, measure_floor
 from .formatting import fmt_ns
 from .gui import gui_main
 from .other_writer_section import OTHER_P, OTHER_QUICK_SECONDS, OTHER_SECONDS
+from .postgresql_writes import (
+    PG_QUICK_SECONDS,
+    PG_QUICK_WARMUP,
+    TAKEOVERS,
+    TAKEOVERS_QUICK,
+    run_postgresql_alone,
+)
 from .report import (
+    POSTGRESQL_SECTION_KEY,
     kept_sections,
     render,
     render_feed_only,
@@ -53,6 +62,7 @@ from .report import (
     render_reads_only,
     render_reads_postgresql_only,
     render_tcp_only,
+    write_kept_section,
     write_plot,
 )
 from .results import Results
@@ -110,8 +120,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         " (use a small --read-workflows)",
     )
     parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: run only the writes on PostgreSQL (4 GUIs through our writer beside naive"
+        " PostgreSQL and COPY) and the take-over after SIGKILL, print them and write their section into"
+        " the report (quick: no report unless --output)",
+    )
+    parser.add_argument(
+        "--takeovers",
+        type=int,
+        help=f"--backend postgresql: SIGKILLs of the writer per backend (default {TAKEOVERS}; quick"
+        f" {TAKEOVERS_QUICK}; 0: none)",
+    )
+    parser.add_argument(
         "--postgresql-url",
-        help="reads-postgresql: a server where a scratch database may be made (default: a throwaway cluster)",
+        help="reads-postgresql, --backend postgresql: a server where scratch databases may be made"
+        " (default: a throwaway cluster)",
     )
     parser.add_argument(
         "--other-seconds",
@@ -131,7 +156,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     # The subprocess roles (internal).
     parser.add_argument("--role", choices=["gui", "ceiling", "watcher"], help=argparse.SUPPRESS)
-    parser.add_argument("--system", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--system", choices=tuple(BY_NAME), help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -200,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             or (FEED_QUICK_STOP_SECONDS if args.quick else FEED_STOP_SECONDS),
             postgresql_url=args.postgresql_url,
         )
+        if args.backend == "postgresql":
+            return _run_postgresql(settings, args, output)
         alone = ONLY.get(args.only or ("reads" if args.reads_only else ""))
         if alone is not None:  # one section alone: printed, never written
             load_key, render_alone = alone
@@ -221,5 +248,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = failed_sections(results)
     if failures:
         log.error("measurements that could not be made: %s", ", ".join(failures))
+        return 1
+    return 0
+
+
+def _run_postgresql(settings: Settings, args: argparse.Namespace, output: Path | None) -> int:
+    """`--backend postgresql`: the PostgreSQL section alone, printed, and written into `output`."""
+    takeovers = (
+        args.takeovers if args.takeovers is not None else (TAKEOVERS_QUICK if args.quick else TAKEOVERS)
+    )
+    if args.quick and args.seconds is None:
+        # Half a second is shorter than the round trip through what 4 flooding GUIs queue at
+        # PostgreSQL's pace: no commit would be confirmed inside the window.
+        settings = dataclasses.replace(settings, seconds=PG_QUICK_SECONDS, warmup=PG_QUICK_WARMUP)
+    text, failed = run_postgresql_alone(settings, takeovers)
+    print(text)
+    if output is not None:
+        write_kept_section(output, POSTGRESQL_SECTION_KEY, text)
+        log.info("wrote the PostgreSQL section into %s", output)
+    if failed:
+        log.error("measurements that could not be made: %s", ", ".join(failed))
         return 1
     return 0

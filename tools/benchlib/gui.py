@@ -121,7 +121,8 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
 
 def gui_main(args: argparse.Namespace) -> int:
     """A load-generating GUI process: JSON commands on stdin, one JSON result per line on stdout."""
-    db = Path(args.db)
+    # A URL stays text: Path would fold its "//" (postgresql://... names a server, not a file).
+    db: Path | str = args.db if "://" in args.db else Path(args.db)
     gui: Any = BY_NAME[args.system].make_gui(db)
     if not gui.flush(READY_TIMEOUT_S):  # ours: the writer confirmed the hello; naive: at once
         print(json.dumps({"error": "the writer did not confirm this client's hello"}), flush=True)

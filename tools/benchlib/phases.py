@@ -102,12 +102,15 @@ def start_guis(
     group: Children,
     cell_dir: Path,
     system: str,
-    db: Path,
+    db: Path | str,
     workload: str,
     procs: int,
     env: Mapping[str, str] | None = None,
 ) -> None:
-    """Start `procs` GUI processes of one system (in `env`, if given) and wait until each is ready."""
+    """Start `procs` GUI processes of one system (in `env`, if given) and wait until each is ready.
+
+    `db`: a file's path, or a database URL.
+    """
     for i in range(procs):
         group.start(
             ["--role", "gui", "--system", system, "--db", str(db), "--workload", workload],

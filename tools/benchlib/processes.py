@@ -129,16 +129,17 @@ class Children:
 
 
 class WriterProcess:
-    """`python -m see_persistence writer --db PATH [EXTRA...]` (optionally under cProfile, in `env`)."""
+    """`python -m see_persistence writer --db PATH|URL [EXTRA...]` (optionally under cProfile, in `env`)."""
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         log_path: Path,
         profile: Path | None = None,
         *,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        log_level: str = "WARNING",
     ) -> None:
         self.db = db
         self.log_path = log_path
@@ -151,7 +152,7 @@ class WriterProcess:
                 "-m",
                 "see_persistence",
                 "--log-level",
-                "WARNING",
+                log_level,
                 "writer",
                 "--db",
                 str(db),

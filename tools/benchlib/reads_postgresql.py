@@ -35,9 +35,41 @@ COPIED_TABLES = ("workflow_executions", "task_executions", "audit_events")
 BOOLEAN_COLUMNS = frozenset({"success"})
 
 
+# What a throwaway cluster made `durable` runs with: what a user's server runs with by default
+# (the test suite's cluster turns all three off, for speed).
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+DURABLE_RELOAD_TIMEOUT_S = 30.0
+
+
+def _make_durable(url: str) -> None:
+    """ALTER SYSTEM to DURABLE_SETTINGS on a throwaway cluster, then wait until new sessions run with them."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        for name, value in DURABLE_SETTINGS.items():
+            admin.execute(f"ALTER SYSTEM SET {name} = {value}")
+        admin.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + DURABLE_RELOAD_TIMEOUT_S
+    while True:  # the postmaster applies the reload on its own time: look from new sessions
+        with psycopg.connect(url, autocommit=True) as check:
+            if all(
+                check.execute(f"SHOW {name}").fetchone() == (value,)
+                for name, value in DURABLE_SETTINGS.items()
+            ):
+                return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"the cluster did not take {DURABLE_SETTINGS} within {DURABLE_RELOAD_TIMEOUT_S} s"
+            )
+        time.sleep(0.05)
+
+
 @contextmanager
-def _server(settings: Settings) -> Iterator[str]:
-    """A URL of a database on a server where a database can be made: the one given, or a new cluster."""
+def _server(settings: Settings, *, durable: bool = False) -> Iterator[str]:
+    """A URL of a database on a server where a database can be made: the one given, or a new cluster.
+
+    `durable`: a new cluster runs with DURABLE_SETTINGS (a server given by URL is left as it is).
+    """
     if settings.postgresql_url:
         yield settings.postgresql_url
         return
@@ -50,17 +82,19 @@ def _server(settings: Settings) -> Iterator[str]:
     try:
         server.start()
         log.info("started a throwaway PostgreSQL %d cluster in %s", server.binaries.major, server.root)
+        if durable:
+            _make_durable(server.url())
         yield server.url()
     finally:
         server.stop()
 
 
 @contextmanager
-def _new_database(server_url: str) -> Iterator[str]:
+def _new_database(server_url: str, prefix: str = "see_bench_reads_") -> Iterator[str]:
     """A new, empty database on the server of `server_url`, dropped at the end."""
     import psycopg
 
-    name = f"see_bench_reads_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -337,3 +337,36 @@ def kept_sections(output: Path) -> str:
         return ""
     index = text.find(KEPT_MARKER)
     return "\n" + text[index:] if index >= 0 else ""
+
+
+POSTGRESQL_SECTION_KEY = "--backend postgresql"
+
+
+def _kept_markers(key: str) -> tuple[str, str]:
+    return (
+        f"<!-- written by tools/bench.py {key}: begin -->",
+        f"<!-- written by tools/bench.py {key}: end -->",
+    )
+
+
+def write_kept_section(output: Path, key: str, text: str) -> None:
+    """Put `text` in the kept part of `output` (after KEPT_MARKER), replacing what `key` wrote last.
+
+    A section run alone (`--backend postgresql`) lives there, so a full run keeps it.
+    """
+    begin, end = _kept_markers(key)
+    try:
+        current = output.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = ""
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    start, stop = current.find(begin), current.find(end)
+    if start >= 0 and stop > start:
+        rest = current[stop + len(end) :].lstrip("\n")
+        updated = current[:start] + block + ("\n" + rest if rest else "")
+    elif KEPT_MARKER in current:
+        updated = current.rstrip("\n") + "\n\n" + block
+    else:
+        updated = (current.rstrip("\n") + "\n\n" if current else "") + KEPT_MARKER + "\n\n" + block
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(updated, encoding="utf-8")
