@@ -275,3 +275,69 @@ def test_reads_on_postgresql_run_alone_and_print_every_query(postgres_server: An
     assert "## Reads on PostgreSQL" in proc.stdout
     assert _labels(proc.stdout, "### Queries") == list(READ_QUERIES)
     assert "raw psycopg" in proc.stdout and "**failed:**" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_postgresql_backend_runs_alone_and_writes_its_section(postgres_server: Any, tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\nthe SQLite sections\n", encoding="utf-8")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--backend",
+            "postgresql",
+            "--seconds",
+            "0.5",
+            "--takeovers",
+            "1",
+            "--postgresql-url",
+            postgres_server.url(),
+            "--output",
+            str(output),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, f"bench.py exited {proc.returncode}\n{proc.stderr[-6000:]}"
+    report = output.read_text(encoding="utf-8")
+    assert report.startswith("# Benchmarks\n\nthe SQLite sections\n")  # what was there is kept
+    assert "<!-- kept by tools/bench.py" in report  # and a full run keeps this section in turn
+    section = _section(report, "## PostgreSQL").split("<!-- written by")[0]
+    assert section.strip() in proc.stdout  # printed as well as written
+    assert "fsync " in section and "- psycopg: " in section
+    assert [row[0] for row in _table_rows(section)[:4]] == [
+        "system",
+        "naive PostgreSQL",
+        "see-persistence",
+        "ceiling (COPY, 1 process)",
+    ]
+    takeover = _table_rows(_section(report, "### Take-over after SIGKILL of the writer"))
+    assert [row[:2] for row in takeover[1:]] == [["PostgreSQL", "1"], ["SQLite", "1"]]
+    assert "one per call, across the kills; no dead letters" in report
+    assert len(_labels(report, "### Targets on PostgreSQL")) == 2
+    assert "**failed" not in report
+
+
+@pytest.mark.unit
+def test_a_section_run_alone_replaces_its_last_version_and_keeps_the_rest(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from benchlib.report import KEPT_MARKER, write_kept_section
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text(f"# Benchmarks\n\n{KEPT_MARKER}\n## Writer takeover\n\nby chaos.py\n", encoding="utf-8")
+    write_kept_section(output, "--backend x", "## X\n\nfirst")
+    write_kept_section(output, "--backend y", "## Y\n\nother")
+    write_kept_section(output, "--backend x", "## X\n\nsecond")
+    text = output.read_text(encoding="utf-8")
+    assert text.index(KEPT_MARKER) < text.index("## Writer takeover") < text.index("## X")
+    assert "first" not in text and text.count("## X") == 1 and "second" in text and "other" in text
+    fresh = tmp_path / "new.md"
+    write_kept_section(fresh, "--backend x", "## X")
+    assert fresh.read_text(encoding="utf-8").startswith(KEPT_MARKER)

@@ -166,10 +166,11 @@ def run_takeover(settings: Settings, backend: str, kills: int) -> TakeoverRun:
             feeder.start()
             standby = start_writer(True)
             _wait_standing_by(standby, READY_TIMEOUT_S)
-            for _ in range(kills):
+            for kill in range(kills):
                 _kill_once(run, holder, standby, client.instance_id, poll)
-                holder, standby = standby, start_writer(True)
-                _wait_standing_by(standby, READY_TIMEOUT_S)
+                if kill + 1 < kills:
+                    holder, standby = standby, start_writer(True)
+                    _wait_standing_by(standby, READY_TIMEOUT_S)
             feeder.stop()
             run.calls = feeder.calls
             if not client.flush(FINAL_FLUSH_TIMEOUT_S):
