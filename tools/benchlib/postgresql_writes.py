@@ -502,7 +502,7 @@ def run_postgresql_alone(settings: Settings, takeovers: int) -> tuple[str, list[
     from importlib.metadata import PackageNotFoundError, version
 
     from .processes import LoadWatcher
-    from .report import versions
+    from .report import _command, versions
     from .targets import targets_table
 
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -523,7 +523,7 @@ def run_postgresql_alone(settings: Settings, takeovers: int) -> tuple[str, list[
     lines = section_lines(section, settings.seconds, settings.warmup)
     head = [
         *lines[:2],
-        f"`tools/bench.py --backend postgresql` on {started} in {duration:.0f} s"
+        f"`{_command()}` on {started} in {duration:.0f} s"
         + (" — **quick mode: tiny cells, indicative only**" if settings.quick else "")
         + "; CPU used by other processes meanwhile: "
         + ("n/a" if load is None else f"{load[0]:.2f} cores on average, {load[1]:.2f} at most")
