@@ -436,7 +436,9 @@ def section_lines(section: PostgresSection, seconds: float, warmup: float) -> li
         f" per operation. see-persistence: {PG_P} GUI processes calling `Client(url)`, one writer"
         f" process over TCP with CURVE (`--listen {PG_LISTEN}`), flooding as in the write tables."
         f" ceiling: one process, `COPY ... FROM STDIN` in transactions of {COPY_ROWS_PER_TRANSACTION:,}"
-        " rows, only the time inside COPY and COMMIT counted.",
+        " rows, only the time inside COPY and COMMIT counted. Our writer's transactions are its batches"
+        " (up to 1 MiB of messages: thousands of audit events when the GUIs flood), so on a loaded"
+        " machine it can pass a ceiling held to 1,000 rows a commit.",
         "",
     ]
     if section.error:
@@ -508,8 +510,11 @@ def run_postgresql_alone(settings: Settings, takeovers: int) -> tuple[str, list[
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shown_versions = versions()
     try:
-        shown_versions.append(("psycopg", version("psycopg")))
-    except PackageNotFoundError:
+        import psycopg
+
+        # "python" is what the [postgresql] extra installs; "binary" or "c" is psycopg's C extension.
+        shown_versions.append(("psycopg", f"{version('psycopg')} ({psycopg.pq.__impl__} implementation)"))
+    except (ImportError, PackageNotFoundError):
         shown_versions.append(("psycopg", "not installed"))
     t0 = time.monotonic()
     watcher = LoadWatcher()
