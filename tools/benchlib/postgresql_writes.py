@@ -107,7 +107,6 @@ class NaivePostgresGui:
         self.instance_id = new_id()
         self._new_id = new_id
         self._statement = pgsql.for_statement(_audit_statement())
-        self._n = 0
 
     def log_audit_event(
         self,
@@ -224,7 +223,12 @@ def run_ours_postgresql(settings: Settings, workload: str, procs: int) -> Cell:
     cell_dir.mkdir(parents=True)
     env = keys_environment(cell_dir)
     with _cell_database(settings, "ours") as url:
-        writer = WriterProcess(url, cell_dir / "writer.log", extra_args=["--listen", PG_LISTEN], env=env)
+        profile = (
+            settings.profile_dir / f"writer-pg-{workload}-{procs}.prof" if settings.profile_dir else None
+        )
+        writer = WriterProcess(
+            url, cell_dir / "writer.log", profile, extra_args=["--listen", PG_LISTEN], env=env
+        )
         sampler: Sampler | None = None
         group = Children()
         try:
@@ -261,6 +265,8 @@ def run_ours_postgresql(settings: Settings, workload: str, procs: int) -> Cell:
             if sampler is not None:
                 sampler.stop()
             writer.kill()
+        if profile is not None and profile.exists():
+            cell.notes.append(f"writer profile: {profile}")
         cell.rows = _count(url, "audit_events")
         dead = _count(url, "dead_letters")
         calls = cell.flood.ops if cell.flood else 0
