@@ -335,14 +335,22 @@ def apply_prepared(
     cursor = applier.cursor
     if applier.letters:
         cursor.executemany(pgsql.INSERT_DEAD_LETTER, applier.letters)
+    now = prepared.now
     seqs = []
     for instance_id, seq in prepared.pending_seq.items():
         rejected_total = prepared.entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
         result.rejected_total[instance_id] = rejected_total
         if "\x00" not in instance_id:
-            seqs.append((seq, prepared.now, rejected_total, instance_id))
+            seqs.append({"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total})
     if seqs:
         cursor.executemany(pgsql.RECORD_INSTANCE_SEQ, seqs)
+    heard = []
+    for instance_id in result.heard:
+        skew = prepared.clock_skews.get(instance_id)
+        if (instance_id not in prepared.pending_seq or skew is not None) and "\x00" not in instance_id:
+            heard.append({"instance_id": instance_id, "now": now, "clock_skew_us": skew})
+    if heard:
+        cursor.executemany(pgsql.RECORD_INSTANCE_HEARD, heard)
     if result.dead_letters:
         known = book.dead_letter_bytes()
         # Read once per writer (the sum counts this batch's rows too), then kept up to date.

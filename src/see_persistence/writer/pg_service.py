@@ -6,8 +6,10 @@ in one transaction fenced by the lease epoch, confirm with commit notices on PUB
 what belongs to a file: no ipc socket (its path is derived from a database file; a URL names
 a server that clients on other machines reach, so the writer listens on TCP with CURVE and
 records its endpoints and key in the lease row, where clients look), no file identity checks,
-no checkpoints. Not yet here: the instance liveness sweep, prune jobs (a prune is a dead
-letter), change-feed notices and published counters.
+no checkpoints. As on SQLite: the instance liveness sweep (local instances by pid and create
+time on this host, instances of other hosts by their heartbeats) and the deletion of old
+instance rows (writer/pg_liveness.py). Not here: prune jobs (a prune is a dead letter) and
+published counters.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from ..backends import redact_url
 from ..keys import KeyPair, KeyStore
 from ..protocol import codec, statements
 from ..protocol.errors import LeaseLostError
+from . import liveness, pg_liveness
 from .auth import Authenticator, secure_server
 from .batch import BatchResult, PreparedBatch, prepare_burial, prepare_messages
+from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S
 from .pg_batch import NeedsCare, PostgresSequenceBook, apply_prepared, is_statement_error
 from .pg_lease import PostgresLease, connection_lost
 from .pg_storage import connect, upgrade_schema
+from .remote import RemoteInstances
 from .service import (
     BATCH_ATTEMPTS_BEFORE_SPLITTING,
     BATCH_MAX_BYTES,
@@ -78,6 +83,8 @@ class PostgresWriter:
         dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
         listen: Sequence[str] | None = None,
         keys_dir: str | None = None,
+        instances_kept_s: float = statements.INSTANCES_KEPT_S,
+        remote_silence_s: float = leases.REMOTE_SILENCE_S,
     ) -> None:
         self.url = url
         self.standby = standby
@@ -111,7 +118,12 @@ class PostgresWriter:
         self._pull: zmq.Socket[Any] | None = None
         self._pub: zmq.Socket[Any] | None = None
         self._book = PostgresSequenceBook()
+        self._instance_retention = InstanceRetention(
+            instances_kept_s, delete=pg_liveness.delete_expired_instances
+        )
+        self._remote = RemoteInstances(remote_silence_s)  # instances of other hosts: heard lately?
         self._next_heartbeat = 0.0
+        self._next_sweep = 0.0
         self.totals: dict[str, int] = {}
 
     # -- public control -------------------------------------------------------------------
@@ -167,6 +179,9 @@ class PostgresWriter:
         self._listen_tcp()
         self._lease.record_listeners(_now_us(), self._pairs[0][0], self._pairs, self._keys.public)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
+        self._next_sweep = time.monotonic()
+        # Remote instances' silence counts from now: they need the time to find this writer.
+        self._remote = RemoteInstances(self._remote.silence_s)
         self._ready.set()
         log.info(
             "writer pid %d serving %s on %s",
@@ -177,15 +192,20 @@ class PostgresWriter:
         return True
 
     def loop_once(self) -> None:
-        """Wait briefly for messages, commit them as one batch, then renew the lease if due."""
+        """Wait briefly for messages, commit them as one batch, then renew the lease and sweep if due."""
         assert self._pull is not None
-        timeout_s = max(0.0, min(IDLE_POLL_S, self._next_heartbeat - time.monotonic()))
+        now = time.monotonic()
+        timeout_s = max(0.0, min(IDLE_POLL_S, self._next_heartbeat - now, self._next_sweep - now))
         if self._pull.poll(int(timeout_s * 1000)):
             raws = self._receive_batch()
             if raws:
                 self._commit(raws)
-        if time.monotonic() >= self._next_heartbeat:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
             self._heartbeat()
+        if now >= self._next_sweep:
+            self._next_sweep = now + liveness.SWEEP_INTERVAL_S
+            self._sweep()
 
     def shutdown(self) -> None:
         """Release the lease and close sockets and the connection (safe to call twice)."""
@@ -281,6 +301,7 @@ class PostgresWriter:
                     prepared = prepare_burial(conn, raws[0], self._book, now_us=now_us, reason=burial_reason)
                 else:
                     prepared = prepare_messages(conn, raws, self._book, now_us=now_us)
+                    self._hear(prepared, now_us)
                 result = self._apply(conn, prepared, now_us)
                 break
             except LeaseLostError:
@@ -316,6 +337,8 @@ class PostgresWriter:
             registered=result.registered,
             dead_letter_bytes=result.dead_letter_bytes,
         )
+        assert prepared is not None
+        self._remote.written(prepared.clock_skews)
         self._count(result)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S  # the fence renewed it
         self._publish(result)
@@ -399,6 +422,57 @@ class PostgresWriter:
             log.error("could not renew the lease heartbeat: %s", exc)
             return
         self._send_notice(codec.encode_heartbeat(self.epoch))
+
+    def _add(self, name: str, value: int) -> None:
+        if value:
+            self.totals[name] = self.totals.get(name, 0) + value
+
+    def _hear(self, prepared: PreparedBatch, now_us: int) -> None:
+        """Note whom a batch heard from, and the clock samples of its heartbeats (to store with it)."""
+        result = prepared.result
+        now = time.monotonic()
+        self._remote.heard(result.heard, now)
+        for instance_id, sent_at_us in result.heartbeats.items():
+            self._remote.clock_sample(instance_id, sent_at_us, now_us, now)
+        prepared.clock_skews = self._remote.skews_to_write(result.heartbeats)
+        self._add("instance_heartbeats", len(result.heartbeats))
+
+    def _sweep(self) -> None:
+        """Mark dead the local instances whose process is gone and the remote ones gone silent,
+        abandoning what they left running; delete instance rows past their retention."""
+        assert self._lease is not None
+        try:
+            conn = self._conn_now()
+            dead = pg_liveness.find_dead_instances(conn)
+            silent = self._remote.silent_among(pg_liveness.live_remote_instances(conn), time.monotonic())
+            if dead or silent:
+                now_us = _now_us()
+                with self._lease.transaction(now_us):
+                    for instance in dead + silent:
+                        pg_liveness.abandon(conn, instance, now_us)
+                self._remote.declared_dead(instance.instance_id for instance in silent)
+                self._add("instances_abandoned", len(dead) + len(silent))
+        except LeaseLostError:
+            raise
+        except psycopg.Error as exc:
+            if connection_lost(self._conn_now()):
+                self._regain()
+                return
+            log.error("instance liveness sweep failed: %s", exc)
+        try:
+            deleted = self._instance_retention.run_if_due(self._lease.transaction, _now_us())
+        except LeaseLostError:
+            raise
+        except psycopg.Error as exc:
+            if connection_lost(self._conn_now()):
+                self._regain()
+                return
+            log.error("deleting instance rows past their retention failed: %s", exc)
+            return
+        if deleted:
+            self._book.discard(deleted)
+            self._remote.forget(deleted)
+            self._add("instances_deleted", len(deleted))
 
     def _drain_on_shutdown(self) -> None:
         """Commit what already waits in the socket, so a clean stop loses nothing it received."""
