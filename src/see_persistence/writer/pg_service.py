@@ -8,8 +8,9 @@ a server that clients on other machines reach, so the writer listens on TCP with
 records its endpoints and key in the lease row, where clients look), no file identity checks,
 no checkpoints. As on SQLite: the instance liveness sweep (local instances by pid and create
 time on this host, instances of other hosts by their heartbeats) and the deletion of old
-instance rows (writer/pg_liveness.py). Not here: prune jobs (a prune is a dead letter) and
-published counters.
+instance rows (writer/pg_liveness.py); a change-feed notice after every COMMIT, numbered by
+the lease row's commit_seq (writer/feed.py). Not here: prune jobs (a prune is a dead letter)
+and published counters.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import zmq
 from .. import connection, leases
 from ..backends import redact_url
 from ..keys import KeyPair, KeyStore
-from ..protocol import codec, statements
+from ..protocol import codec, feed, statements
 from ..protocol.errors import LeaseLostError
 from . import liveness, pg_liveness
 from .auth import Authenticator, secure_server
 from .batch import BatchResult, PreparedBatch, prepare_burial, prepare_messages
+from .feed import describe_batch
 from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S
 from .pg_batch import NeedsCare, PostgresSequenceBook, apply_prepared, is_statement_error
@@ -124,6 +126,10 @@ class PostgresWriter:
         self._remote = RemoteInstances(remote_silence_s)  # instances of other hosts: heard lately?
         self._next_heartbeat = 0.0
         self._next_sweep = 0.0
+        # The change feed, as on SQLite: what the next transaction changes (None: not described,
+        # so its notice is an OVERFLOW and watchers re-read), and the workflows of recent tasks.
+        self._feed_next: feed.Coalescer | None = None
+        self._workflow_of_task: dict[str, str] = {}
         self.totals: dict[str, int] = {}
 
     # -- public control -------------------------------------------------------------------
@@ -169,6 +175,7 @@ class PostgresWriter:
         self._lease = PostgresLease(self.url, self._conn, self._tcp_specs[0])
         if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
             return False
+        self._lease.on_commit = self._publish_change
         self._context = zmq.Context()
         self._pull = self._context.socket(zmq.PULL)
         self._pull.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE_BYTES)
@@ -177,6 +184,7 @@ class PostgresWriter:
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
         self._listen_tcp()
+        self._feed_next = feed.Coalescer()  # no record a watcher shows
         self._lease.record_listeners(_now_us(), self._pairs[0][0], self._pairs, self._keys.public)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
         self._next_sweep = time.monotonic()
@@ -302,12 +310,14 @@ class PostgresWriter:
                 else:
                     prepared = prepare_messages(conn, raws, self._book, now_us=now_us)
                     self._hear(prepared, now_us)
+                self._feed_next = describe_batch(prepared, self._workflow_of_task)
                 result = self._apply(conn, prepared, now_us)
                 break
             except LeaseLostError:
                 self._book.forget()
                 raise
             except Exception as exc:
+                self._feed_next = None  # not committed: it describes no later transaction
                 if connection_lost(self._conn_now()):
                     self._regain()
                     continue
@@ -401,6 +411,18 @@ class PostgresWriter:
         for instance_id in result.unknown_instances - result.committed_seq.keys():
             self._send_notice(codec.encode_commit_notice(instance_id, epoch, 0, gap=True, unknown=True))
 
+    def _publish_change(self, seq: int) -> None:
+        """After the COMMIT numbered `seq`: its feed notice (what the writer said it would change)."""
+        committed_at_us = _now_us()
+        gathered, self._feed_next = self._feed_next, None
+        if gathered is None:
+            gathered = feed.Coalescer()
+            gathered.overflow_unknown()  # a sweep's changes: watchers re-read
+        assert self._lease is not None
+        if self._pub is not None:
+            notice = gathered.notice(self._lease.feed_id, seq, self.epoch, feed.Flag.NONE, committed_at_us)
+            self._send_notice(feed.encode_notice(notice))
+
     def _send_notice(self, frames: list[bytes]) -> None:
         assert self._pub is not None
         try:
@@ -412,10 +434,12 @@ class PostgresWriter:
         assert self._lease is not None
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
         try:
+            self._feed_next = feed.Coalescer()  # a heartbeat changes no record
             self._lease.heartbeat(_now_us())
         except LeaseLostError:
             raise
         except psycopg.Error as exc:
+            self._feed_next = None
             if connection_lost(self._conn_now()):
                 self._regain()
                 return
