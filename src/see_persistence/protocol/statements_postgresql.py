@@ -257,3 +257,27 @@ COPY_FORMS: dict[str, CopyForm] = {
     for name in (CREATE_WORKFLOW, CREATE_TASK, AUDIT_EVENT)
 }
 """SQLite SQL text -> the COPY form of that INSERT, for the inserts COPY can do (no ON CONFLICT)."""
+
+
+# -- retention: prune jobs (writer/retention.py runs them; writer/pg_retention.py wires these) --
+
+_CHUNK_IDS_SQLITE = "SELECT value FROM json_each(?)"
+_CHUNK_IDS = "SELECT jsonb_array_elements_text(CAST(%s AS jsonb))"
+
+
+def prune_statement(sqlite_sql: str) -> str:
+    """One prune statement of protocol/statements.py on PostgreSQL.
+
+    The chunk's ids, one JSON array parameter, are read with jsonb_array_elements_text where
+    SQLite has json_each; a row found by its rowid is found by its ctid (the physical row
+    version, which a DELETE in the same statement may use); `?` becomes `%s`. None of these
+    statements has a `?` or a `rowid` inside a literal.
+    """
+    return sqlite_sql.replace(_CHUNK_IDS_SQLITE, _CHUNK_IDS).replace("rowid", "ctid").replace("?", "%s")
+
+
+UNFINISHED_PRUNE_JOB = statements.UNFINISHED_PRUNE_JOB.replace(
+    "SELECT id, older_than,",
+    """SELECT id, to_char(older_than AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),""",
+)
+"""The oldest unfinished job, its cutoff as the RFC 3339 text SQLite holds (the report quotes it)."""

@@ -9,8 +9,8 @@ records its endpoints and key in the lease row, where clients look), no file ide
 no checkpoints. As on SQLite: the instance liveness sweep (local instances by pid and create
 time on this host, instances of other hosts by their heartbeats) and the deletion of old
 instance rows (writer/pg_liveness.py); a change-feed notice after every COMMIT, numbered by
-the lease row's commit_seq (writer/feed.py). Not here: prune jobs (a prune is a dead letter)
-and published counters.
+the lease row's commit_seq (writer/feed.py); prune jobs in chunks (writer/retention.py with
+writer/pg_retention.py's statements). Not here: published counters.
 """
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S
 from .pg_batch import NeedsCare, PostgresSequenceBook, apply_prepared, is_statement_error
 from .pg_lease import PostgresLease, connection_lost
+from .pg_retention import POSTGRESQL_PRUNE
+from .pg_retention import is_busy as pg_is_busy
+from .pg_retention import is_environmental as pg_is_environmental
 from .pg_storage import connect, upgrade_schema
 from .remote import RemoteInstances
+from .retention import PruneRunner
 from .service import (
     BATCH_ATTEMPTS_BEFORE_SPLITTING,
     BATCH_MAX_BYTES,
@@ -130,6 +134,7 @@ class PostgresWriter:
         # so its notice is an OVERFLOW and watchers re-read), and the workflows of recent tasks.
         self._feed_next: feed.Coalescer | None = None
         self._workflow_of_task: dict[str, str] = {}
+        self._prunes: PruneRunner | None = None
         self.totals: dict[str, int] = {}
 
     # -- public control -------------------------------------------------------------------
@@ -188,6 +193,17 @@ class PostgresWriter:
         self._lease.record_listeners(_now_us(), self._pairs[0][0], self._pairs, self._keys.public)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
         self._next_sweep = time.monotonic()
+        # Prune jobs, in chunks between batches; an unfinished one in the database is taken up at once.
+        self._prunes = PruneRunner(
+            self._conn_now,
+            self._lease.transaction,
+            self._pull,
+            self._stop,
+            sql=POSTGRESQL_PRUNE,
+            db_errors=(psycopg.Error,),
+            environmental=pg_is_environmental,
+            busy=pg_is_busy,
+        )
         # Remote instances' silence counts from now: they need the time to find this writer.
         self._remote = RemoteInstances(self._remote.silence_s)
         self._ready.set()
@@ -214,6 +230,8 @@ class PostgresWriter:
         if now >= self._next_sweep:
             self._next_sweep = now + liveness.SWEEP_INTERVAL_S
             self._sweep()
+        assert self._prunes is not None
+        self._prunes.run()
 
     def shutdown(self) -> None:
         """Release the lease and close sockets and the connection (safe to call twice)."""
