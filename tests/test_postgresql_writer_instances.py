@@ -29,7 +29,7 @@ from test_postgresql_writer import (
     workflow_status,
 )
 
-from see_persistence import leases
+from see_persistence import Reader, leases
 from see_persistence.protocol import codec
 
 psycopg = pytest.importorskip("psycopg")
@@ -185,12 +185,16 @@ def test_a_remote_instance_lives_by_its_heartbeats_and_is_abandoned_when_silent(
     wait_until(beat_and_count, 30, "heartbeats to be heard")
     assert (instance_row(postgres_url, remote.instance_id) or {})["state"] == "live"
     assert not abandoned(postgres_url, wid, tid)
+    with Reader(postgres_url) as reader:  # live by the writer's word, not by a pid of this host
+        assert remote.instance_id in {i.id for i in reader.get_active_instances()}
 
     # Silent now: marked dead, its work abandoned with the reason.
     wait_until(lambda: abandoned(postgres_url, wid, tid), 30, "the silent instance's work to be abandoned")
     assert (instance_row(postgres_url, remote.instance_id) or {})["state"] == "dead"
     (error,) = query(postgres_url, "SELECT error_message FROM workflow_executions WHERE id = %s", (wid,))[0]
     assert "was not heard from for" in error
+    with Reader(postgres_url) as reader:
+        assert remote.instance_id not in {i.id for i in reader.get_active_instances()}
 
     # Heard again: live again (what was abandoned stays failed).
     push.send(remote.heartbeat())
