@@ -224,6 +224,8 @@ def _run_on_postgresql(args: argparse.Namespace, database: DatabaseURL) -> int:
         dead_letter_bytes_kept=args.dead_letters_kept_bytes,
         listen=args.listen,
         keys_dir=args.keys_dir,
+        instances_kept_s=args.instances_kept_days * 86_400,
+        remote_silence_s=args.remote_silence,
     )
     try:
         writer.run()

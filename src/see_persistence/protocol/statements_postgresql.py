@@ -14,8 +14,11 @@ What differs, and why:
 - `success` is `boolean`; JSON columns are `jsonb`, so a task's empty log is `'[]'` cast by
   the column's type, and text the writer binds for them is parsed by the server.
 - a hello's upsert compares token hashes with IS NOT DISTINCT FROM (SQLite's IS).
-- an instance's `boot_id` is left NULL: a hello reaches a PostgreSQL writer over TCP, maybe
-  from another machine, so the writer's own boot says nothing of the sender's.
+- a hello records the sender's `host_id` (leases.host_id) as on SQLite, and the writer's boot
+  id (from the lease row it holds) only for an instance of the writer's own host id: a hello
+  reaches a PostgreSQL writer over TCP, maybe from another machine, whose pids and boots say
+  nothing of the sender's. Every parameter of its INSERT ... SELECT is cast: the server infers
+  no type for a parameter in a select list.
 
 No I/O here, as everywhere in protocol/.
 """
@@ -65,12 +68,20 @@ def _status_update(table: str, status: Status, *, with_output: bool) -> str:
 
 INSERTS: dict[str, str] = {
     HELLO: """INSERT INTO instances (id, pid, process_create_time, host, started_at, last_seen, state,
-            boot_id, token_hash)
-        VALUES (:instance_id, :pid, :process_create_time, :host, :at, :now, 'live', NULL, :token_hash)
+            boot_id, token_hash, host_id, last_heard_at)
+        SELECT CAST(:instance_id AS text), CAST(:pid AS bigint),
+            CAST(:process_create_time AS double precision), CAST(:host AS text),
+            CAST(:at AS timestamptz), CAST(:now AS timestamptz), 'live',
+            CASE WHEN COALESCE(CAST(:host_id AS text), lease.host_id) IS NOT DISTINCT FROM lease.host_id
+                THEN lease.boot_id END,
+            CAST(:token_hash AS text), COALESCE(CAST(:host_id AS text), lease.host_id),
+            CAST(:now AS timestamptz)
+        FROM (SELECT 1) AS one LEFT JOIN writer_lease AS lease ON lease.id = 1
         ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid,
             process_create_time = EXCLUDED.process_create_time, host = EXCLUDED.host,
             started_at = EXCLUDED.started_at, last_seen = EXCLUDED.last_seen, state = 'live',
-            ended_at = NULL, boot_id = EXCLUDED.boot_id
+            ended_at = NULL, boot_id = EXCLUDED.boot_id, host_id = EXCLUDED.host_id,
+            last_heard_at = EXCLUDED.last_heard_at
         WHERE instances.token_hash IS NOT DISTINCT FROM EXCLUDED.token_hash""",
     GOODBYE: """UPDATE instances SET state = 'ended', ended_at = :at, last_seen = :now
         WHERE id = :instance_id""",
@@ -92,8 +103,24 @@ INSERTS: dict[str, str] = {
         VALUES (:id, :workflow_id, :task_id, :event_type, :message, :at, :data, :instance_id)""",
 }
 
-RECORD_INSTANCE_SEQ = """UPDATE instances SET last_seq = %s, last_seen = %s, rejected = %s WHERE id = %s"""
-"""Params: seq, now, rejected total, instance id (statements.RECORD_INSTANCE_SEQ's meaning)."""
+
+def named(sql: str) -> str:
+    """`sql` written for sqlite3 with `:name` parameters, for psycopg (`%(name)s`, a mapping).
+
+    For statements whose SQL is the same on both backends but for the placeholders.
+    """
+    return _NAMED_PARAMETER.sub(r"%(\1)s", sql)
+
+
+_NAMED_PARAMETER = re.compile(r"(?<![:\w]):([a-z_]+)")
+
+RECORD_INSTANCE_SEQ = named(statements.RECORD_INSTANCE_SEQ)
+"""Params (a mapping): instance_id, seq, now, rejected (statements.RECORD_INSTANCE_SEQ's)."""
+
+RECORD_INSTANCE_HEARD = named(statements.RECORD_INSTANCE_HEARD).replace(
+    "%(clock_skew_us)s", "CAST(%(clock_skew_us)s AS bigint)"
+)
+"""Params (a mapping): instance_id, now, clock_skew_us (None: not measured)."""
 
 INSTANCE_CREDENTIALS = "SELECT last_seq, rejected, token_hash FROM instances WHERE id = %s"
 
@@ -230,3 +257,27 @@ COPY_FORMS: dict[str, CopyForm] = {
     for name in (CREATE_WORKFLOW, CREATE_TASK, AUDIT_EVENT)
 }
 """SQLite SQL text -> the COPY form of that INSERT, for the inserts COPY can do (no ON CONFLICT)."""
+
+
+# -- retention: prune jobs (writer/retention.py runs them; writer/pg_retention.py wires these) --
+
+_CHUNK_IDS_SQLITE = "SELECT value FROM json_each(?)"
+_CHUNK_IDS = "SELECT jsonb_array_elements_text(CAST(%s AS jsonb))"
+
+
+def prune_statement(sqlite_sql: str) -> str:
+    """One prune statement of protocol/statements.py on PostgreSQL.
+
+    The chunk's ids, one JSON array parameter, are read with jsonb_array_elements_text where
+    SQLite has json_each; a row found by its rowid is found by its ctid (the physical row
+    version, which a DELETE in the same statement may use); `?` becomes `%s`. None of these
+    statements has a `?` or a `rowid` inside a literal.
+    """
+    return sqlite_sql.replace(_CHUNK_IDS_SQLITE, _CHUNK_IDS).replace("rowid", "ctid").replace("?", "%s")
+
+
+UNFINISHED_PRUNE_JOB = statements.UNFINISHED_PRUNE_JOB.replace(
+    "SELECT id, older_than,",
+    """SELECT id, to_char(older_than AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),""",
+)
+"""The oldest unfinished job, its cutoff as the RFC 3339 text SQLite holds (the report quotes it)."""

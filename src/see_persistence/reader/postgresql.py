@@ -42,7 +42,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .. import backends, leases, locations
-from ..protocol.errors import BackendUnavailable, ReadOnlyViolation
+from ..protocol.errors import ReadOnlyViolation
 from ..protocol.models import WriterStatus
 from . import paging
 from .postgresql_sql import qmark_to_psycopg, rfc3339_text, sqlite_null_order, user_statement
@@ -254,10 +254,23 @@ class PostgresReader(Reader):
         on_change: Callable[[Change | Resync], object] | None = None,
         keys_dir: str | os.PathLike[str] | None = None,
     ) -> Watcher:
-        """Refused on PostgreSQL in this version: there is no change feed to watch there yet."""
-        raise BackendUnavailable(
-            f"Reader.watch() on {self.database} needs the writer's change feed over TCP, which the"
-            " writer on PostgreSQL does not publish in this version; poll the Reader meanwhile"
+        """Watch the changes committed from now on, as on SQLite, over the writer's TCP feed.
+
+        Always over TCP with CURVE (this user's client key pair from `keys_dir`, which the
+        writer must allow), where the lease row says the writer publishes; see
+        reader/watch_postgresql.py for what differs from a file.
+        """
+        from .watch_postgresql import PostgresWatcher
+
+        return PostgresWatcher(
+            self.url,
+            workflow_id=workflow_id,
+            kinds=kinds,
+            instance_id=instance_id,
+            max_pending=max_pending,
+            poll_interval_s=poll_interval_s,
+            on_change=on_change,
+            keys_dir=keys_dir,
         )
 
     def count_rows(self) -> dict[str, int]:

@@ -162,9 +162,12 @@ class Watcher:
     (WatcherHasCallback).
     """
 
+    # Over TCP whatever the platform's transport (a database on a server has no ipc socket).
+    _always_tcp = False
+
     def __init__(
         self,
-        db_path: Path,
+        db_path: Path | str,
         *,
         workflow_id: str | None = None,
         kinds: Iterable[feed.Kind | str] | None = None,
@@ -190,13 +193,11 @@ class Watcher:
         self._keys: KeyPair | None = None
         self._tcp: connection.TcpEndpoints | None = None
         self._endpoints: locations.Endpoints | None = None
-        if endpoints is None and connection.default_transport() == connection.TCP:
-            from .queries import Reader  # here: queries imports this module
-
+        if endpoints is None and (self._always_tcp or connection.default_transport() == connection.TCP):
             self._keys = KeyStore(keys_dir).client_pair()
-            self._lease_reader = Reader(db_path)
+            self._lease_reader = self._new_lease_reader()
         else:
-            self._endpoints = endpoints if endpoints is not None else locations.endpoints_for(db_path)
+            self._endpoints = endpoints if endpoints is not None else locations.endpoints_for(Path(db_path))
             locations.ensure_private_directory(self._endpoints.directory)
             locations.check_socket_files(self._endpoints)
         self._items: deque[Item] = deque()
@@ -426,7 +427,7 @@ class Watcher:
     def _run(self) -> None:
         try:
             self._open_file()
-            if self._conn is not None:
+            if self._is_open():
                 self._resync(ResyncCause.STARTED)
             next_check = time.monotonic() + self.poll_interval_s
             while not self._stop.is_set():
@@ -444,8 +445,7 @@ class Watcher:
             if self._keys is not None:
                 self._lease_reader.close()
             self._context.term()
-            if self._conn is not None:
-                self._conn.close()
+            self._close_database()
 
     def _receive(self, timeout_ms: int) -> bool:
         """Take every notice that arrives within `timeout_ms`; True if any came."""
@@ -468,16 +468,32 @@ class Watcher:
             self._on_frames(frames)
         return True
 
+    # -- the database: a file here; a subclass may watch another kind (reader/watch_postgresql.py)
+
+    def _new_lease_reader(self) -> Any:
+        """A Reader of the database, for the lease row (where the writer publishes, and its key)."""
+        from .queries import Reader  # here: queries imports this module
+
+        return Reader(self.db_path)
+
+    def _is_open(self) -> bool:
+        """True once the database was opened (the watcher has started)."""
+        return self._conn is not None
+
+    def _close_database(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
     def _open_file(self) -> None:
         """Open the file if it exists now and set the cursor from its lease row."""
         try:
-            conn = open_read_only(self.db_path)
+            conn = open_read_only(Path(self.db_path))
         except (FileNotFoundError, sqlite3.Error):
             return  # not there yet: looked for again at each check
         if self._conn is not None:
             self._conn.close()
         self._conn = conn
-        self._identity = _identity_of(self.db_path)
+        self._identity = _identity_of(Path(self.db_path))
         self._lookups.clear()
         self._data_version = self._read_data_version()
         self._signature = self._file_signature()
@@ -508,7 +524,8 @@ class Watcher:
         commits in data_version; the files themselves change.
         """
         signature: list[object] = []
-        for path in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
+        db_path = Path(self.db_path)
+        for path in (db_path, db_path.with_name(db_path.name + "-wal")):
             try:
                 info = os.stat(path)
             except OSError:
@@ -590,17 +607,21 @@ class Watcher:
             self._resync(ResyncCause.REFUSED)
 
     def _check_file(self, now: float) -> None:
-        """Each poll interval: the file still the one opened? without a writer, did it change?"""
+        """Each poll interval: follow the lease over TCP, then look at the database."""
         if self._keys is not None and (
             self._tcp is None or self._refused_at is not None or now - self._last_notice > NOTICE_SILENCE_S
         ):
             self._follow_lease()
+        self._check_database(now)
+
+    def _check_database(self, now: float) -> None:
+        """Each poll interval: the file still the one opened? without a writer, did it change?"""
         if self._conn is None:
             self._open_file()
             if self._conn is not None:
                 self._resync(ResyncCause.STARTED)
             return
-        if _identity_of(self.db_path) != self._identity:
+        if _identity_of(Path(self.db_path)) != self._identity:
             self._open_file()
             self._resync(ResyncCause.FILE_REPLACED)
             return
@@ -636,7 +657,7 @@ class Watcher:
         self.stats.notices += 1
         self._last_notice = time.monotonic()
         self._notified = True
-        if self._conn is None:
+        if not self._is_open():
             return  # not started: STARTED comes with the file
         feed_id, last = self._cursor
         if notice.feed_id != feed_id:
@@ -699,17 +720,29 @@ class Watcher:
         key = (sql, record_id)
         if key in self._lookups:
             return self._lookups[key]
-        assert self._conn is not None
         try:
-            row = self._conn.execute(sql, (record_id,)).fetchone()
-        except sqlite3.Error as exc:
+            row = self._lookup_row(sql, record_id)
+        except LookupFailed as exc:
             log.warning("watcher of %s: could not look up %s: %s", self.db_path, record_id, exc)
-            return None
+            return None  # not remembered: asked again next time
         value = row[0] if row else None
         if len(self._lookups) >= LOOKUPS_KEPT:
             self._lookups.clear()
         self._lookups[key] = value
         return value
+
+    def _lookup_row(self, sql: str, record_id: str) -> tuple[Any, ...] | None:
+        """The first row of `sql` (a `?` for the id) on the watcher's own connection; LookupFailed."""
+        assert self._conn is not None
+        try:
+            row: tuple[Any, ...] | None = self._conn.execute(sql, (record_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise LookupFailed(str(exc)) from exc
+        return row
+
+
+class LookupFailed(Exception):
+    """A watcher's database could not answer a lookup (logged; the record goes unfiltered as unknown)."""
 
 
 _TABLES = {

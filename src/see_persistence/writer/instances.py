@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from ..protocol import statements, timestamps
 
@@ -52,7 +53,13 @@ def delete_expired_instances(
 class InstanceRetention:
     """When to delete expired instance rows, and doing it in the writer's transactions."""
 
-    def __init__(self, kept_s: float = statements.INSTANCES_KEPT_S, limit: int = INSTANCES_DELETED_PER_RUN):
+    def __init__(
+        self,
+        kept_s: float = statements.INSTANCES_KEPT_S,
+        limit: int = INSTANCES_DELETED_PER_RUN,
+        *,
+        delete: Callable[[Any, int, float, int], list[str]] | None = None,
+    ):
         if not kept_s > 0:
             raise ValueError("instances must be kept for a positive time")
         if limit < 1:
@@ -60,10 +67,12 @@ class InstanceRetention:
         self.kept_s = kept_s
         self.limit = limit
         self._next_run = time.monotonic()  # at the first sweep
+        # The deletion in the backend's SQL (writer/pg_liveness.py has PostgreSQL's).
+        self._delete = delete if delete is not None else delete_expired_instances
 
     def run_if_due(
         self,
-        transaction: Callable[[int], AbstractContextManager[sqlite3.Connection]],
+        transaction: Callable[[int], AbstractContextManager[Any]],
         now_us: int,
     ) -> list[str]:
         """Delete one chunk of expired rows if it is time; return the ids deleted.
@@ -75,7 +84,7 @@ class InstanceRetention:
             return []
         self._next_run = now + RUN_INTERVAL_S
         with transaction(now_us) as conn:
-            ids = delete_expired_instances(conn, now_us, self.kept_s, self.limit)
+            ids = self._delete(conn, now_us, self.kept_s, self.limit)
         if len(ids) >= self.limit:
             self._next_run = now  # more may wait: the next sweep takes the next chunk
         if ids:

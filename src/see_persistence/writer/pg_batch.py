@@ -16,8 +16,8 @@ protocol/statements_postgresql.py:
 - a task's appends go in with one UPDATE per batch, placed by protocol/task_logs.py as on SQLite.
 - dead letters are inserted at the end in one executemany; the per-instance sequence and
   rejected totals are recorded, and the dead-letter table trimmed, as on SQLite.
-- a prune operation is refused with a dead letter: its chunked deletion has no PostgreSQL
-  form yet, and a job recorded that nothing runs would look accepted.
+- a prune operation records its job, as on SQLite (writer/retention.py); the writer deletes
+  in chunks between batches (writer/pg_retention.py has the statements).
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ from .batch import (
     _Prune,
     _Run,
 )
+from .pg_retention import POSTGRESQL_PRUNE
+from .retention import record_prune
 
 log = logging.getLogger("see_persistence.writer")
 
 NUL_REASON = "PostgreSQL cannot store the character U+0000 (NUL) in text or JSON"
-PRUNE_REASON = "prune is not available on PostgreSQL in this version; nothing was deleted"
 _NUL_ESCAPE = "\\u0000"
 # From this many rows a run of a plain INSERT goes by COPY rather than executemany (measured
 # with tools/bench_pg_inserts.py; see docs/POSTGRESQL.md).
@@ -293,8 +294,22 @@ class PostgresApplier:
         )
 
     def prune(self, step: _Prune) -> None:
-        """Refused on PostgreSQL for now (see the module docstring)."""
-        self.reject(step.name, step.payload, f"{step.name}: {PRUNE_REASON}", step.instance_id, step.seq)
+        """Record a prune job after everything before it, in order (the writer deletes in chunks later)."""
+        try:
+            if not self.careful:
+                record_prune(self.conn, step.values, POSTGRESQL_PRUNE)
+            else:
+                with self.conn.transaction():
+                    record_prune(self.conn, step.values, POSTGRESQL_PRUNE)
+        except psycopg.Error as exc:
+            if not is_statement_error(exc):
+                raise
+            if not self.careful:
+                raise NeedsCare from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.reject(step.name, step.payload, f"{step.name}: {first}", step.instance_id, step.seq)
+            return
+        self.result.operations_applied += 1
 
 
 class NeedsCare(Exception):
@@ -335,14 +350,22 @@ def apply_prepared(
     cursor = applier.cursor
     if applier.letters:
         cursor.executemany(pgsql.INSERT_DEAD_LETTER, applier.letters)
+    now = prepared.now
     seqs = []
     for instance_id, seq in prepared.pending_seq.items():
         rejected_total = prepared.entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
         result.rejected_total[instance_id] = rejected_total
         if "\x00" not in instance_id:
-            seqs.append((seq, prepared.now, rejected_total, instance_id))
+            seqs.append({"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total})
     if seqs:
         cursor.executemany(pgsql.RECORD_INSTANCE_SEQ, seqs)
+    heard = []
+    for instance_id in result.heard:
+        skew = prepared.clock_skews.get(instance_id)
+        if (instance_id not in prepared.pending_seq or skew is not None) and "\x00" not in instance_id:
+            heard.append({"instance_id": instance_id, "now": now, "clock_skew_us": skew})
+    if heard:
+        cursor.executemany(pgsql.RECORD_INSTANCE_HEARD, heard)
     if result.dead_letters:
         known = book.dead_letter_bytes()
         # Read once per writer (the sum counts this batch's rows too), then kept up to date.

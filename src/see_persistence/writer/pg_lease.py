@@ -185,14 +185,15 @@ class PostgresLease:
             self.conn.execute(
                 "INSERT INTO writer_lease (id, pid, process_create_time, host, endpoint, epoch,"
                 " acquired_at, heartbeat_at, released_at, boot_id, heartbeat_boot_ns, commit_seq,"
-                " feed_id, endpoints, public_key)"
-                " VALUES (1, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s, NULL, NULL)"
+                " feed_id, endpoints, public_key, host_id)"
+                " VALUES (1, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s, NULL, NULL, %s)"
                 " ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid,"
                 " process_create_time = EXCLUDED.process_create_time, host = EXCLUDED.host,"
                 " endpoint = EXCLUDED.endpoint, epoch = EXCLUDED.epoch, acquired_at = EXCLUDED.acquired_at,"
                 " heartbeat_at = EXCLUDED.heartbeat_at, released_at = NULL, boot_id = EXCLUDED.boot_id,"
                 " heartbeat_boot_ns = EXCLUDED.heartbeat_boot_ns, commit_seq = EXCLUDED.commit_seq,"
-                " feed_id = EXCLUDED.feed_id, endpoints = NULL, public_key = NULL",
+                " feed_id = EXCLUDED.feed_id, endpoints = NULL, public_key = NULL,"
+                " host_id = EXCLUDED.host_id",
                 (
                     self._me.pid,
                     self._me.create_time,
@@ -205,6 +206,7 @@ class PostgresLease:
                     leases.boot_time_ns(),
                     commit_seq,
                     feed_id,
+                    leases.host_id(),
                 ),
             )
         if current is not None and current[5] is None:

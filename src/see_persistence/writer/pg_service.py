@@ -6,8 +6,11 @@ in one transaction fenced by the lease epoch, confirm with commit notices on PUB
 what belongs to a file: no ipc socket (its path is derived from a database file; a URL names
 a server that clients on other machines reach, so the writer listens on TCP with CURVE and
 records its endpoints and key in the lease row, where clients look), no file identity checks,
-no checkpoints. Not yet here: the instance liveness sweep, prune jobs (a prune is a dead
-letter), change-feed notices and published counters.
+no checkpoints. As on SQLite: the instance liveness sweep (local instances by pid and create
+time on this host, instances of other hosts by their heartbeats) and the deletion of old
+instance rows (writer/pg_liveness.py); a change-feed notice after every COMMIT, numbered by
+the lease row's commit_seq (writer/feed.py); prune jobs in chunks (writer/retention.py with
+writer/pg_retention.py's statements). Not here: published counters.
 """
 
 from __future__ import annotations
@@ -26,14 +29,22 @@ import zmq
 from .. import connection, leases
 from ..backends import redact_url
 from ..keys import KeyPair, KeyStore
-from ..protocol import codec, statements
+from ..protocol import codec, feed, statements
 from ..protocol.errors import LeaseLostError
+from . import liveness, pg_liveness
 from .auth import Authenticator, secure_server
 from .batch import BatchResult, PreparedBatch, prepare_burial, prepare_messages
+from .feed import describe_batch
+from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S
 from .pg_batch import NeedsCare, PostgresSequenceBook, apply_prepared, is_statement_error
 from .pg_lease import PostgresLease, connection_lost
+from .pg_retention import POSTGRESQL_PRUNE
+from .pg_retention import is_busy as pg_is_busy
+from .pg_retention import is_environmental as pg_is_environmental
 from .pg_storage import connect, upgrade_schema
+from .remote import RemoteInstances
+from .retention import PruneRunner
 from .service import (
     BATCH_ATTEMPTS_BEFORE_SPLITTING,
     BATCH_MAX_BYTES,
@@ -78,6 +89,8 @@ class PostgresWriter:
         dead_letter_bytes_kept: int = statements.DEAD_LETTER_BYTES_KEPT,
         listen: Sequence[str] | None = None,
         keys_dir: str | None = None,
+        instances_kept_s: float = statements.INSTANCES_KEPT_S,
+        remote_silence_s: float = leases.REMOTE_SILENCE_S,
     ) -> None:
         self.url = url
         self.standby = standby
@@ -111,7 +124,17 @@ class PostgresWriter:
         self._pull: zmq.Socket[Any] | None = None
         self._pub: zmq.Socket[Any] | None = None
         self._book = PostgresSequenceBook()
+        self._instance_retention = InstanceRetention(
+            instances_kept_s, delete=pg_liveness.delete_expired_instances
+        )
+        self._remote = RemoteInstances(remote_silence_s)  # instances of other hosts: heard lately?
         self._next_heartbeat = 0.0
+        self._next_sweep = 0.0
+        # The change feed, as on SQLite: what the next transaction changes (None: not described,
+        # so its notice is an OVERFLOW and watchers re-read), and the workflows of recent tasks.
+        self._feed_next: feed.Coalescer | None = None
+        self._workflow_of_task: dict[str, str] = {}
+        self._prunes: PruneRunner | None = None
         self.totals: dict[str, int] = {}
 
     # -- public control -------------------------------------------------------------------
@@ -157,6 +180,7 @@ class PostgresWriter:
         self._lease = PostgresLease(self.url, self._conn, self._tcp_specs[0])
         if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
             return False
+        self._lease.on_commit = self._publish_change
         self._context = zmq.Context()
         self._pull = self._context.socket(zmq.PULL)
         self._pull.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE_BYTES)
@@ -165,8 +189,23 @@ class PostgresWriter:
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
         self._listen_tcp()
+        self._feed_next = feed.Coalescer()  # no record a watcher shows
         self._lease.record_listeners(_now_us(), self._pairs[0][0], self._pairs, self._keys.public)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
+        self._next_sweep = time.monotonic()
+        # Prune jobs, in chunks between batches; an unfinished one in the database is taken up at once.
+        self._prunes = PruneRunner(
+            self._conn_now,
+            self._lease.transaction,
+            self._pull,
+            self._stop,
+            sql=POSTGRESQL_PRUNE,
+            db_errors=(psycopg.Error,),
+            environmental=pg_is_environmental,
+            busy=pg_is_busy,
+        )
+        # Remote instances' silence counts from now: they need the time to find this writer.
+        self._remote = RemoteInstances(self._remote.silence_s)
         self._ready.set()
         log.info(
             "writer pid %d serving %s on %s",
@@ -177,15 +216,22 @@ class PostgresWriter:
         return True
 
     def loop_once(self) -> None:
-        """Wait briefly for messages, commit them as one batch, then renew the lease if due."""
+        """Wait briefly for messages, commit them as one batch, then renew the lease and sweep if due."""
         assert self._pull is not None
-        timeout_s = max(0.0, min(IDLE_POLL_S, self._next_heartbeat - time.monotonic()))
+        now = time.monotonic()
+        timeout_s = max(0.0, min(IDLE_POLL_S, self._next_heartbeat - now, self._next_sweep - now))
         if self._pull.poll(int(timeout_s * 1000)):
             raws = self._receive_batch()
             if raws:
                 self._commit(raws)
-        if time.monotonic() >= self._next_heartbeat:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
             self._heartbeat()
+        if now >= self._next_sweep:
+            self._next_sweep = now + liveness.SWEEP_INTERVAL_S
+            self._sweep()
+        assert self._prunes is not None
+        self._prunes.run()
 
     def shutdown(self) -> None:
         """Release the lease and close sockets and the connection (safe to call twice)."""
@@ -281,12 +327,15 @@ class PostgresWriter:
                     prepared = prepare_burial(conn, raws[0], self._book, now_us=now_us, reason=burial_reason)
                 else:
                     prepared = prepare_messages(conn, raws, self._book, now_us=now_us)
+                    self._hear(prepared, now_us)
+                self._feed_next = describe_batch(prepared, self._workflow_of_task)
                 result = self._apply(conn, prepared, now_us)
                 break
             except LeaseLostError:
                 self._book.forget()
                 raise
             except Exception as exc:
+                self._feed_next = None  # not committed: it describes no later transaction
                 if connection_lost(self._conn_now()):
                     self._regain()
                     continue
@@ -316,6 +365,8 @@ class PostgresWriter:
             registered=result.registered,
             dead_letter_bytes=result.dead_letter_bytes,
         )
+        assert prepared is not None
+        self._remote.written(prepared.clock_skews)
         self._count(result)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S  # the fence renewed it
         self._publish(result)
@@ -378,6 +429,18 @@ class PostgresWriter:
         for instance_id in result.unknown_instances - result.committed_seq.keys():
             self._send_notice(codec.encode_commit_notice(instance_id, epoch, 0, gap=True, unknown=True))
 
+    def _publish_change(self, seq: int) -> None:
+        """After the COMMIT numbered `seq`: its feed notice (what the writer said it would change)."""
+        committed_at_us = _now_us()
+        gathered, self._feed_next = self._feed_next, None
+        if gathered is None:
+            gathered = feed.Coalescer()
+            gathered.overflow_unknown()  # a sweep's changes: watchers re-read
+        assert self._lease is not None
+        if self._pub is not None:
+            notice = gathered.notice(self._lease.feed_id, seq, self.epoch, feed.Flag.NONE, committed_at_us)
+            self._send_notice(feed.encode_notice(notice))
+
     def _send_notice(self, frames: list[bytes]) -> None:
         assert self._pub is not None
         try:
@@ -389,16 +452,69 @@ class PostgresWriter:
         assert self._lease is not None
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
         try:
+            self._feed_next = feed.Coalescer()  # a heartbeat changes no record
             self._lease.heartbeat(_now_us())
         except LeaseLostError:
             raise
         except psycopg.Error as exc:
+            self._feed_next = None
             if connection_lost(self._conn_now()):
                 self._regain()
                 return
             log.error("could not renew the lease heartbeat: %s", exc)
             return
         self._send_notice(codec.encode_heartbeat(self.epoch))
+
+    def _add(self, name: str, value: int) -> None:
+        if value:
+            self.totals[name] = self.totals.get(name, 0) + value
+
+    def _hear(self, prepared: PreparedBatch, now_us: int) -> None:
+        """Note whom a batch heard from, and the clock samples of its heartbeats (to store with it)."""
+        result = prepared.result
+        now = time.monotonic()
+        self._remote.heard(result.heard, now)
+        for instance_id, sent_at_us in result.heartbeats.items():
+            self._remote.clock_sample(instance_id, sent_at_us, now_us, now)
+        prepared.clock_skews = self._remote.skews_to_write(result.heartbeats)
+        self._add("instance_heartbeats", len(result.heartbeats))
+
+    def _sweep(self) -> None:
+        """Mark dead the local instances whose process is gone and the remote ones gone silent,
+        abandoning what they left running; delete instance rows past their retention."""
+        assert self._lease is not None
+        try:
+            conn = self._conn_now()
+            dead = pg_liveness.find_dead_instances(conn)
+            silent = self._remote.silent_among(pg_liveness.live_remote_instances(conn), time.monotonic())
+            if dead or silent:
+                now_us = _now_us()
+                with self._lease.transaction(now_us):
+                    for instance in dead + silent:
+                        pg_liveness.abandon(conn, instance, now_us)
+                self._remote.declared_dead(instance.instance_id for instance in silent)
+                self._add("instances_abandoned", len(dead) + len(silent))
+        except LeaseLostError:
+            raise
+        except psycopg.Error as exc:
+            if connection_lost(self._conn_now()):
+                self._regain()
+                return
+            log.error("instance liveness sweep failed: %s", exc)
+        try:
+            deleted = self._instance_retention.run_if_due(self._lease.transaction, _now_us())
+        except LeaseLostError:
+            raise
+        except psycopg.Error as exc:
+            if connection_lost(self._conn_now()):
+                self._regain()
+                return
+            log.error("deleting instance rows past their retention failed: %s", exc)
+            return
+        if deleted:
+            self._book.discard(deleted)
+            self._remote.forget(deleted)
+            self._add("instances_deleted", len(deleted))
 
     def _drain_on_shutdown(self) -> None:
         """Commit what already waits in the socket, so a clean stop loses nothing it received."""

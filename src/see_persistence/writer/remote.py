@@ -26,8 +26,9 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..leases import CLOCK_SKEW_SHOWN_S, REMOTE_SILENCE_S
 from .liveness import DeadInstance
@@ -132,8 +133,11 @@ class RemoteInstances:
 
     def find_silent(self, conn: sqlite3.Connection, host_id: str, now: float) -> list[DeadInstance]:
         """Live instances of other hosts silent for `silence_s` or more, each with why it is dead."""
+        return self.silent_among(conn.execute(LIVE_REMOTE_INSTANCES, {"host_id": host_id}).fetchall(), now)
+
+    def silent_among(self, rows: Sequence[Sequence[Any]], now: float) -> list[DeadInstance]:
+        """Of `rows` (id, pid, host: every live instance of other hosts), those silent too long."""
         dead = []
-        rows = conn.execute(LIVE_REMOTE_INSTANCES, {"host_id": host_id}).fetchall()
         self._drop_unjudged({row[0] for row in rows}, now)
         for instance_id, pid, host in rows:
             silent = self.silent_s(instance_id, now)

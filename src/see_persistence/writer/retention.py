@@ -65,6 +65,45 @@ _recorded = 0  # jobs recorded by this process: a hint that a look into the file
 
 
 @dataclass(frozen=True)
+class PruneStatements:
+    """The SQL of prune jobs for one backend (SQLite's: protocol/statements.py; PostgreSQL's:
+    writer/pg_retention.py), each with its placeholders and in the order documented there."""
+
+    record: str
+    unfinished: str
+    count_chunk: str
+    job_counts: str
+    finish: str
+    give_up: str
+    report: str
+    chunk_workflows: Callable[[int], str]
+    child_deletes: tuple[tuple[str, str], ...]
+    prune_workflows: str
+
+
+SQLITE_PRUNE = PruneStatements(
+    record=statements.RECORD_PRUNE_JOB,
+    unfinished=statements.UNFINISHED_PRUNE_JOB,
+    count_chunk=statements.COUNT_PRUNE_CHUNK,
+    job_counts=statements.PRUNE_JOB_COUNTS,
+    finish=statements.FINISH_PRUNE_JOB,
+    give_up=statements.GIVE_UP_PRUNE_JOB,
+    report=statements.PRUNE_REPORT,
+    chunk_workflows=statements.prune_chunk_workflows,
+    child_deletes=statements.PRUNE_CHILD_DELETES,
+    prune_workflows=statements.PRUNE_WORKFLOWS,
+)
+
+
+def _sqlite_environmental(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and is_environmental(exc)
+
+
+def _sqlite_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and is_busy(exc)
+
+
+@dataclass(frozen=True)
 class PruneJob:
     """An unfinished prune as the file holds it: what to delete, and what it deleted so far."""
 
@@ -84,7 +123,7 @@ class ChunkResult:
     finished: bool
 
 
-def record_prune(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
+def record_prune(conn: Any, values: dict[str, Any], sql: PruneStatements = SQLITE_PRUNE) -> None:
     """Inside the batch's transaction: record the prune as a job for the writer to carry out.
 
     O(1) whatever the prune will delete. A second prune with the same id (someone resending a
@@ -92,7 +131,7 @@ def record_prune(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
     """
     global _recorded
     conn.execute(
-        statements.RECORD_PRUNE_JOB,
+        sql.record,
         (
             values["id"],
             timestamps.format_us(values["older_than_us"]),
@@ -104,9 +143,9 @@ def record_prune(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
     _recorded += 1
 
 
-def unfinished_job(conn: sqlite3.Connection) -> PruneJob | None:
+def unfinished_job(conn: Any, sql: PruneStatements = SQLITE_PRUNE) -> PruneJob | None:
     """The oldest prune job not finished yet, or None."""
-    row = conn.execute(statements.UNFINISHED_PRUNE_JOB).fetchone()
+    row = conn.execute(sql.unfinished).fetchone()
     if row is None:
         return None
     job_id, older_than, statuses, instance_id, workflows, tasks, events, chunks = row
@@ -115,11 +154,12 @@ def unfinished_job(conn: sqlite3.Connection) -> PruneJob | None:
 
 
 def prune_chunk(
-    conn: sqlite3.Connection,
+    conn: Any,
     job: PruneJob,
     now_us: int,
     workflows: int = CHUNK_WORKFLOWS,
     rows: int = CHUNK_ROWS,
+    sql: PruneStatements = SQLITE_PRUNE,
 ) -> ChunkResult:
     """Inside an open transaction: delete one chunk of `job` and count it; finish the job if done.
 
@@ -130,15 +170,15 @@ def prune_chunk(
     if workflows < 1 or rows < 1:
         raise ValueError("a chunk deletes at least one workflow and one row")
     now = timestamps.format_us(now_us)
-    select = statements.prune_chunk_workflows(len(job.statuses))
-    ids = [row[0] for row in conn.execute(select, (*job.statuses, job.older_than, workflows))]
+    select = sql.chunk_workflows(len(job.statuses))
+    ids = [row[0] for row in conn.execute(select, (*job.statuses, job.older_than, workflows)).fetchall()]
     counts = {"workflow_executions": 0, "task_executions": 0, "audit_events": 0}
     done = True
     if ids:
         chunk_ids = json.dumps(ids)
         budget = rows
-        for table, sql in statements.PRUNE_CHILD_DELETES:
-            deleted = max(conn.execute(sql, (chunk_ids, budget)).rowcount, 0)
+        for table, delete in sql.child_deletes:
+            deleted = max(conn.execute(delete, (chunk_ids, budget)).rowcount, 0)
             if table in counts:
                 counts[table] += deleted
             budget -= deleted
@@ -146,11 +186,11 @@ def prune_chunk(
                 done = False  # perhaps more of theirs: the next chunk takes the same workflows
                 break
         if done:
-            deleted = conn.execute(statements.PRUNE_WORKFLOWS, (chunk_ids,)).rowcount
+            deleted = conn.execute(sql.prune_workflows, (chunk_ids,)).rowcount
             counts["workflow_executions"] = max(deleted, 0)
             done = len(ids) < workflows
     conn.execute(
-        statements.COUNT_PRUNE_CHUNK,
+        sql.count_chunk,
         (
             counts["workflow_executions"],
             counts["task_executions"],
@@ -160,21 +200,21 @@ def prune_chunk(
         ),
     )
     if done:
-        _finish(conn, job, now)
+        _finish(conn, job, now, sql)
     return ChunkResult(counts, done)
 
 
-def _finish(conn: sqlite3.Connection, job: PruneJob, now: str) -> None:
+def _finish(conn: Any, job: PruneJob, now: str, sql: PruneStatements) -> None:
     """Write the job's report audit event (id = the prune's id) and mark it finished."""
-    workflows, tasks, events = conn.execute(statements.PRUNE_JOB_COUNTS, (job.id,)).fetchone()
+    workflows, tasks, events = conn.execute(sql.job_counts, (job.id,)).fetchone()
     counts = {"workflow_executions": workflows, "task_executions": tasks, "audit_events": events}
     report = {**counts, "older_than": job.older_than, "statuses": job.statuses}
     message = (
         f"pruned {workflows} workflows created before {job.older_than}"
         f" ({', '.join(job.statuses)}), with {tasks} tasks and {events} audit events"
     )
-    conn.execute(statements.PRUNE_REPORT, (job.id, message, now, json.dumps(report), job.instance_id))
-    conn.execute(statements.FINISH_PRUNE_JOB, (now, now, job.id))
+    conn.execute(sql.report, (job.id, message, now, json.dumps(report), job.instance_id))
+    conn.execute(sql.finish, (now, now, job.id))
     log.info("%s", message)
 
 
@@ -182,7 +222,7 @@ class _Pollable(Protocol):
     def poll(self, timeout: int | None = ...) -> int: ...
 
 
-Transaction = Callable[[int], AbstractContextManager[sqlite3.Connection]]
+Transaction = Callable[[int], AbstractContextManager[Any]]
 
 
 class PruneRunner:
@@ -193,17 +233,31 @@ class PruneRunner:
     do, chunk after chunk for up to IDLE_SLICE_S, then returns so the loop does its own work.
     `transaction(now_us)` is the writer lease's (each chunk is fenced, and renews the
     heartbeat); `committed` is told of every commit (the checkpointer).
+
+    On another backend: `sql` its statements, `db_errors` its errors, `environmental` which
+    of them are the database's rather than the job's (retried, never counted against it),
+    `busy` which say it is locked; `conn` a callable giving the connection to look with, when
+    the writer may replace its connection (PostgreSQL, after a broken one).
     """
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: sqlite3.Connection | Callable[[], Any],
         transaction: Transaction,
         incoming: _Pollable,
         stop: threading.Event,
         committed: Callable[[], None] = lambda: None,
+        *,
+        sql: PruneStatements = SQLITE_PRUNE,
+        db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,),
+        environmental: Callable[[BaseException], bool] = _sqlite_environmental,
+        busy: Callable[[BaseException], bool] = _sqlite_busy,
     ) -> None:
-        self._conn = conn
+        self._conn_of: Callable[[], Any] = (lambda: conn) if isinstance(conn, sqlite3.Connection) else conn
+        self._sql = sql
+        self._db_errors = db_errors
+        self._environmental = environmental
+        self._busy = busy
         self._transaction = transaction
         self._incoming = incoming
         self._stop = stop
@@ -264,8 +318,8 @@ class PruneRunner:
         self._seen_recorded = _recorded
         self._next_look = now + LOOK_INTERVAL_S
         try:
-            self._job = unfinished_job(self._conn)
-        except sqlite3.Error as exc:
+            self._job = unfinished_job(self._conn_of(), self._sql)
+        except self._db_errors as exc:
             self._failed("could not look for unfinished prune jobs", exc)
             return False
         if self._job is not None:
@@ -287,11 +341,11 @@ class PruneRunner:
         now_us = time.time_ns() // 1000
         try:
             with self._transaction(now_us) as conn:
-                result = prune_chunk(conn, job, now_us, self.workflows, self.rows)
+                result = prune_chunk(conn, job, now_us, self.workflows, self.rows, self._sql)
         except LeaseLostError:
             raise
         except Exception as exc:
-            if isinstance(exc, sqlite3.Error) and is_environmental(exc):
+            if self._environmental(exc):
                 self._failed(f"a chunk of prune job {job.id} failed", exc)
                 return False
             self._own_failures += 1
@@ -335,10 +389,10 @@ class PruneRunner:
         now = timestamps.format_us(now_us)
         try:
             with self._transaction(now_us) as conn:
-                conn.execute(statements.GIVE_UP_PRUNE_JOB, (error, now, now, job.id))
+                conn.execute(self._sql.give_up, (error, now, now, job.id))
         except LeaseLostError:
             raise
-        except sqlite3.Error as failure:
+        except self._db_errors as failure:
             self._failed(f"could not mark prune job {job.id} failed", failure)
             return
         log.error("gave prune job %s up after %s chunks: %s", job.id, job.chunks, error)
@@ -348,10 +402,10 @@ class PruneRunner:
         self._retry_s = RETRY_MIN_S
         self._next_look = 0.0  # another job may wait behind it
 
-    def _failed(self, what: str, exc: Exception) -> None:
+    def _failed(self, what: str, exc: BaseException) -> None:
         """Log once per run of failures, and try again after a growing pause."""
         if not self._failing:
-            busy = isinstance(exc, sqlite3.Error) and is_busy(exc)
+            busy = self._busy(exc)
             reason = "the database is locked by another process" if busy else str(exc)
             log.error("%s (will retry): %s", what, reason)
         self._failing = True

@@ -1,0 +1,136 @@
+"""The change feed on PostgreSQL: `Reader("postgresql://...").watch()` over the writer's TCP feed.
+
+Real writer and client processes on the session's server (tests/conftest_postgres.py); the
+Watcher runs in this process and finds the writer's PUB endpoint and key in the lease row.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import test_postgresql_writer as pg_writer_tests
+from conftest import wait_until
+from test_postgresql_writer import wait_serving
+
+from see_persistence import Change, Client, Reader, Resync, ResyncCause, Watcher
+
+pytest.importorskip("psycopg")
+
+ITEM_TIMEOUT_S = 30.0
+
+# That module's fixtures, for the tests here to ask for by name.
+tcp_env = pg_writer_tests.tcp_env
+pg_writers = pg_writer_tests.pg_writers
+
+
+def _collect(watcher: Watcher, done: Callable[[list[Change | Resync]], bool]) -> list[Change | Resync]:
+    items: list[Change | Resync] = []
+    deadline = time.monotonic() + ITEM_TIMEOUT_S
+    while not done(items):
+        assert time.monotonic() < deadline, f"gave up waiting; got {items[-20:]}, {watcher.stats}"
+        item = watcher.get(timeout=0.5)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def _completed(ids: set[str]) -> Callable[[list[Change | Resync]], bool]:
+    def done(items: list[Change | Resync]) -> bool:
+        workflows = [i for i in items if isinstance(i, Change) and i.kind == "workflow"]
+        return ids <= {c.id for c in workflows if c.status == "completed"}
+
+    return done
+
+
+def test_a_watcher_on_postgresql_sees_every_commit_of_clients_in_order_once(
+    postgres_url, pg_writers, clients, tcp_env
+):
+    wait_serving(postgres_url, pg_writers(postgres_url))
+    with Reader(postgres_url) as reader, reader.watch() as watcher:
+        first = watcher.get(timeout=ITEM_TIMEOUT_S)
+        assert isinstance(first, Resync) and first.cause == ResyncCause.STARTED
+        wait_until(lambda: watcher.stats.notices > 0, 20, "the watcher's first notice over TCP")
+        reports = [
+            clients(postgres_url, "--label", label, "--workflows", "4", env=tcp_env).finish()
+            for label in ("a", "b")
+        ]
+        assert all(r["flushed"] for r in reports)
+        ids = {wid for r in reports for wid in r["workflow_ids"]}
+        items = _collect(watcher, _completed(ids))
+        assert not [i for i in items if isinstance(i, Resync)], f"no gap expected: {items}"
+        changes = [i for i in items if isinstance(i, Change)]
+        seqs = [c.seq for c in changes]
+        assert seqs == sorted(seqs)
+        keys = [(c.kind, c.id, c.status, c.seq) for c in changes]
+        assert len(keys) == len(set(keys))
+        rank = {"pending": 0, "running": 1, "completed": 2}
+        for wid in ids:  # a commit lists a record's last status in it: a subsequence, in order
+            statuses = [rank[c.status] for c in changes if c.kind == "workflow" and c.id == wid]
+            assert statuses == sorted(set(statuses)) and statuses[-1] == rank["completed"]
+        assert watcher.stats.refused is None
+
+
+def test_a_client_in_this_process_flushes_and_a_workflow_watcher_sees_its_tasks(
+    postgres_url, pg_writers, tcp_env
+):
+    wait_serving(postgres_url, pg_writers(postgres_url))
+    with Client(postgres_url) as client, Reader(postgres_url) as reader:
+        wid = client.create_workflow("watched")
+        assert client.flush(timeout=30)
+        with reader.watch(workflow_id=wid) as watcher:
+            started = watcher.get(timeout=ITEM_TIMEOUT_S)
+            assert isinstance(started, Resync) and started.cause == ResyncCause.STARTED
+            wait_until(lambda: watcher.stats.notices > 0, 20, "the watcher's first notice over TCP")
+            other = client.create_workflow("not watched")
+            tid = client.create_task(wid, "step", execution_order=1)
+            client.update_task_status(tid, "running")
+            client.append_task_log(tid, "a line")
+            client.update_workflow_status(wid, "completed")
+            assert client.flush(timeout=30)
+            items = _collect(
+                watcher,
+                lambda got: any(
+                    isinstance(i, Change) and i.id == wid and i.status == "completed" for i in got
+                ),
+            )
+        assert reader.get_workflow(wid).status == "completed"
+    changes = [i for i in items if isinstance(i, Change)]
+    assert not [i for i in items if isinstance(i, Resync)], items
+    assert other not in {c.id for c in changes}
+    assert {c.workflow_id for c in changes} == {wid}
+    assert ("task", tid) in {(c.kind, c.id) for c in changes}
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes)
+
+
+def test_a_watcher_on_postgresql_follows_the_lease_to_a_standby_that_took_over(
+    postgres_url, pg_writers, clients, tcp_env
+):
+    first_writer = pg_writers(postgres_url)
+    wait_serving(postgres_url, first_writer)
+    with Reader(postgres_url) as reader, reader.watch() as watcher:
+        started = watcher.get(timeout=ITEM_TIMEOUT_S)
+        assert isinstance(started, Resync) and started.cause == ResyncCause.STARTED
+        wait_until(lambda: watcher.stats.notices > 0, 20, "the first writer's notices")
+        standby = pg_writers(postgres_url, "--standby")
+        wait_until(lambda: "standing by" in standby.log(), 30, "the standby to wait for the lease")
+        first_writer.signal(signal.SIGKILL)
+        first_writer.wait_exit()
+        wait_serving(postgres_url, standby)
+        # The takeover is a gap the watcher reports as NEW_WRITER (from the new writer's first
+        # notice, or from the lease row it reads while no notice comes), after a MISSED if the
+        # killed writer committed without publishing; then changes again.
+        items = _collect(
+            watcher, lambda got: any(isinstance(i, Resync) and i.cause == ResyncCause.NEW_WRITER for i in got)
+        )
+        assert {i.cause for i in items if isinstance(i, Resync)} <= {
+            ResyncCause.NEW_WRITER,
+            ResyncCause.MISSED,
+        }
+        report = clients(postgres_url, "--label", "after", "--workflows", "2", env=tcp_env).finish()
+        assert report["flushed"]
+        after = _collect(watcher, _completed(set(report["workflow_ids"])))
+        assert not [i for i in after if isinstance(i, Resync)], after
+        assert watcher.stats.refused is None
