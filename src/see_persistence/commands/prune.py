@@ -16,7 +16,7 @@ from ..protocol import operations, timestamps
 from ..protocol.errors import CallerError
 from ..protocol.status import FINISHED_STATUSES
 from .base import Command, CommandError, UsageError
-from .common import open_database
+from .common import is_server, open_database
 from .durations import duration_argument
 
 if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
@@ -78,7 +78,7 @@ def count_doomed(reader: Reader, cutoff: str, statuses: list[str]) -> dict[str, 
         return int(reader.query(sql, params)[0][0])
 
     return {
-        "workflow_executions": count(f"SELECT COUNT(*) FROM ({doomed})"),
+        "workflow_executions": count(f"SELECT COUNT(*) FROM ({doomed}) AS doomed"),
         "task_executions": count(f"SELECT COUNT(*) FROM task_executions WHERE workflow_id IN ({doomed})"),
         "audit_events": count(f"SELECT COUNT(*) FROM audit_events WHERE workflow_id IN ({doomed})"),
     }
@@ -196,6 +196,12 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than 0 seconds")
     older_than: timedelta = args.older_than
+    if is_server(args.db) and not args.dry_run:
+        raise CommandError(
+            f"prune on {args.db}: the PostgreSQL writer does not run prune jobs in this version (a"
+            " prune sent to it becomes a dead letter), so nothing would be deleted; --dry-run"
+            " counts what a prune would delete"
+        )
     reader = open_database(args.db)
     if args.dry_run:
         # The cutoff as Client.prune computes it, so the count matches what a prune would delete.
@@ -258,4 +264,5 @@ COMMAND = Command(
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )
