@@ -574,19 +574,21 @@ class PostgresDestination(Destination):
                 " database no writer serves (stop it first)",
                 EXIT_LEASE_HELD,
             )
-        upgrade_schema(self.conn, time.time_ns() // 1000)
-        self.conn.autocommit = False
         names = self._table_names()
         resuming = STATE_TABLE in names
-        if resuming:
-            self._resume_state(source, snapshot)
-        else:
+        if not resuming:
+            # Looked at before anything is created: a database of someone else's stays untouched.
             other = self.holds_records()
             if other:
                 raise CommandError(
                     f"{self.database} already holds data ({', '.join(other)}); migrate writes only into a"
                     " database without records (create a new one: createdb NAME)"
                 )
+        upgrade_schema(self.conn, time.time_ns() // 1000)
+        self.conn.autocommit = False
+        if resuming:
+            self._resume_state(source, snapshot)
+        else:
             self._create_state(source, snapshot)
         self._commit()
         return resuming
