@@ -273,3 +273,42 @@ def test_a_destination_with_a_writer_or_another_migration_is_refused(
             " checksum TEXT)"
         )
     assert_one_line_error(cli("migrate", db, postgres_url), 1, "unfinished migration from /elsewhere.db")
+
+
+def test_a_progress_bar_at_a_terminal_and_plain_lines_otherwise(tmp_path: Path, postgres_url: str) -> None:
+    import pty
+
+    db = tmp_path / "workflows.db"
+    _bench_module().build_sqlite(db, 6_000)
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "see_persistence", "migrate", str(db), postgres_url],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:  # EIO: the process closed its end
+                break
+            if not data:
+                break
+            shown += data
+        out, _ = process.communicate(timeout=DEADLINE_S)
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    assert process.returncode == 0, shown
+    assert b"\rmigrate [" in shown and b"18000/18000 rows" in shown
+    assert "equal on both sides" in out
+    back = tmp_path / "back.db"
+    plain = cli("migrate", postgres_url, back)
+    assert plain.returncode == 0, plain.stderr
+    assert "\r" not in plain.stderr
+    assert "migrate: workflow_executions: 6000 rows" in plain.stderr.splitlines()
