@@ -312,3 +312,58 @@ def test_a_progress_bar_at_a_terminal_and_plain_lines_otherwise(tmp_path: Path, 
     assert plain.returncode == 0, plain.stderr
     assert "\r" not in plain.stderr
     assert "migrate: workflow_executions: 6000 rows" in plain.stderr.splitlines()
+
+
+def _partial_chunks(partial: Path) -> int:
+    if not partial.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM see_migration_chunks").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0  # not created yet
+
+
+def test_into_a_file_interrupted_then_resumed_and_named_only_when_verified(
+    tmp_path: Path, postgres_url: str, postgres_server: Any
+) -> None:
+    db = tmp_path / "workflows.db"
+    _bench_module().build_sqlite(db, 20_000)
+    assert cli("migrate", db, postgres_url, timeout=300).returncode == 0
+    back = tmp_path / "back.db"
+    partial = tmp_path / ".back.db.migrating"
+    migrate = subprocess.Popen(
+        [sys.executable, "-m", "see_persistence", "migrate", postgres_url, str(back)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _partial_chunks(partial) >= 2 or migrate.poll() is not None, "two chunks")
+        assert migrate.poll() is None, "the migration ended before it could be interrupted"
+        os.kill(migrate.pid, signal.SIGKILL)
+    finally:
+        migrate.communicate(timeout=DEADLINE_S)
+    assert not back.exists() and partial.exists()
+    assert partial.stat().st_mode & 0o077 == 0
+    # Another source may not carry on this one's copy.
+    other = postgres_url.replace("see_test_", "see_other_")
+    name = other.split("/")[-1].split("?")[0]
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        fill_postgresql(other)
+        refused = cli("migrate", other, back)
+        assert_one_line_error(refused, 1, "unfinished migration from postgresql://", "finish that one")
+    finally:
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert_one_line_error(cli("migrate", db, tmp_path / "x.db"), 2, "both SQLite files")
+    again = cli("migrate", postgres_url, back, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming the copy" in again.stderr
+    assert back.exists() and not partial.exists()
+    assert checksums_sqlite(db) == checksums_sqlite(back)

@@ -197,8 +197,6 @@ def _open(src: Any, dest: Any) -> tuple[Source, Destination]:
             else "see-persistence backup"
         )
         raise UsageError(f"SRC and DEST are both {both}: migrate copies between the two backends; use {tool}")
-    if str(src) == str(dest):
-        raise UsageError("SRC and DEST are the same database")
     open_database(src).close()  # one-line refusal of a missing, foreign or unreachable source
     source: Source = PostgresSource(src) if isinstance(src, backends.DatabaseURL) else SqliteSource(src)
     try:

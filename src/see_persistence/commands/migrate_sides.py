@@ -443,6 +443,7 @@ class SqliteDestination(Destination):
             names = self._table_names()
             if STATE_TABLE not in names:
                 self.conn.close()
+                self.conn = None
                 raise CommandError(
                     f"{self.partial} exists but is no migration of this command's; remove it and run again"
                 )
