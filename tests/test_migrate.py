@@ -367,3 +367,49 @@ def test_into_a_file_interrupted_then_resumed_and_named_only_when_verified(
     assert "resuming the copy" in again.stderr
     assert back.exists() and not partial.exists()
     assert checksums_sqlite(db) == checksums_sqlite(back)
+
+
+def test_from_postgresql_while_another_session_commits_is_one_snapshot(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    import threading
+    import uuid
+
+    db = tmp_path / "workflows.db"
+    _bench_module().build_sqlite(db, 6_000)
+    assert cli("migrate", db, postgres_url, timeout=300).returncode == 0
+    stop = threading.Event()
+    committed = [0]
+
+    def commit_pairs() -> None:
+        # Each workflow and its task in two transactions: read table by table outside one
+        # snapshot, a task could arrive without its workflow.
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            while not stop.is_set():
+                wid, tid = str(uuid.uuid4()), str(uuid.uuid4())
+                conn.execute(
+                    "INSERT INTO workflow_executions (id, workflow_name, status, created_at, metadata)"
+                    " VALUES (%s, 'late', 'running', now(), '{}')",
+                    (wid,),
+                )
+                conn.execute(
+                    "INSERT INTO task_executions (id, workflow_id, task_name, status, created_at, logs)"
+                    " VALUES (%s, %s, 'step', 'running', now(), '[]')",
+                    (tid, wid),
+                )
+                committed[0] += 1
+
+    thread = threading.Thread(target=commit_pairs)
+    thread.start()
+    try:
+        _wait_for(lambda: committed[0] >= 20, "the other session's commits")
+        back = tmp_path / "back.db"
+        result = cli("migrate", postgres_url, back, timeout=300)
+    finally:
+        stop.set()
+        thread.join(timeout=DEADLINE_S)
+    assert result.returncode == 0, result.stderr
+    copied = checksums_sqlite(back)
+    assert copied["workflow_executions"][0] == copied["task_executions"][0]  # every pair whole
+    assert 6_000 + 20 <= copied["workflow_executions"][0] <= 6_000 + committed[0]
+    assert cli("check", "--db", back).returncode == 0
