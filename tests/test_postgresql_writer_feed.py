@@ -6,12 +6,16 @@ Watcher runs in this process and finds the writer's PUB endpoint and key in the 
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
 import test_postgresql_writer as pg_writer_tests
+from cli_support import LineReader
 from conftest import wait_until
 from test_postgresql_writer import wait_serving
 
@@ -134,3 +138,41 @@ def test_a_watcher_on_postgresql_follows_the_lease_to_a_standby_that_took_over(
         after = _collect(watcher, _completed(set(report["workflow_ids"])))
         assert not [i for i in after if isinstance(i, Resync)], after
         assert watcher.stats.refused is None
+
+
+def test_status_watch_on_postgresql_redraws_when_a_client_records(postgres_url, pg_writers, tcp_env):
+    wait_serving(postgres_url, pg_writers(postgres_url))
+    # An interval far past every deadline here: a new report can only come from the feed.
+    watching = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "see_persistence",
+            "status",
+            "--watch",
+            "--json",
+            "--interval",
+            "3600",
+            "--db",
+            postgres_url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=tcp_env,
+    )
+    try:
+        lines = LineReader(watching)
+        first = json.loads(lines.wait_for('"rows"')[-1])
+        assert first["rows"]["workflow_executions"] == 0
+        with Client(postgres_url) as client:
+            client.create_workflow("watched on the server")
+            assert client.flush(timeout=30)
+        seen = lines.wait_for('"workflow_executions": 1')
+        assert json.loads(seen[-1])["rows"]["workflow_executions"] == 1
+        watching.send_signal(signal.SIGTERM)
+        assert watching.wait(timeout=20) == 0
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+            watching.wait(timeout=10)

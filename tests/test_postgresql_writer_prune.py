@@ -6,12 +6,14 @@ times are the caller's, in 2023), the prune by a Client in this process, as on S
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
 
 import pytest
 import test_postgresql_writer as pg_writer_tests
 import zmq
+from cli_support import cli
 from conftest import wait_until
 from test_postgresql_writer import (
     AT_US,
@@ -123,3 +125,15 @@ def test_an_unfinished_prune_job_is_taken_up_by_the_next_writer(
     assert not query(postgres_url, "SELECT 1 FROM workflow_executions WHERE id = ANY(%s)", (done,))
     (message,) = query(postgres_url, "SELECT message FROM audit_events WHERE id = 'job-1'")[0]
     assert message.startswith("pruned 3 workflows created before 2024-01-01T00:00:00.000000+00:00")
+
+
+def test_the_prune_command_on_postgresql_deletes_and_prints_the_counts(
+    postgres_url, pg_writers, zmq_context, tcp_env
+):
+    row = wait_serving(postgres_url, pg_writers(postgres_url))
+    _old_records(postgres_url, row, zmq_context, finished=5)
+    result = cli("prune", "--older-than", "30d", "--json", "--db", postgres_url, env=tcp_env)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["workflow_executions"] == 5 and printed["task_executions"] == 5
+    assert _counts(postgres_url) == (1, 0, 0)

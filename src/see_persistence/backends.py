@@ -29,7 +29,7 @@ Backend = Literal["sqlite", "postgresql"]
 
 POSTGRESQL_SCHEMES = frozenset({"postgresql", "postgres"})
 IMPLEMENTED_BACKENDS: frozenset[Backend] = frozenset({"sqlite"})
-"""The backends the commands other than `writer` can use in this version."""
+"""The backends the commands that take a file only (keys, demo) can use in this version."""
 READER_AND_CLIENT_BACKENDS: frozenset[Backend] = frozenset({"sqlite", "postgresql"})
 """The backends the Reader and the Client can use in this version (a Client finds the writer
 through the database's lease row, whichever backend holds it)."""
@@ -118,9 +118,9 @@ def require_backend(
     """
     if database.backend not in implemented:
         raise BackendUnavailable(
-            f"PostgreSQL support is not complete in this version: the commands other than `writer`"
-            f" take an SQLite file path only (the Reader, the Client and the writer take a URL),"
-            f" not {database.redacted()}"
+            f"PostgreSQL support is not complete in this version: this part takes an SQLite file"
+            f" path only (the Reader, the Client, the writer and the commands that read take a"
+            f" URL), not {database.redacted()}"
         )
     if not (backend_installed(database.backend) if installed is None else installed):
         raise BackendUnavailable(

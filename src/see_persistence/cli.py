@@ -61,10 +61,12 @@ examples:
   see-persistence restore ~/backups/workflows.db               # with no writer running
   see-persistence prune --older-than 30d --dry-run
   see-persistence check
+  see-persistence migrate ~/.s_e_e/workflows.db postgresql://see@db.example/see
   see-persistence --log-format json writer                     # JSON log lines on stderr
   see-persistence demo --db /tmp/demo/workflows.db
 
-Every command takes --db; without it, $SEE_PERSISTENCE_DB, else ~/.s_e_e/workflows.db.
+Every command but migrate (SRC DEST) takes --db; without it, $SEE_PERSISTENCE_DB, else
+~/.s_e_e/workflows.db.
 {EXIT_CODES_HELP} An interrupted command exits with 130.
 """
 
@@ -102,8 +104,8 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         metavar="PATH",
-        help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db);"
-        " postgresql:// URLs are taken by `writer` only in this version",
+        help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db), or a"
+        " postgresql:// URL (every command but keys and demo)",
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import backup, check, demo, keys, prune, query, restore, status, tail, writer
+from . import backup, check, demo, keys, migrate, prune, query, restore, status, tail, writer
 from .base import Command
 
 COMMANDS: tuple[Command, ...] = (
@@ -14,6 +14,7 @@ COMMANDS: tuple[Command, ...] = (
     restore.COMMAND,
     prune.COMMAND,
     check.COMMAND,
+    migrate.COMMAND,
     keys.COMMAND,
     demo.COMMAND,
 )

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import locations
+from .. import backends, locations
 from ..protocol import schema
 from .base import CommandError
 
@@ -22,8 +22,27 @@ def describe_sqlite_error(exc: sqlite3.Error) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def open_database(db: Path, *, accept_damaged: bool = False, single_name: bool = True) -> Reader:
-    """A Reader on `db` once the file is known to exist and to hold the S_E_E tables.
+Database = Path | backends.DatabaseURL
+"""What a command's --db is once cli.main resolved it: a file, or (commands that take one) a URL."""
+
+
+def is_server(db: object) -> bool:
+    """True when `db` names a PostgreSQL server rather than an SQLite file."""
+    return isinstance(db, backends.DatabaseURL)
+
+
+def sqlite_only(db: Database, command: str, reason: str, instead: str) -> Path:
+    """`db` as a file path; for a URL, CommandError saying why `command` needs a file and what to run."""
+    if isinstance(db, backends.DatabaseURL):
+        raise CommandError(f"{command} on {db}: {reason}; {instead}")
+    return db
+
+
+def open_database(db: Database, *, accept_damaged: bool = False, single_name: bool = True) -> Reader:
+    """A Reader on `db` once the file (or server) is known to hold the S_E_E tables.
+
+    On PostgreSQL: CommandError (one line) for a server that refuses the connection or a
+    database without the seed's three tables.
 
     Raises CommandError (one line) for a missing file, a file that is not SQLite, an SQLite
     file without the seed's three tables, or (unless not `single_name`: a backup made by a
@@ -33,6 +52,8 @@ def open_database(db: Path, *, accept_damaged: bool = False, single_name: bool =
     (for `check`, which reports the damage), and only a file that is not SQLite at all is
     refused.
     """
+    if isinstance(db, backends.DatabaseURL):
+        return _open_server(db)
     if not db.exists():
         raise CommandError(f"no see-persistence database at {db}")
     if db.is_dir():
@@ -59,6 +80,23 @@ def open_database(db: Path, *, accept_damaged: bool = False, single_name: bool =
     return reader
 
 
+def _open_server(db: backends.DatabaseURL) -> Reader:
+    from ..reader import Reader  # here, not at the top: see TYPE_CHECKING above
+
+    reader = Reader(db.url)
+    try:
+        names = table_names(reader)
+    except reader.read_errors as exc:
+        reader.close()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandError(f"cannot read {db}: {first}") from None
+    missing = [name for name in schema.SEED_TABLES if name not in names]
+    if missing:
+        reader.close()
+        raise not_ours(db, missing)
+    return reader
+
+
 _SQLITE_NOTADB = 26
 
 
@@ -69,7 +107,7 @@ def _is_not_a_database(exc: sqlite3.DatabaseError) -> bool:
     return "not a database" in str(exc)  # Python 3.10 has no sqlite_errorcode
 
 
-def not_ours(db: Path, missing: list[str]) -> CommandError:
+def not_ours(db: Database, missing: list[str]) -> CommandError:
     """The error for an SQLite file that lacks some of the S_E_E tables."""
     plural = "s" if len(missing) > 1 else ""
     return CommandError(
@@ -78,7 +116,10 @@ def not_ours(db: Path, missing: list[str]) -> CommandError:
 
 
 def table_names(reader: Reader) -> set[str]:
-    """The names of the tables in the file."""
+    """The names of the tables in the file (on PostgreSQL: in the session's current schema)."""
+    if is_server(getattr(reader, "database", None)):
+        sql = "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()"
+        return {row[0] for row in reader.query(sql)}
     return {row[0] for row in reader.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 

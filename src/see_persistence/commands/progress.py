@@ -13,8 +13,9 @@ REDRAW_INTERVAL_S = 0.1
 class ProgressBar:
     """Call it with (done, total); `finish()` ends the line. Silent unless the stream is a tty."""
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "pages") -> None:
         self.label = label
+        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = self.stream.isatty()
         self._drawn = False
@@ -30,7 +31,7 @@ class ProgressBar:
         fraction = done / total if total else 1.0
         filled = int(fraction * BAR_WIDTH)
         bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {fraction:4.0%} {done}/{total} pages")
+        self.stream.write(f"\r{self.label} [{bar}] {fraction:4.0%} {done}/{total} {self.unit}")
         self.stream.flush()
         self._drawn = True
 

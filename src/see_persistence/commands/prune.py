@@ -16,7 +16,7 @@ from ..protocol import operations, timestamps
 from ..protocol.errors import CallerError
 from ..protocol.status import FINISHED_STATUSES
 from .base import Command, CommandError, UsageError
-from .common import open_database
+from .common import is_server, open_database
 from .durations import duration_argument
 
 if TYPE_CHECKING:  # the writer command loads no record models: they cost it 14 MB
@@ -78,7 +78,7 @@ def count_doomed(reader: Reader, cutoff: str, statuses: list[str]) -> dict[str, 
         return int(reader.query(sql, params)[0][0])
 
     return {
-        "workflow_executions": count(f"SELECT COUNT(*) FROM ({doomed})"),
+        "workflow_executions": count(f"SELECT COUNT(*) FROM ({doomed}) AS doomed"),
         "task_executions": count(f"SELECT COUNT(*) FROM task_executions WHERE workflow_id IN ({doomed})"),
         "audit_events": count(f"SELECT COUNT(*) FROM audit_events WHERE workflow_id IN ({doomed})"),
     }
@@ -99,7 +99,7 @@ def _send_prune(args: argparse.Namespace, reader: Reader, older_than: timedelta,
     if writer is None or not writer.alive:
         # Nothing is sent: a prune queued for a writer that starts later would surprise the user.
         raise CommandError(f"no writer is running on {args.db}; start one with 'see-persistence writer'")
-    client = Client(args.db)
+    client = Client(args.db.url if is_server(args.db) else args.db)
     confirmed = False
     try:
         try:
@@ -258,4 +258,5 @@ COMMAND = Command(
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )

@@ -7,11 +7,15 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..database import open_read_only
 from .base import Command, CommandError
-from .common import describe_sqlite_error, open_database
+from .common import describe_sqlite_error, is_server, open_database
 from .output import write_csv, write_json_lines, write_table
+
+if TYPE_CHECKING:
+    from ..backends import DatabaseURL
 
 log = logging.getLogger("see_persistence.cli.query")
 
@@ -48,8 +52,63 @@ def _rows(cursor: sqlite3.Cursor) -> Iterator[tuple[object, ...]]:
         yield from chunk
 
 
+def _print(columns: list[str], rows: Iterator[tuple[Any, ...]], args: argparse.Namespace) -> None:
+    if args.json:
+        write_json_lines(columns, rows)
+    elif args.csv:
+        write_csv(columns, rows)
+    else:
+        table = list(rows)  # the widths need every row
+        write_table(columns, table)
+        print(f"({len(table)} row{'' if len(table) == 1 else 's'})")
+    sys.stdout.flush()
+
+
+def _server_value(value: Any) -> Any:
+    """A value of PostgreSQL's that text, JSON and CSV can show: numeric, dates, uuids... as text."""
+    if value is None or isinstance(value, (str, int, float, bytes)):
+        return value
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return str(value)
+
+
+def _run_on_server(database: DatabaseURL, args: argparse.Namespace) -> int:
+    """The statement in a READ ONLY transaction of a session of its own, streamed by a server cursor."""
+    import psycopg
+
+    from ..reader.postgresql_sql import user_statement
+    from .pg_session import connect
+
+    open_database(database).close()  # one-line refusal of a server that refuses, or a foreign database
+    sql, params = user_statement(args.sql, args.param)
+    conn = connect(database, read_only=True, purpose="query")
+    try:
+        cursor = conn.execute(sql, params, prepare=True)  # one statement only, as Reader.query
+        columns = [d.name for d in cursor.description or ()]
+        if not columns:
+            log.debug("the statement returned no columns")
+            return 0
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            while chunk := cursor.fetchmany(FETCH_ROWS):
+                yield from (tuple(_server_value(v) for v in row) for row in chunk)
+
+        _print(columns, rows(), args)
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        raise _refused(exc) from None
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandError(f"SQL error: {first}") from None
+    finally:
+        conn.close()  # never committed: the transaction ends with the session
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one read-only statement and print its result."""
+    if is_server(args.db):
+        return _run_on_server(args.db, args)
     # The very authorizer Reader.query installs: one definition of "read-only" for the library
     # and the command; our own connection streams rows and keeps the cursor's column names.
     # Imported here, so that the writer command never loads the record models.
@@ -98,4 +157,5 @@ COMMAND = Command(
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )

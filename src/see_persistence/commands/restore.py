@@ -9,10 +9,11 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol import schema
 from .base import EXIT_LEASE_HELD, Command, CommandError
-from .common import describe_sqlite_error, open_database, schema_version, sidecar, table_names
+from .common import describe_sqlite_error, is_server, open_database, schema_version, sidecar, table_names
 from .copying import (
     copy_online,
     create_private_file,
@@ -22,6 +23,9 @@ from .copying import (
     remove_with_sidecars,
 )
 from .progress import ProgressBar
+
+if TYPE_CHECKING:
+    from ..backends import DatabaseURL
 
 log = logging.getLogger("see_persistence.cli.restore")
 
@@ -207,8 +211,63 @@ def _writer_started_on(path: Path) -> int | None:
     return writer.pid if writer is not None and writer.alive else None
 
 
+def _restore_server(database: DatabaseURL, args: argparse.Namespace) -> int:
+    """pg_restore of a pg_dump file into `database`, in one transaction: all of it or nothing.
+
+    The writer's session advisory lock is held meanwhile: a live writer refuses the restore
+    (exit 3), and no writer can start until it is done.
+    """
+    from ..writer.pg_storage import WRITER_LOCK_KEY
+    from .pg_session import connect
+    from .pg_tools import find_program, run_program, shown_command, split_password
+
+    src = Path(os.path.abspath(Path(args.source).expanduser()))
+    if not src.is_file():
+        raise CommandError(f"no backup at {src}")
+    url, _ = split_password(database)
+    pg_restore = find_program("pg_restore")
+    argv = [
+        str(pg_restore or "pg_restore"),
+        "--clean",
+        "--if-exists",
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-owner",
+        f"--dbname={url}",
+        str(src),
+    ]
+    if pg_restore is None:
+        raise CommandError(
+            f"restore into {database} needs pg_restore, which is not installed here (PostgreSQL's"
+            f" client programs); install it, or stop the writer and run: {shown_command(argv)}"
+        )
+    guard = connect(database, read_only=False, purpose="restore")
+    try:
+        guard.autocommit = True
+        held = guard.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK_KEY,)).fetchone()
+        if not (held and held[0]):
+            raise CommandError(
+                f"a live writer holds the lease on {database}; stop it before restoring", EXIT_LEASE_HELD
+            )
+        done = run_program(argv, database)
+    finally:
+        guard.close()  # the lock goes with the session
+    if done.returncode != 0:
+        why = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        raise CommandError(f"pg_restore failed and was rolled back, {database} is as it was: {why}")
+    reader = open_database(database)
+    try:
+        counts = ", ".join(f"{name} {count}" for name, count in reader.count_rows().items())
+    finally:
+        reader.close()
+    print(f"restored {src} into {database} with pg_restore (one transaction): {counts}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Restore SRC in place of the database, keeping the old file as <db>.replaced-<time>."""
+    if is_server(args.db):
+        return _restore_server(args.db, args)
     db = Path(args.db)
     src = Path(os.path.abspath(Path(args.source).expanduser()))
     if not src.exists():
@@ -280,11 +339,14 @@ COMMAND = Command(
     description="Check SRC (PRAGMA integrity_check, the S_E_E tables, schema_version), copy it next to "
     "the database owner-only, and put it in the database's place. The file it replaces is kept as "
     "<db>.replaced-<UTC time> with its -wal; its -shm is removed. Refused with exit code 3 while a "
-    "live writer holds the lease; if anything fails, the old file is put back.",
+    "live writer holds the lease; if anything fails, the old file is put back. On PostgreSQL (--db "
+    "postgresql://...) SRC is a pg_dump file (what backup makes there), restored by pg_restore --clean "
+    "in one transaction while no writer may start; without pg_restore it prints the command to run.",
     examples=(
         "see-persistence restore ~/backups/workflows-2026-05-01.db",
         "see-persistence restore --db /srv/see/workflows.db /srv/backups/workflows.db",
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )

@@ -10,13 +10,13 @@ import selectors
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import leases
+from .. import backends, leases
 from ..protocol import schema
 from .base import Command, UsageError
 from .common import (
+    Database,
     file_size,
     human_bytes,
     human_duration,
@@ -170,8 +170,8 @@ def _clock_skews(live: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def gather(reader: Reader, db: Path, instance_limit: int) -> dict[str, Any]:
-    """Everything status reports, as one JSON-ready dict."""
+def gather(reader: Reader, db: Database, instance_limit: int) -> dict[str, Any]:
+    """Everything status reports, as one JSON-ready dict (a server has no file: its sizes are None)."""
     now = datetime.now(timezone.utc)
     tables = table_names(reader)
     counters = reader.get_counters()
@@ -181,8 +181,8 @@ def gather(reader: Reader, db: Path, instance_limit: int) -> dict[str, Any]:
     version = schema_version(reader, tables)
     return {
         "database": str(db),
-        "file_bytes": file_size(db),
-        "wal_bytes": file_size(sidecar(db, "-wal")) or 0,
+        "file_bytes": None if isinstance(db, backends.DatabaseURL) else file_size(db),
+        "wal_bytes": None if isinstance(db, backends.DatabaseURL) else file_size(sidecar(db, "-wal")) or 0,
         "schema": {"version": version, "code_version": schema.SCHEMA_VERSION},
         "writer": writer,
         "writer_metrics": _metrics(counters, writer, time.time_ns() // 1000),
@@ -252,9 +252,15 @@ def _instance_line(entry: dict[str, Any]) -> str:
 
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The report as text, one topic a line (continuations indented)."""
+    if report["file_bytes"] is None and report["wal_bytes"] is None:
+        where = f"database  {report['database']} (PostgreSQL)"
+    else:
+        where = (
+            f"database  {report['database']} ({human_bytes(report['file_bytes'])},"
+            f" WAL {human_bytes(report['wal_bytes'])})"
+        )
     lines = [
-        f"database  {report['database']} ({human_bytes(report['file_bytes'])},"
-        f" WAL {human_bytes(report['wal_bytes'])})",
+        where,
         f"schema    {_schema_line(report['schema']['version'], report['schema']['code_version'])}",
         *_writer_lines(report["writer"]),
         *_metrics_lines(report["writer_metrics"]),
@@ -292,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         _watch(reader, args)
         reader.close()
         return 0
-    report = gather(reader, Path(args.db), args.instances)
+    report = gather(reader, args.db, args.instances)
     reader.close()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -346,7 +352,7 @@ def _watch(reader: Reader, args: argparse.Namespace) -> None:
         while not stop.is_set():
             now = time.monotonic()
             if now >= due:
-                screen.draw(gather(reader, Path(args.db), args.instances))
+                screen.draw(gather(reader, args.db, args.instances))
                 drawn_at = time.monotonic()
                 due = drawn_at + args.interval
                 continue
@@ -378,4 +384,5 @@ COMMAND = Command(
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )

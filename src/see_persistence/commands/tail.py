@@ -11,8 +11,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import timestamps
-from .base import Command, UsageError
-from .common import open_database
+from .base import Command, CommandError, UsageError
+from .common import is_server, open_database
 from .output import cell_text
 from .signals import StopFlag, stop_on_signals
 
@@ -96,6 +96,24 @@ def _last(reader: Reader, count: int, where: str, params: list[Any]) -> tuple[li
     return rows, int(top)
 
 
+# PostgreSQL has no rowid and no column that grows in commit order: the last N there are by
+# timestamp (then id), as the Reader orders an audit trail.
+_SERVER_COLUMNS = "0, " + _COLUMNS.partition(", ")[2]
+
+
+def _last_on_server(reader: Reader, count: int, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The last `count` matching events on PostgreSQL, oldest first."""
+    if count <= 0:
+        return []
+    rows = reader.query(
+        f"SELECT {_SERVER_COLUMNS} FROM audit_events WHERE TRUE{where}"
+        " ORDER BY timestamp DESC, id DESC LIMIT ?",
+        (*params, count),
+    )
+    rows.reverse()
+    return rows
+
+
 def _emit(rows: list[tuple[Any, ...]], as_json: bool) -> None:
     for row in rows:
         sys.stdout.write(_format(row, as_json) + "\n")
@@ -106,8 +124,18 @@ def run(args: argparse.Namespace) -> int:
     """Print the last N audit events, then follow new ones if asked."""
     if args.lines < 0:
         raise UsageError("-n must be 0 or more")
+    if args.follow and is_server(args.db):
+        raise CommandError(
+            f"tail --follow on {args.db}: PostgreSQL's audit events have no column in commit order,"
+            " so after a gap in the change feed (a takeover, a slow reader) nothing says which"
+            " events were missed: following would skip or repeat some; run `tail -n N` again"
+        )
     reader = open_database(args.db)
     where, params = _filters(args)
+    if is_server(args.db):
+        _emit(_last_on_server(reader, args.lines, where, params), args.json)
+        reader.close()
+        return 0
     # The handlers go in before the first line is printed: whoever watches for that line may
     # interrupt at once, and an interrupt must end the command with 0, not a traceback.
     with stop_on_signals() as stop:
@@ -202,4 +230,5 @@ COMMAND = Command(
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )
