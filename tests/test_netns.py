@@ -5,6 +5,8 @@ server end's address, and the clients, told to use TCP, find it through the leas
 shared database file. Each test checks by the ids the clients report that nothing is lost and
 nothing is applied twice, across a writer SIGKILLed and replaced by a standby, and across the
 link cut for CUT_S under load; and a watcher in the clients' namespace sees the commits.
+The clients of the cut tests claim another host ($SEE_PERSISTENCE_TEST_HOST_ID): the writer
+hears their heartbeats, and marks them dead only when a cut outlasts its `--remote-silence`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ import pytest
 from conftest import ClientProcess, WriterProcess, wait_until
 from netns import NetnsPair
 
-from see_persistence import Reader
+from see_persistence import Reader, leases
 
 CUT_S = 10.0
+# The writer's silence limit for instances of other hosts (`--remote-silence`): well past the
+# cut (plus a heartbeat interval before it and TCP's retransmission backoff after it), and
+# well inside it.
+LONG_SILENCE_S = 3 * CUT_S
+SHORT_SILENCE_S = CUT_S / 2
+OTHER_HOST_ID = "another-host/pid:[4026531836]"
 WATCHER_SCRIPT = Path(__file__).parent / "watcher_process.py"
 FINISH_TIMEOUT_S = 90.0
 
@@ -38,6 +46,12 @@ def tcp_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("SEE_PERSISTENCE_KEYS_DIR", str(tmp_path / "keys"))
     monkeypatch.setenv("SEE_PERSISTENCE_TRANSPORT", "tcp")
     return dict(os.environ)
+
+
+@pytest.fixture
+def far_env(tcp_env: dict[str, str]) -> dict[str, str]:
+    """A client's environment that claims another host: the writer must go by its heartbeats."""
+    return {**tcp_env, leases.HOST_ID_ENV: OTHER_HOST_ID}
 
 
 def _listening_on(db: Path, pair: NetnsPair) -> list[tuple[str, str]]:
@@ -180,17 +194,74 @@ def _cut_under_load(
 
 
 def test_the_link_cut_for_ten_seconds_under_load_loses_and_doubles_nothing(
-    netns_pair: NetnsPair, db, writers, clients, tcp_env
+    netns_pair: NetnsPair, db, writers, clients, tcp_env, far_env
 ) -> None:
-    run = _cut_under_load(netns_pair, db, writers, clients, tcp_env)
-    # These clients share the writer's host (same boot, same pids), so their liveness is their
-    # pid, which the cut does not touch: every process lived through it, and no instance may
-    # have been marked dead meanwhile (the late ones could not even register before it ended).
-    # Whether an instance of another host is marked dead only when the cut outlasts its
-    # heartbeat silence needs heartbeat liveness: run this with `client_env` naming another
-    # host and the writer's silence limit in `writer_args`, and assert on `states_during_cut`.
+    # The clients claim another host, so the writer judges them by what it hears, not by their
+    # pid; the cut is shorter than the silence it allows: every process lived through it, and
+    # no instance may have been marked dead meanwhile (the late ones could not even register).
+    run = _cut_under_load(
+        netns_pair, db, writers, clients, tcp_env, "--remote-silence", str(LONG_SILENCE_S), client_env=far_env
+    )
     assert {r["instance_id"] for r in run.reports[:4]} <= set(run.states_during_cut)
     assert all(states == {"live"} for states in run.states_during_cut.values()), run.states_during_cut
+
+
+def test_a_cut_longer_than_the_silence_marks_other_hosts_instances_dead_until_they_are_heard_again(
+    netns_pair: NetnsPair, db, writers, clients, tcp_env, far_env
+) -> None:
+    writer = _start_writer(writers, db, netns_pair, tcp_env, "--remote-silence", str(SHORT_SILENCE_S))
+    writer.wait_holding_lease()
+    _listening_on(db, netns_pair)
+    # Registered, then idle (heartbeats only) until the cut; they record during it and wait to
+    # be told to flush, so that they are still running when the link returns. Nothing of theirs
+    # runs when they are marked dead: no workflow of theirs may be abandoned.
+    shape = ("--workflows", "100", "--tasks", "2", "--logs", "2", "--events", "1")
+    procs = [
+        _start_client(
+            clients,
+            db,
+            netns_pair,
+            far_env,
+            "--label",
+            f"r{n}",
+            "--wait-before-record",
+            "--wait-after-record",
+            *shape,
+        )
+        for n in range(3)
+    ]
+    ids = [proc.read_event()["instance_id"] for proc in procs]
+    reader = Reader(db)
+
+    def states() -> dict[str, str]:
+        return {i.id: str(i.state) for i in reader.get_instances() if i.id in ids}
+
+    wait_until(lambda: set(states()) == set(ids), 30, "the clients' hellos committed")
+    assert set(states().values()) == {"live"}
+    netns_pair.set_link(up=False)
+    cut_at = time.monotonic()
+    for proc in procs:
+        proc.proceed()
+    cut_off = [proc.read_event() for proc in procs]  # recorded, into connections that carry nothing
+    seen_dead: set[str] = set()
+
+    def cut_lasted() -> bool:
+        assert writer.process.poll() is None, f"the writer exited during the cut:\n{writer.log()}"
+        seen_dead.update(i for i, state in states().items() if state == "dead")
+        return time.monotonic() - cut_at >= CUT_S and seen_dead == set(ids)
+
+    # Held for CUT_S, and on until every instance is marked dead (the silence plus a sweep).
+    wait_until(cut_lasted, CUT_S + 20, f"the instances to be marked dead within a cut of {CUT_S} s or more")
+    assert not any(reader.get_workflow(wid) for report in cut_off for wid in report["workflow_ids"])
+    netns_pair.set_link(up=True)
+    wait_until(netns_pair.link_is_up, 20, "the link to come back")
+    wait_until(lambda: set(states().values()) == {"live"}, 30, "the instances to be heard again and live")
+    for proc in procs:
+        proc.proceed()  # flush and end
+    reports = [proc.finish(timeout=FINISH_TIMEOUT_S) for proc in procs]
+    assert all(report["flushed"] for report in reports), [r["stats"] for r in reports]
+    _check_exact(db, reports, tasks=2, logs=2, events=1)
+    assert set(states().values()) == {"ended"}
 
 
 def test_a_watcher_in_the_clients_namespace_sees_the_commits_over_tcp_in_order(
