@@ -54,11 +54,15 @@ def far_env(tcp_env: dict[str, str]) -> dict[str, str]:
     return {**tcp_env, leases.HOST_ID_ENV: OTHER_HOST_ID}
 
 
-def _listening_on(db: Path, pair: NetnsPair) -> list[tuple[str, str]]:
+def _listening_on(db: Path | str, pair: NetnsPair) -> list[tuple[str, str]]:
     """The lease's endpoints once recorded: every one on the server end of the veth, none ipc."""
-    endpoints = wait_until(
-        lambda: Reader(db).get_writer_status().endpoints, 20, "the writer to record its endpoints"
-    )
+    reader = Reader(db)
+    try:
+        endpoints = wait_until(
+            lambda: reader.get_writer_status().endpoints, 20, "the writer to record its endpoints"
+        )
+    finally:
+        reader.close()
     prefix = f"tcp://{pair.server_ip}:"
     assert all(pull.startswith(prefix) and pub.startswith(prefix) for pull, pub in endpoints), endpoints
     return list(endpoints)
@@ -69,30 +73,35 @@ def _start_writer(writers, db: Path, pair: NetnsPair, env: dict[str, str], *extr
     return writer
 
 
-def _start_client(clients, db: Path, pair: NetnsPair, env: dict[str, str], *args: str) -> ClientProcess:
+def _start_client(clients, db: Path | str, pair: NetnsPair, env: dict[str, str], *args: str) -> ClientProcess:
     client: ClientProcess = clients(
         db, *args, "--flush-timeout", str(FINISH_TIMEOUT_S - 10), env=env, prefix=pair.in_client()
     )
     return client
 
 
-def _check_exact(db: Path, reports: list[dict[str, Any]], tasks: int, logs: int, events: int) -> None:
+def _check_exact(db: Path | str, reports: list[dict[str, Any]], tasks: int, logs: int, events: int) -> None:
     """Every workflow a client reported is there once, with exactly its tasks, log lines and events."""
     reader = Reader(db)
-    expected = {wid for report in reports for wid in report["workflow_ids"]}
-    for report in reports:
-        mine = {w.id for w in reader.get_workflows_for_instance(report["instance_id"], limit=None)}
-        assert mine == set(report["workflow_ids"]), f"instance {report['instance_id']} lost or gained runs"
-    counts = reader.count_rows()
-    assert counts["workflow_executions"] == len(expected)
-    assert counts["task_executions"] == len(expected) * tasks
-    assert counts["audit_events"] == len(expected) * events
-    assert counts["dead_letters"] == 0
-    # A log append applied twice would show as a line too many: the one place a double is visible.
-    log_lengths = {len(json.loads(row[0])) for row in reader.query("SELECT logs FROM task_executions")}
-    assert log_lengths == {logs}
-    statuses = {row[0] for row in reader.query("SELECT status FROM workflow_executions")}
-    assert statuses == {"completed"}
+    try:
+        expected = {wid for report in reports for wid in report["workflow_ids"]}
+        for report in reports:
+            mine = {w.id for w in reader.get_workflows_for_instance(report["instance_id"], limit=None)}
+            assert mine == set(report["workflow_ids"]), (
+                f"instance {report['instance_id']} lost or gained runs"
+            )
+        counts = reader.count_rows()
+        assert counts["workflow_executions"] == len(expected)
+        assert counts["task_executions"] == len(expected) * tasks
+        assert counts["audit_events"] == len(expected) * events
+        assert counts["dead_letters"] == 0
+        # A log append applied twice would show as a line too many: the one place a double is visible.
+        log_lengths = {len(json.loads(row[0])) for row in reader.query("SELECT logs FROM task_executions")}
+        assert log_lengths == {logs}
+        statuses = {row[0] for row in reader.query("SELECT status FROM workflow_executions")}
+        assert statuses == {"completed"}
+    finally:
+        reader.close()
 
 
 def test_a_writer_killed_in_one_namespace_is_replaced_and_clients_in_the_other_lose_nothing(
@@ -115,6 +124,49 @@ def test_a_writer_killed_in_one_namespace_is_replaced_and_clients_in_the_other_l
     reports = [proc.finish(timeout=FINISH_TIMEOUT_S) for proc in procs]
     assert all(report["flushed"] for report in reports), [r["stats"] for r in reports]
     _check_exact(db, reports, tasks=2, logs=1, events=1)
+
+
+def test_two_postgresql_writers_in_two_namespaces_one_writes_and_the_other_takes_over(
+    netns_pair: NetnsPair, postgres_url: str, writers, clients, tcp_env
+) -> None:
+    # Each namespace is a machine of its own to the writers' clients, which find the writer
+    # through the lease row. Both writers reach the session's PostgreSQL server through its
+    # unix socket, a file: network namespaces part the network only, so no TCP listener of
+    # the server is needed for two writers on two "machines" to contend for its advisory lock.
+    first: WriterProcess = writers(
+        postgres_url, "--listen", netns_pair.listen(), env=tcp_env, prefix=netns_pair.in_server()
+    )
+    first.wait_holding_lease()
+    old = _listening_on(postgres_url, netns_pair)
+    other_side = f"tcp://{netns_pair.client_ip}:"
+    standby: WriterProcess = writers(
+        postgres_url, "--listen", f"{other_side}0", "--standby", env=tcp_env, prefix=netns_pair.in_client()
+    )
+    wait_until(lambda: "standing by" in standby.log(), 30, "the standby to wait for the lease")
+    shape = ("--workflows", "150", "--tasks", "2", "--logs", "1", "--events", "1")
+    procs = [
+        _start_client(clients, postgres_url, netns_pair, tcp_env, "--label", f"c{n}", *shape)
+        for n in range(2)
+    ]
+    for proc in procs:
+        proc.read_event()  # started
+    reader = Reader(postgres_url)
+    try:
+        wait_until(lambda: reader.count_rows()["workflow_executions"] > 20, 30, "the first commits")
+        status = reader.get_writer_status()
+        assert (status.pid, list(status.endpoints)) == (first.pid, old)  # exactly one writes
+        assert standby.process.poll() is None and "standing by" in standby.log()
+        first.signal(signal.SIGKILL)
+        first.wait_exit()
+        standby.wait_holding_lease()
+        taken = wait_until(lambda: reader.get_writer_status().endpoints, 20, "the standby's endpoints")
+        assert all(pull.startswith(other_side) and pub.startswith(other_side) for pull, pub in taken), taken
+        assert reader.get_writer_status().epoch == status.epoch + 1
+        reports = [proc.finish(timeout=FINISH_TIMEOUT_S) for proc in procs]
+        assert all(report["flushed"] for report in reports), [r["stats"] for r in reports]
+        _check_exact(postgres_url, reports, tasks=2, logs=1, events=1)
+    finally:
+        reader.close()
 
 
 @dataclass
