@@ -3,7 +3,8 @@
 The tests that ask for `database` run over ipc, TCP with CURVE, and PostgreSQL (tests/conftest.py);
 the rest stay on one SQLite file over ipc: spawning a writer (covered over TCP in
 test_tcp_transport.py; a Client never spawns one for a URL), the lease race (the PostgreSQL
-race is test_postgresql_writer.py's), the demo and the commands' output.
+race is test_postgresql_writer.py's), the demo and the commands' output (`status` on
+PostgreSQL is test_postgresql_cli.py's).
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def test_flush_makes_writes_visible_to_a_reader_in_another_process(database: Dat
     assert subprocess.run([sys.executable, "-c", code, str(db)], timeout=30).returncode == 0
 
 
-def test_a_second_writer_exits_with_code_3_and_names_the_holder(db, writers):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # the lease is the backend's, not the transport's
+def test_a_second_writer_exits_with_code_3_and_names_the_holder(database: Database, writers):
+    db = database.db
     first = writers(db)
     first.wait_holding_lease()
     second = writers(db)
