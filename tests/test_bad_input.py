@@ -3,9 +3,9 @@
 A rogue instance that registers itself (a hello first, at seq 1) gets its bad operations
 dead-lettered; one that never says hello has nothing applied, and no instance row.
 
-The tests that ask for `database` send to the PostgreSQL writer too, and the oversized message
-goes over TCP with CURVE as well (where the socket's cut is a TCP peer's disconnection); bad
-handshakes are test_tcp_transport.py's. The exact strings test stays on SQLite: PostgreSQL
+The tests that ask for `database` send to the PostgreSQL writer too, except the oversized
+message, which goes over TCP with CURVE instead (where the socket's cut is a TCP peer's
+disconnection); bad handshakes are test_tcp_transport.py's. The exact strings test stays on SQLite: PostgreSQL
 text cannot hold U+0000, which its writer refuses as a dead letter (test_postgresql_writer.py).
 """
 
@@ -168,6 +168,9 @@ def test_strings_are_stored_exactly_as_sent(db, writers):
     context.term()
 
 
+# The socket's limit, over both transports (the PostgreSQL writer sets the same limit on its
+# TCP socket: writer/pg_service.py).
+@pytest.mark.over("sqlite-ipc", "sqlite-tcp")
 def test_an_oversized_message_is_cut_off_by_the_socket_and_the_writer_goes_on(
     database: Database, writers, clients
 ):

@@ -1,10 +1,12 @@
 """The end-to-end pipeline with real processes: writers, clients, sockets and files.
 
-The tests that ask for `database` run over ipc, TCP with CURVE, and PostgreSQL (tests/conftest.py);
-the rest stay on one SQLite file over ipc: spawning a writer (covered over TCP in
-test_tcp_transport.py; a Client never spawns one for a URL), the lease race (the PostgreSQL
-race is test_postgresql_writer.py's), the demo and the commands' output (`status` on
-PostgreSQL is test_postgresql_cli.py's).
+The tests that ask for `database` run over ipc and on PostgreSQL (tests/conftest.py), and over
+TCP with CURVE too where test_tcp_transport.py does not check the same over TCP already (exact
+counts and order, flush, a kill -9 mid-stream and a standby's takeover): a client that records
+before any writer exists, and a writer stopped by SIGTERM. The rest stay on one SQLite file
+over ipc: spawning a writer (covered over TCP in test_tcp_transport.py; a Client never spawns
+one for a URL), the lease race (the PostgreSQL race is test_postgresql_writer.py's), the demo
+and the commands' output (`status` on PostgreSQL is test_postgresql_cli.py's).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def _counts(db: Path) -> dict[str, int]:
     return Reader(db).count_rows()
 
 
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
 def test_several_clients_recording_at_once_commit_exact_counts(database: Database, writers, clients):
     db = database.db
     writer = writers(db)
@@ -73,6 +76,7 @@ def test_a_client_that_sends_before_any_writer_exists_loses_nothing(database: Da
     assert database.counts()["task_executions"] == 20
 
 
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
 def test_operations_of_one_client_apply_in_the_order_called(database: Database, writers, clients):
     db = database.db
     writers(db).wait_holding_lease()
@@ -87,6 +91,7 @@ def test_operations_of_one_client_apply_in_the_order_called(database: Database, 
         assert run.success is True
 
 
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
 def test_flush_makes_writes_visible_to_a_reader_in_another_process(database: Database, writers, clients):
     db = database.db
     writers(db).wait_holding_lease()
@@ -125,6 +130,7 @@ def test_two_writers_racing_leave_exactly_one(db, writers):
     winner.wait_holding_lease()
 
 
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
 def test_a_standby_takes_over_when_the_writer_is_killed(database: Database, writers, clients):
     db = database.db
     active = writers(db)
@@ -164,6 +170,7 @@ def test_sigterm_commits_what_was_received_and_releases_the_lease(database: Data
     assert counts["audit_events"] == 600
 
 
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
 def test_a_writer_killed_mid_stream_loses_nothing_and_doubles_nothing(database: Database, writers, clients):
     db = database.db
     first = writers(db)
