@@ -132,7 +132,7 @@ def wait_holding_lease(
             status = reader.get_writer_status()
         except reader.read_errors:  # no file yet; on PostgreSQL, no schema yet
             return False
-        if status is None or not status.alive or status.pid != process.pid or status.released:
+        if status is None or not status.alive or status.pid != process.pid:
             return False
         return not listening or bool(status.endpoints)
 
