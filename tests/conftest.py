@@ -17,15 +17,20 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from conftest_postgres import postgres_server, postgres_url  # noqa: F401 - the PostgreSQL fixtures
 from netns import netns_pair  # noqa: F401 - two network namespaces joined by a veth pair
 
-from see_persistence import Reader
+from see_persistence import Reader, locations
+from see_persistence.client.transport import tcp_endpoints_from_lease
 from see_persistence.commands.writer import STALE_LIMIT_ENV
+from see_persistence.connection import TRANSPORT_ENV_VAR, TcpEndpoints
+from see_persistence.keys import KEYS_DIR_ENV_VAR, KeyStore
 from see_persistence.writer.lease import LEASE_STALE_AFTER_S, LOCKED_OUT_KILL_AFTER_S
 
 # Qt tests draw offscreen: the platform is chosen when the QApplication is made, after this.
@@ -109,9 +114,15 @@ def old_workflow_ops(wid: str, status: str, at_us: int) -> list[tuple[str, dict]
 
 
 def wait_holding_lease(
-    db: Path, process: subprocess.Popen[bytes], log: Callable[[], str], timeout: float = READY_TIMEOUT_S
+    db: Path | str,
+    process: subprocess.Popen[bytes],
+    log: Callable[[], str],
+    timeout: float = READY_TIMEOUT_S,
+    *,
+    listening: bool = False,
 ) -> None:
-    """Wait until the writer `process` holds the lease of `db`; fail with its log if it exits."""
+    """Wait until the writer `process` holds the lease of `db` (and, if `listening`, has recorded
+    its endpoints, which a writer on TCP does just after taking it); fail with its log if it exits."""
     reader = Reader(db)
 
     def holding() -> bool:
@@ -119,12 +130,16 @@ def wait_holding_lease(
             raise AssertionError(f"writer exited with {process.returncode}:\n{log()}")
         try:
             status = reader.get_writer_status()
-        except FileNotFoundError:
+        except reader.read_errors:  # no file yet; on PostgreSQL, no schema yet
             return False
-        return status is not None and status.alive and status.pid == process.pid
+        if status is None or not status.alive or status.pid != process.pid:
+            return False
+        return not listening or bool(status.endpoints)
 
-    wait_until(holding, timeout, f"writer pid {process.pid} to hold the lease")
-    reader.close()
+    try:
+        wait_until(holding, timeout, f"writer pid {process.pid} to hold the lease")
+    finally:
+        reader.close()
 
 
 class WriterProcess:
@@ -132,14 +147,17 @@ class WriterProcess:
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         log_path: Path,
         *extra: str,
         env: dict[str, str] | None = None,
         prefix: Sequence[str] = (),
+        listening: bool = False,
     ):
         self.db = db
         self.log_path = log_path
+        # Whether it is ready only once the lease names its endpoints (a writer on TCP).
+        self.listening = listening
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         # `prefix` runs it through another command that execs it (`ip netns exec NS`): the pid stays its own.
         self.process = subprocess.Popen(
@@ -168,7 +186,7 @@ class WriterProcess:
 
     def wait_holding_lease(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Wait until this process holds the lease (and so has bound its sockets)."""
-        wait_holding_lease(self.db, self.process, self.log, timeout)
+        wait_holding_lease(self.db, self.process, self.log, timeout, listening=self.listening)
 
     def signal(self, signum: int) -> None:
         """Send a signal to the writer."""
@@ -193,7 +211,9 @@ class WriterProcess:
 class ClientProcess:
     """tests/client_process.py in a subprocess: records, reports JSON lines on stdout."""
 
-    def __init__(self, db: Path, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()):
+    def __init__(
+        self, db: Path | str, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ):
         self.process = subprocess.Popen(
             [*prefix, sys.executable, str(CLIENT_SCRIPT), "--db", str(db), *args],
             stdin=subprocess.PIPE,
@@ -307,14 +327,28 @@ def fast_lease(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def writers(tmp_path: Path) -> Iterator[Callable[..., WriterProcess]]:
-    """Start writer processes: `writers(db, "--standby")`; all are killed at teardown."""
+def writers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., WriterProcess]]:
+    """Start writer processes: `writers(db, "--standby")`; all are killed at teardown.
+
+    In a test that asks for `transport` (or `database`), every writer listens on it.
+    """
     started: list[WriterProcess] = []
+    transport: Transport | None = (
+        request.getfixturevalue("transport") if "transport" in request.fixturenames else None
+    )
 
     def start(
-        db: Path, *extra: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+        db: Path | str, *extra: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
     ) -> WriterProcess:
-        writer = WriterProcess(db, tmp_path / f"writer-{len(started)}.log", *extra, env=env, prefix=prefix)
+        args = (*transport.writer_args, *extra) if transport is not None else extra
+        writer = WriterProcess(
+            db,
+            tmp_path / f"writer-{len(started)}.log",
+            *args,
+            env=env,
+            prefix=prefix,
+            listening=transport is not None and transport.name == "tcp",
+        )
         started.append(writer)
         return writer
 
@@ -329,7 +363,7 @@ def clients() -> Iterator[Callable[..., ClientProcess]]:
     started: list[ClientProcess] = []
 
     def start(
-        db: Path, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+        db: Path | str, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
     ) -> ClientProcess:
         client = ClientProcess(db, *args, env=env, prefix=prefix)
         started.append(client)
@@ -338,3 +372,141 @@ def clients() -> Iterator[Callable[..., ClientProcess]]:
     yield start
     for client in started:
         client.kill()
+
+
+# -- the transports and backends the end-to-end tests run over (issues 16 and 17) ---------------
+#
+# A test opts in by asking for one fixture:
+#   `transport`  -> it runs twice, over ipc and over TCP with CURVE (SQLite);
+#   `database`   -> it runs over sqlite-ipc, sqlite-tcp and postgresql-tcp (the PostgreSQL
+#                   writer listens on TCP only), or over the ones `@pytest.mark.over(...)` names.
+# Either way every writer the `writers` fixture starts listens on that transport, and every
+# process the test starts (clients, spawned writers, the test's own Client and Reader) finds
+# the writer there: the transport's environment is the test process's own for the test.
+
+TCP_LISTEN = ("--listen", "tcp://127.0.0.1:0")
+DEPLOYMENTS: dict[str, tuple[str, str]] = {
+    "sqlite-ipc": ("ipc", "sqlite"),
+    "sqlite-tcp": ("tcp", "sqlite"),
+    "postgresql-tcp": ("tcp", "postgresql"),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker that narrows a `database` test to some deployments."""
+    config.addinivalue_line(
+        "markers",
+        "over(*deployments): run a test that asks for `database` only over these of "
+        + ", ".join(DEPLOYMENTS),
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize the tests that ask for `database` or `transport` (see above)."""
+    if "database" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("over")
+        names = list(marker.args) if marker is not None else list(DEPLOYMENTS)
+        unknown = [name for name in names if name not in DEPLOYMENTS]
+        if unknown:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: no deployment named {unknown}")
+        metafunc.parametrize(
+            ("transport", "database"), [DEPLOYMENTS[name] for name in names], ids=names, indirect=True
+        )
+    elif "transport" in metafunc.fixturenames:
+        metafunc.parametrize("transport", ["ipc", "tcp"], indirect=True)
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How the processes of a test reach the writer: "ipc" (the sockets derived from the
+    database path) or "tcp" (loopback with CURVE, endpoints and key read from the lease row)."""
+
+    name: str
+    writer_args: tuple[str, ...]
+    env: dict[str, str]
+
+    def endpoints(self, db: Path | str) -> tuple[str, str, TcpEndpoints | None]:
+        """(PULL, PUB, the TCP endpoints or None) of the writer serving `db` now."""
+        if self.name == "ipc":
+            assert isinstance(db, Path), "ipc is derived from a database file"
+            found = locations.endpoints_for(db)
+            return found.pull, found.pub, None
+        reader = Reader(db)
+        try:
+            tcp = wait_until(lambda: tcp_endpoints_from_lease(reader), 20, "the lease to name TCP endpoints")
+        finally:
+            reader.close()
+        return tcp.pull, tcp.pub, tcp
+
+    def connect(self, context: zmq.Context[Any], kind: int, db: Path | str) -> zmq.Socket[Any]:
+        """A raw socket of `kind` (PUSH or SUB) connected to the writer of `db` as a client is:
+        over TCP with CURVE and this user's client key (allowed: same user, same machine)."""
+        pull, pub, tcp = self.endpoints(db)
+        sock = context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 1000)
+        if tcp is not None:
+            mine = KeyStore().client_pair()
+            sock.setsockopt(zmq.CURVE_SERVERKEY, tcp.server_key.encode())
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, mine.public.encode())
+            sock.setsockopt(zmq.CURVE_SECRETKEY, mine.secret.encode())
+        sock.connect(pull if kind == zmq.PUSH else pub)
+        return sock
+
+
+@pytest.fixture
+def transport(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Transport:
+    """The transport of this run of the test (parametrized by pytest_generate_tests)."""
+    name: str = request.param
+    if name == "tcp":
+        # Writers and clients share this key directory: the client key made on first use is
+        # allowed, as for one user on one machine.
+        monkeypatch.setenv(KEYS_DIR_ENV_VAR, str(tmp_path / "keys"))
+        monkeypatch.setenv(TRANSPORT_ENV_VAR, "tcp")
+        return Transport(name, TCP_LISTEN, dict(os.environ))
+    monkeypatch.delenv(TRANSPORT_ENV_VAR, raising=False)
+    return Transport(name, (), dict(os.environ))
+
+
+@dataclass
+class Database:
+    """The database of an end-to-end test: an SQLite file (`db` a Path) or a PostgreSQL URL
+    (`db` a str), which writers(), clients(), Client() and Reader() all take as it is."""
+
+    backend: str
+    db: Path | str
+    transport: Transport
+    _reader: Reader | None = field(default=None, repr=False)
+
+    @property
+    def sqlite(self) -> bool:
+        """Whether the database is an SQLite file."""
+        return self.backend == "sqlite"
+
+    @property
+    def reader(self) -> Reader:
+        """One Reader of the database for the test (closed at teardown: on PostgreSQL a pool)."""
+        if self._reader is None:
+            self._reader = Reader(self.db)
+        return self._reader
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of the layer's tables."""
+        return self.reader.count_rows()
+
+    def close(self) -> None:
+        """Close the test's Reader, if it made one."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, transport: Transport, db: Path) -> Iterator[Database]:
+    """The database of this run of the test: the `db` file, or a new PostgreSQL database."""
+    backend: str = request.param
+    target: Path | str = db if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    found = Database(backend, target, transport)
+    try:
+        yield found
+    finally:
+        found.close()

@@ -2,6 +2,11 @@
 
 A rogue instance that registers itself (a hello first, at seq 1) gets its bad operations
 dead-lettered; one that never says hello has nothing applied, and no instance row.
+
+The tests that ask for `database` send to the PostgreSQL writer too, except the oversized
+message, which goes over TCP with CURVE instead (where the socket's cut is a TCP peer's
+disconnection); bad handshakes are test_tcp_transport.py's. The exact strings test stays on SQLite: PostgreSQL
+text cannot hold U+0000, which its writer refuses as a dead letter (test_postgresql_writer.py).
 """
 
 from __future__ import annotations
@@ -10,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 import zmq
-from conftest import wait_until
+from conftest import Database, Transport, wait_until
 
 from see_persistence import Reader, leases, locations
 from see_persistence.protocol import codec
 
 
-def _push(db: Path) -> tuple[zmq.Context, zmq.Socket]:
+def _push(db: Path | str, transport: Transport | None = None) -> tuple[zmq.Context, zmq.Socket]:
     context = zmq.Context()
+    if transport is not None:
+        return context, transport.connect(context, zmq.PUSH, db)
     sock = context.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 1000)
+    assert isinstance(db, Path)
     sock.connect(locations.endpoints_for(db).pull)
     return context, sock
 
@@ -44,14 +53,20 @@ def _registering(instance_id: str, *ops: list[object]) -> bytes:
     return msgpack.packb([2, instance_id, 1, token, [_hello(token), *ops]])
 
 
-def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commits(db, writers, clients):
+# Over TCP the messages are the same bytes after CURVE: test_tcp_transport.py sends a few kinds.
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")
+def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commits(
+    database: Database, writers, clients
+):
+    db = database.db
     writers(db).wait_holding_lease()
     good = clients(db, "--label", "good", "--workflows", "20", "--wait-before-record")
     good.read_event()
-    context, sock = _push(db)
+    context, sock = _push(db, database.transport)
+    foreign_key = "FOREIGN KEY constraint failed" if database.sqlite else "violates foreign key constraint"
 
     def bad_messages(round_: int) -> dict[str, bytes]:
-        return _bad_messages(f"-{round_}")
+        return _bad_messages(f"-{round_}", foreign_key)
 
     for raw in bad_messages(1).values():
         sock.send(raw)
@@ -61,7 +76,7 @@ def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commi
     report = good.finish()
     assert report["flushed"] is True
     expected = bad_messages(1)
-    reader = Reader(db)
+    reader = database.reader
     wait_until(lambda: reader.count_rows()["dead_letters"] >= 2 * len(expected), 20, "all dead letters")
     rows = reader.query("SELECT reason, raw, instance_id FROM dead_letters")
     reasons = [r[0] for r in rows]
@@ -73,7 +88,7 @@ def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commi
     # resend of that message is a duplicate, not a second dead letter.
     assert reader.get_instance("rogue-e-1").last_seq == 1
     assert reader.get_instance("rogue-e-1").rejected == 1
-    sock.send(expected["FOREIGN KEY constraint failed"])
+    sock.send(expected[foreign_key])
     # A rogue that never says hello: nothing applied, no dead letter, no instance row.
     silent = [_op("create_workflow", id="w-silent", workflow_name="silent", metadata="{}")]
     sock.send(msgpack.packb([1, "rogue-silent", 1, silent]))
@@ -81,7 +96,7 @@ def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commi
     marker = [_op("create_workflow", id="w-marker", workflow_name="marker", metadata="{}")]
     sock.send(_registering("marker-instance", *marker))  # one connection is FIFO
     wait_until(lambda: reader.get_workflow("w-marker"), 20, "the marker after the resend")
-    assert sum("FOREIGN KEY" in r[0] for r in reader.query("SELECT reason FROM dead_letters")) == 2
+    assert sum(foreign_key in r[0] for r in reader.query("SELECT reason FROM dead_letters")) == 2
     assert reader.count_rows()["dead_letters"] == 2 * len(expected)
     assert reader.get_workflow("w-silent") is None
     assert reader.get_instance("rogue-silent") is None and reader.get_instance("rogue-silent-2") is None
@@ -89,7 +104,8 @@ def test_each_kind_of_bad_message_becomes_a_dead_letter_while_good_traffic_commi
     context.term()
 
 
-def _bad_messages(suffix: str) -> dict[str, bytes]:
+def _bad_messages(suffix: str, foreign_key: str) -> dict[str, bytes]:
+    """Bad messages by a reason each becomes (`foreign_key`: the backend's words for that one)."""
     wf = "0190a0a0-0000-7000-8000-00000000f00d"
     return {
         "not msgpack": b"\xc1\xc1\xc1",
@@ -102,7 +118,7 @@ def _bad_messages(suffix: str) -> dict[str, bytes]:
         "workflow_name must not be empty": _registering(
             "rogue-d" + suffix, _op("create_workflow", id=wf, workflow_name=" ", metadata="{}")
         ),
-        "FOREIGN KEY constraint failed": _registering(
+        foreign_key: _registering(
             "rogue-e" + suffix,
             _op(
                 "create_task", id="t-1", workflow_id="no-such-workflow", task_name="orphan", execution_order=1
@@ -152,27 +168,36 @@ def test_strings_are_stored_exactly_as_sent(db, writers):
     context.term()
 
 
-def test_an_oversized_message_is_cut_off_by_the_socket_and_the_writer_goes_on(db, writers, clients):
+# The socket's limit, over both transports (the PostgreSQL writer sets the same limit on its
+# TCP socket: writer/pg_service.py).
+@pytest.mark.over("sqlite-ipc", "sqlite-tcp")
+def test_an_oversized_message_is_cut_off_by_the_socket_and_the_writer_goes_on(
+    database: Database, writers, clients
+):
+    db = database.db
     writer = writers(db)
     writer.wait_holding_lease()
-    context, sock = _push(db)
+    context, sock = _push(db, database.transport)
     sock.send(b"\x00" * (codec.MAX_MESSAGE_BYTES + 1))
     report = clients(db, "--workflows", "3").finish()
     assert report["flushed"] is True
     assert writer.process.poll() is None
-    assert Reader(db).count_rows()["workflow_executions"] == 3
+    assert database.counts()["workflow_executions"] == 3
+    assert database.counts()["dead_letters"] == 0  # cut off by the socket: nothing reached the writer
     sock.close()
     context.term()
 
 
-def test_the_dead_letter_table_keeps_the_newest_rows_and_counts_the_dropped(db, writers):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # what is kept is the backend's; the transport adds nothing
+def test_the_dead_letter_table_keeps_the_newest_rows_and_counts_the_dropped(database: Database, writers):
+    db = database.db
     writers(db, "--dead-letters-kept", "10").wait_holding_lease()
-    context, sock = _push(db)
+    context, sock = _push(db, database.transport)
     for n in range(25):
         sock.send(b"garbage-%d" % n)
     marker = [_op("create_workflow", id="w-marker", workflow_name="marker", metadata="{}")]
     sock.send(_registering("marker-instance", *marker))
-    reader = Reader(db)
+    reader = database.reader
     wait_until(lambda: reader.get_workflow("w-marker"), 20, "the marker after the garbage")
     kept = [bytes(r[0]) for r in reader.query("SELECT raw FROM dead_letters ORDER BY id")]
     assert kept == [b"garbage-%d" % n for n in range(15, 25)]

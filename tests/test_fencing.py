@@ -11,9 +11,9 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import FAST_LEASE_STALE_S, FAST_LOCKED_OUT_KILL_S, hello_op, wait_until
+from conftest import FAST_LEASE_STALE_S, FAST_LOCKED_OUT_KILL_S, Transport, hello_op, wait_until
 
-from see_persistence import Reader, leases, locations
+from see_persistence import Reader, leases
 from see_persistence.protocol import codec
 from see_persistence.writer import lease as lease_module
 from see_persistence.writer.lease import LEASE_STALE_AFTER_S, WriterLease
@@ -21,8 +21,14 @@ from see_persistence.writer.storage import immediate_transaction, open_write_con
 from see_persistence.writer.wal_locks import wal_write_lock_holders
 
 
+# Over ipc and TCP: a client connected to the stopped writer over TCP must find the new one on
+# other ports through the lease. The PostgreSQL writer's fencing (the standby ends a frozen
+# holder's session) is test_postgresql_writer.py's; the rest of this file is SQLite's write
+# lock and its file, and stays there.
 @pytest.mark.usefixtures("fast_lease")
-def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(db, writers, clients):
+def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(
+    transport: Transport, db, writers, clients
+):
     old = writers(db)
     old.wait_holding_lease()
     standby = writers(db, "--standby")
@@ -30,8 +36,7 @@ def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(db, writ
     waiting_client = clients(db, "--label", "early", "--workflows", "5", "--wait-before-record")
     waiting_client.read_event()
     context = zmq.Context()
-    rogue = context.socket(zmq.PUSH)
-    rogue.connect(locations.endpoints_for(db).pull)
+    rogue = transport.connect(context, zmq.PUSH, db)
     first = codec.encode_message("fenced-check", 1, [hello_op()])
     rogue.send(first)
     reader = Reader(db)

@@ -1,4 +1,13 @@
-"""The end-to-end pipeline with real processes: writers, clients, sockets and files."""
+"""The end-to-end pipeline with real processes: writers, clients, sockets and files.
+
+The tests that ask for `database` run over ipc and on PostgreSQL (tests/conftest.py), and over
+TCP with CURVE too where test_tcp_transport.py does not check the same over TCP already (exact
+counts and order, flush, a kill -9 mid-stream and a standby's takeover): a client that records
+before any writer exists, and a writer stopped by SIGTERM. The rest stay on one SQLite file
+over ipc: spawning a writer (covered over TCP in test_tcp_transport.py; a Client never spawns
+one for a URL), the lease race (the PostgreSQL race is test_postgresql_writer.py's), the demo
+and the commands' output (`status` on PostgreSQL is test_postgresql_cli.py's).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import Database, wait_until
 
 from see_persistence import Reader, Status
 
@@ -17,7 +26,9 @@ def _counts(db: Path) -> dict[str, int]:
     return Reader(db).count_rows()
 
 
-def test_several_clients_recording_at_once_commit_exact_counts(db, writers, clients):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
+def test_several_clients_recording_at_once_commit_exact_counts(database: Database, writers, clients):
+    db = database.db
     writer = writers(db)
     writer.wait_holding_lease()
     procs = [
@@ -26,12 +37,12 @@ def test_several_clients_recording_at_once_commit_exact_counts(db, writers, clie
     ]
     reports = [p.finish() for p in procs]
     assert all(r["flushed"] for r in reports)
-    counts = _counts(db)
+    counts = database.counts()
     assert counts["workflow_executions"] == 4 * 15
     assert counts["task_executions"] == 4 * 15 * 3
     assert counts["audit_events"] == 4 * 15 * 2
     assert counts["dead_letters"] == 0
-    reader = Reader(db)
+    reader = database.reader
     for report in reports:
         runs = reader.get_workflows_for_instance(report["instance_id"])
         assert len(runs) == 15
@@ -47,27 +58,31 @@ def test_several_clients_recording_at_once_commit_exact_counts(db, writers, clie
         assert instances[report["instance_id"]].state == "ended"
 
 
-def test_a_client_that_sends_before_any_writer_exists_loses_nothing(db, writers, clients):
+def test_a_client_that_sends_before_any_writer_exists_loses_nothing(database: Database, writers, clients):
+    db = database.db
     client = clients(db, "--label", "early", "--workflows", "10", "--tasks", "2", "--wait-after-record")
     assert client.read_event()["phase"] == "started"
     recorded = client.read_event()
     assert recorded["phase"] == "recorded"
-    assert not db.exists()  # nobody has even created the file yet
+    if database.sqlite:
+        assert not Path(db).exists()  # nobody has even created the file yet
     writer = writers(db)
     writer.wait_holding_lease()
     client.proceed()
     report = client.finish()
     assert report["flushed"] is True
-    reader = Reader(db)
+    reader = database.reader
     assert {w.id for w in reader.list_workflows(limit=100)} == set(recorded["workflow_ids"])
-    assert _counts(db)["task_executions"] == 20
+    assert database.counts()["task_executions"] == 20
 
 
-def test_operations_of_one_client_apply_in_the_order_called(db, writers, clients):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
+def test_operations_of_one_client_apply_in_the_order_called(database: Database, writers, clients):
+    db = database.db
     writers(db).wait_holding_lease()
     report = clients(db, "--workflows", "300", "--quick-succession").finish()
     assert report["flushed"]
-    runs = Reader(db).get_workflows_for_instance(report["instance_id"], limit=None)
+    runs = database.reader.get_workflows_for_instance(report["instance_id"], limit=None)
     assert len(runs) == 300
     for run in runs:
         assert run.status == Status.COMPLETED
@@ -76,7 +91,9 @@ def test_operations_of_one_client_apply_in_the_order_called(db, writers, clients
         assert run.success is True
 
 
-def test_flush_makes_writes_visible_to_a_reader_in_another_process(db, writers, clients):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
+def test_flush_makes_writes_visible_to_a_reader_in_another_process(database: Database, writers, clients):
+    db = database.db
     writers(db).wait_holding_lease()
     client = clients(db, "--workflows", "5", "--wait-after-record")
     client.read_event()
@@ -93,7 +110,9 @@ def test_flush_makes_writes_visible_to_a_reader_in_another_process(db, writers, 
     assert subprocess.run([sys.executable, "-c", code, str(db)], timeout=30).returncode == 0
 
 
-def test_a_second_writer_exits_with_code_3_and_names_the_holder(db, writers):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # the lease is the backend's, not the transport's
+def test_a_second_writer_exits_with_code_3_and_names_the_holder(database: Database, writers):
+    db = database.db
     first = writers(db)
     first.wait_holding_lease()
     second = writers(db)
@@ -111,23 +130,26 @@ def test_two_writers_racing_leave_exactly_one(db, writers):
     winner.wait_holding_lease()
 
 
-def test_a_standby_takes_over_when_the_writer_is_killed(db, writers, clients):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
+def test_a_standby_takes_over_when_the_writer_is_killed(database: Database, writers, clients):
+    db = database.db
     active = writers(db)
     active.wait_holding_lease()
     standby = writers(db, "--standby")
     wait_until(lambda: "standing by" in standby.log(), 20, "the standby to wait for the lease")
-    epoch = Reader(db).get_writer_status().epoch
+    epoch = database.reader.get_writer_status().epoch
     active.signal(signal.SIGKILL)
     active.wait_exit()
     standby.wait_holding_lease()
-    status = Reader(db).get_writer_status()
+    status = database.reader.get_writer_status()
     assert status.epoch == epoch + 1
     report = clients(db, "--workflows", "3").finish()
     assert report["flushed"] is True
-    assert _counts(db)["workflow_executions"] == 3
+    assert database.counts()["workflow_executions"] == 3
 
 
-def test_sigterm_commits_what_was_received_and_releases_the_lease(db, writers, clients):
+def test_sigterm_commits_what_was_received_and_releases_the_lease(database: Database, writers, clients):
+    db = database.db
     writer = writers(db)
     writer.wait_holding_lease()
     client = clients(db, "--workflows", "200", "--tasks", "2", "--events", "3", "--wait-after-record")
@@ -135,36 +157,38 @@ def test_sigterm_commits_what_was_received_and_releases_the_lease(db, writers, c
     client.read_event()
     writer.signal(signal.SIGTERM)
     assert writer.wait_exit() == 0
-    status = Reader(db).get_writer_status()
+    status = database.reader.get_writer_status()
     assert status.released is not None and status.alive is False
     assert "released the writer lease" in writer.log()
     # What the stopped writer had not received, a new writer gets by resend: nothing lost or doubled.
     writers(db).wait_holding_lease()
     client.proceed()
     assert client.finish()["flushed"] is True
-    counts = _counts(db)
+    counts = database.counts()
     assert counts["workflow_executions"] == 200
     assert counts["task_executions"] == 400
     assert counts["audit_events"] == 600
 
 
-def test_a_writer_killed_mid_stream_loses_nothing_and_doubles_nothing(db, writers, clients):
+@pytest.mark.over("sqlite-ipc", "postgresql-tcp")  # sqlite-tcp: test_tcp_transport.py
+def test_a_writer_killed_mid_stream_loses_nothing_and_doubles_nothing(database: Database, writers, clients):
+    db = database.db
     first = writers(db)
     first.wait_holding_lease()
     client = clients(db, "--workflows", "400", "--tasks", "2", "--logs", "1", "--events", "1")
     client.read_event()
-    wait_until(lambda: _counts(db)["workflow_executions"] > 20, 20, "the first commits")
+    wait_until(lambda: database.counts()["workflow_executions"] > 20, 20, "the first commits")
     first.signal(signal.SIGKILL)
     first.wait_exit()
     writers(db).wait_holding_lease()
     report = client.finish(timeout=90)
     assert report["flushed"] is True
-    counts = _counts(db)
+    counts = database.counts()
     assert counts["workflow_executions"] == 400
     assert counts["task_executions"] == 800
     assert counts["audit_events"] == 400
     assert counts["dead_letters"] == 0
-    reader = Reader(db)
+    reader = database.reader
     for wid in report["workflow_ids"][::37]:
         tasks = reader.get_tasks_for_workflow(wid)
         assert [len(t.logs) for t in tasks] == [1, 1]  # a log line applied twice would show here

@@ -3,6 +3,9 @@
 Every writer here listens on `tcp://127.0.0.1:0` (free ports, recorded in the lease row), and
 the clients find it there ($SEE_PERSISTENCE_TRANSPORT=tcp), each with the key directory of the
 test: the same user on the same machine, so the client key is allowed when it is created.
+The end-to-end tests of test_pipeline.py and others run over TCP too (the `transport` and
+`database` fixtures of conftest.py); what is here is TCP's own: the lease's endpoints and key,
+other ports after a takeover, a spawned writer's keys, refused peers.
 """
 
 from __future__ import annotations
@@ -136,16 +139,6 @@ def test_a_writer_spawned_by_a_client_with_its_own_key_directory_allows_that_cli
     finally:
         os.kill(status.pid, signal.SIGTERM)
         wait_until(lambda: not Reader(db).get_writer_status().alive, 20, "the spawned writer to stop")
-
-
-def test_a_client_started_before_any_writer_connects_once_the_lease_names_one(db, writers, clients, tcp_env):
-    client = clients(db, "--workflows", "5", "--wait-after-record", env=tcp_env)
-    client.read_event()
-    recorded = client.read_event()
-    writers(db, *LISTEN, env=tcp_env).wait_holding_lease()
-    client.proceed()
-    assert client.finish()["flushed"] is True
-    assert {w.id for w in Reader(db).list_workflows()} == set(recorded["workflow_ids"])
 
 
 def test_a_writer_killed_mid_stream_is_replaced_on_other_ports_and_nothing_is_lost_or_doubled(
