@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -113,7 +112,7 @@ def test_postgresql_to_sqlite_takes_the_servers_values(tmp_path: Path, postgres_
     assert check.returncode == 0, check.stdout
 
 
-def _bench_module() -> Any:
+def bench_module() -> Any:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -125,15 +124,7 @@ def _bench_module() -> Any:
     return module
 
 
-def _chunks_committed(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('see_migration_chunks')").fetchone() == (None,):
-            return 0
-        row = conn.execute("SELECT COUNT(*) FROM see_migration_chunks").fetchone()
-        return int(row[0]) if row else 0
-
-
-def _wait_for(condition: Any, what: str) -> None:
+def wait_for(condition: Any, what: str) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not condition():
         if time.monotonic() > deadline:
@@ -141,51 +132,8 @@ def _wait_for(condition: Any, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_an_interrupted_migrate_carries_on_and_is_exact(tmp_path: Path, postgres_url: str) -> None:
-    db = tmp_path / "workflows.db"
-    _bench_module().build_sqlite(db, 30_000)
-    migrate = subprocess.Popen(
-        [sys.executable, "-m", "see_persistence", "migrate", str(db), postgres_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_for(lambda: _chunks_committed(postgres_url) >= 3 or migrate.poll() is not None, "three chunks")
-        assert migrate.poll() is None, "the migration ended before it could be interrupted"
-        os.kill(migrate.pid, signal.SIGKILL)
-    finally:
-        migrate.communicate(timeout=DEADLINE_S)
-    copied = _chunks_committed(postgres_url)
-    assert copied >= 3
-
-    # Meanwhile the source changes, inside and outside what was copied already.
-    conn = sqlite3.connect(db, isolation_level=None)
-    first = conn.execute("SELECT id FROM workflow_executions ORDER BY id LIMIT 1").fetchone()[0]
-    conn.execute("UPDATE workflow_executions SET status = 'cancelled', success = NULL WHERE id = ?", (first,))
-    task = conn.execute("SELECT id FROM task_executions ORDER BY id LIMIT 1 OFFSET 10").fetchone()[0]
-    conn.execute("DELETE FROM audit_events WHERE task_id = ?", (task,))
-    conn.execute("DELETE FROM task_executions WHERE id = ?", (task,))
-    conn.execute(
-        "INSERT INTO workflow_executions (id, workflow_name, status, created_at, metadata)"
-        " VALUES ('00000000-0000-7000-8000-000000000000', 'early', 'pending', '2025-01-01 00:00:00', '{}')"
-    )
-    conn.close()
-
-    again = cli("migrate", db, postgres_url, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert "resuming the copy" in again.stderr
-    assert "re-copied" in again.stderr
-    assert checksums_sqlite(db) == checksums_postgresql(postgres_url)
-    with Reader(postgres_url) as reader:
-        early = reader.get_workflow("00000000-0000-7000-8000-000000000000")
-        assert early is not None and early.created_at.isoformat() == "2025-01-01T00:00:00+00:00"
-        changed = reader.get_workflow(first)
-        assert changed is not None and changed.status == "cancelled"
-
-
 def test_migrate_while_the_writer_commits_copies_one_snapshot(tmp_path: Path, postgres_url: str) -> None:
-    bench = _bench_module()
+    bench = bench_module()
     db = tmp_path / "workflows.db"
     built = 8_000
     bench.build_sqlite(db, built)
@@ -209,9 +157,7 @@ def test_migrate_while_the_writer_commits_copies_one_snapshot(tmp_path: Path, po
         assert client.stdout.readline().strip() == "started"
         # Commits land before, during and after the snapshot.
         with Reader(db) as reader:
-            _wait_for(
-                lambda: reader.count_rows()["workflow_executions"] > built + 100, "the client's commits"
-            )
+            wait_for(lambda: reader.count_rows()["workflow_executions"] > built + 100, "the client's commits")
         result = cli("migrate", db, postgres_url, env=env, timeout=300)
         assert result.returncode == 0, result.stderr
     finally:
@@ -279,7 +225,7 @@ def test_a_progress_bar_at_a_terminal_and_plain_lines_otherwise(tmp_path: Path, 
     import pty
 
     db = tmp_path / "workflows.db"
-    _bench_module().build_sqlite(db, 6_000)
+    bench_module().build_sqlite(db, 6_000)
     controller, terminal = pty.openpty()
     try:
         process = subprocess.Popen(
@@ -314,61 +260,6 @@ def test_a_progress_bar_at_a_terminal_and_plain_lines_otherwise(tmp_path: Path, 
     assert "migrate: workflow_executions: 6000 rows" in plain.stderr.splitlines()
 
 
-def _partial_chunks(partial: Path) -> int:
-    if not partial.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM see_migration_chunks").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0  # not created yet
-
-
-def test_into_a_file_interrupted_then_resumed_and_named_only_when_verified(
-    tmp_path: Path, postgres_url: str, postgres_server: Any
-) -> None:
-    db = tmp_path / "workflows.db"
-    _bench_module().build_sqlite(db, 20_000)
-    assert cli("migrate", db, postgres_url, timeout=300).returncode == 0
-    back = tmp_path / "back.db"
-    partial = tmp_path / ".back.db.migrating"
-    migrate = subprocess.Popen(
-        [sys.executable, "-m", "see_persistence", "migrate", postgres_url, str(back)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_for(lambda: _partial_chunks(partial) >= 2 or migrate.poll() is not None, "two chunks")
-        assert migrate.poll() is None, "the migration ended before it could be interrupted"
-        os.kill(migrate.pid, signal.SIGKILL)
-    finally:
-        migrate.communicate(timeout=DEADLINE_S)
-    assert not back.exists() and partial.exists()
-    assert partial.stat().st_mode & 0o077 == 0
-    # Another source may not carry on this one's copy.
-    other = postgres_url.replace("see_test_", "see_other_")
-    name = other.split("/")[-1].split("?")[0]
-    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        fill_postgresql(other)
-        refused = cli("migrate", other, back)
-        assert_one_line_error(refused, 1, "unfinished migration from postgresql://", "finish that one")
-    finally:
-        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    assert_one_line_error(cli("migrate", db, tmp_path / "x.db"), 2, "both SQLite files")
-    again = cli("migrate", postgres_url, back, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert "resuming the copy" in again.stderr
-    assert back.exists() and not partial.exists()
-    assert checksums_sqlite(db) == checksums_sqlite(back)
-
-
 def test_from_postgresql_while_another_session_commits_is_one_snapshot(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -376,7 +267,7 @@ def test_from_postgresql_while_another_session_commits_is_one_snapshot(
     import uuid
 
     db = tmp_path / "workflows.db"
-    _bench_module().build_sqlite(db, 6_000)
+    bench_module().build_sqlite(db, 6_000)
     assert cli("migrate", db, postgres_url, timeout=300).returncode == 0
     stop = threading.Event()
     committed = [0]
@@ -402,7 +293,7 @@ def test_from_postgresql_while_another_session_commits_is_one_snapshot(
     thread = threading.Thread(target=commit_pairs)
     thread.start()
     try:
-        _wait_for(lambda: committed[0] >= 20, "the other session's commits")
+        wait_for(lambda: committed[0] >= 20, "the other session's commits")
         back = tmp_path / "back.db"
         result = cli("migrate", postgres_url, back, timeout=300)
     finally:
