@@ -1,8 +1,9 @@
 """The writer on PostgreSQL: the lease by advisory lock, the PULL loop over TCP+CURVE, one
 transaction per batch.
 
-The same actor as writer/service.py (decode and check with writer/batch.py, commit a batch
-in one transaction fenced by the lease epoch, confirm with commit notices on PUB), without
+The same actor as writer/service.py, on the same loop (writer/loop.py: decode and check with
+writer/batch.py, commit a batch in one transaction fenced by the lease epoch, confirm with
+commit notices on PUB), without
 what belongs to a file: no ipc socket (its path is derived from a database file; a URL names
 a server that clients on other machines reach, so the writer listens on TCP with CURVE and
 records its endpoints and key in the lease row, where clients look), no file identity checks,
