@@ -31,7 +31,41 @@ def open_naive_connection(db: Path) -> sqlite3.Connection:
     return conn
 
 
-class NaiveGui:
+class CommitsEachCall:
+    """What a GUI of the naive design reports to the bench: every call committed as it returned.
+
+    A subclass opens `conn` (sqlite3 or psycopg, in autocommit) and makes the write calls.
+    """
+
+    conn: Any
+
+    def backlog(self) -> int:
+        """Nothing waits: every call committed before it returned."""
+        return 0
+
+    def committed(self, done: int) -> int:
+        """Every operation done is committed."""
+        return done
+
+    def dropped(self) -> int:
+        """The naive design never drops (it blocks instead)."""
+        return 0
+
+    def messages(self, done: int) -> int:
+        """One transaction per operation."""
+        return done
+
+    def flush(self, timeout: float) -> bool:
+        """Nothing to flush."""
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Close the connection."""
+        self.conn.close()
+        return True
+
+
+class NaiveGui(CommitsEachCall):
     """The seed's design: the GUI runs the writer's own statements, one transaction per operation."""
 
     def __init__(self, db: Path, ids: str) -> None:
@@ -143,31 +177,6 @@ class NaiveGui:
             },
         )
         return record_id
-
-    def backlog(self) -> int:
-        """Nothing waits: every call committed before it returned."""
-        return 0
-
-    def committed(self, done: int) -> int:
-        """Every operation done is committed."""
-        return done
-
-    def dropped(self) -> int:
-        """The naive design never drops (it blocks instead)."""
-        return 0
-
-    def messages(self, done: int) -> int:
-        """One transaction per operation."""
-        return done
-
-    def flush(self, timeout: float) -> bool:
-        """Nothing to flush."""
-        return True
-
-    def close(self, timeout: float) -> bool:
-        """Close the connection."""
-        self.conn.close()
-        return True
 
 
 def run_naive_group(settings: Settings, workload: str, procs: int, system: str) -> Cell:

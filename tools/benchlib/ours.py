@@ -55,6 +55,38 @@ class OursGui:
         return self.client.close(timeout=timeout)
 
 
+def flood_and_flush(
+    settings: Settings, group: Children, cell_dir: Path, sampler: Sampler, cell: Cell
+) -> None:
+    """The flood phase (the writer's CPU per operation measured), then every GUI flushed, timed."""
+    cell.flood, (warm, stop) = run_gui_phase(
+        group, cell_dir, "flood", "flood", settings.seconds, settings.warmup, cap=FLOOD_BACKLOG_CAP
+    )
+    cell.writer_cpu = sampler.cpu_fraction(warm, stop)
+    if cell.writer_cpu is not None and cell.flood.rate > 0:
+        cell.writer_cpu_us_per_op = cell.writer_cpu / cell.flood.rate * 1e6
+    flushed = group.broadcast(
+        lambda _i: {"cmd": "flush", "timeout": FLUSH_TIMEOUT_S}, time.monotonic() + FLUSH_TIMEOUT_S + 30
+    )
+    cell.drain_s = max(a["seconds"] for a in flushed)
+    if not all(a["flushed"] for a in flushed):
+        cell.notes.append("a flush after the flood timed out")
+
+
+def stop_all(group: Children, sampler: Sampler | None, writer: WriterProcess) -> None:
+    """Whatever happened: close the GUIs, stop sampling, kill the writer if it still runs."""
+    group.close()
+    if sampler is not None:
+        sampler.stop()
+    writer.kill()
+
+
+def note_profile(cell: Cell, profile: Path | None) -> None:
+    """Name the writer's profile in the cell's notes, if one was written."""
+    if profile is not None and profile.exists():
+        cell.notes.append(f"writer profile: {profile}")
+
+
 def run_ours_group(settings: Settings, workload: str, procs: int) -> Cell:
     """P GUI processes using Client and one writer: flood, half the peak rate, then writer absent."""
     cell = Cell("ours", workload, procs)
@@ -71,18 +103,7 @@ def run_ours_group(settings: Settings, workload: str, procs: int) -> Cell:
         sampler.start()
         start_guis(group, cell_dir, "ours", db, workload, procs)
 
-        cell.flood, (warm, stop) = run_gui_phase(
-            group, cell_dir, "flood", "flood", settings.seconds, settings.warmup, cap=FLOOD_BACKLOG_CAP
-        )
-        cell.writer_cpu = sampler.cpu_fraction(warm, stop)
-        if cell.writer_cpu is not None and cell.flood.rate > 0:
-            cell.writer_cpu_us_per_op = cell.writer_cpu / cell.flood.rate * 1e6
-        flushed = group.broadcast(
-            lambda _i: {"cmd": "flush", "timeout": FLUSH_TIMEOUT_S}, time.monotonic() + FLUSH_TIMEOUT_S + 30
-        )
-        cell.drain_s = max(a["seconds"] for a in flushed)
-        if not all(a["flushed"] for a in flushed):
-            cell.notes.append("a flush after the flood timed out")
+        flood_and_flush(settings, group, cell_dir, sampler, cell)
 
         if cell.flood.rate == 0:
             cell.notes.append(
@@ -127,12 +148,8 @@ def run_ours_group(settings: Settings, workload: str, procs: int) -> Cell:
         for child in group.members:
             child.wait_exit(10)
     finally:
-        group.close()
-        if sampler is not None:
-            sampler.stop()
-        writer.kill()
-    if profile is not None and profile.exists():
-        cell.notes.append(f"writer profile: {profile}")
+        stop_all(group, sampler, writer)
+    note_profile(cell, profile)
     measure_disk(cell, db, raw=True)
     remove_db(db)
     return cell

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .baseline_naive import CommitsEachCall
 from .figures import Cell, Phase
 from .formatting import TIMES, fmt_cpu, fmt_ns, fmt_rate, fmt_ratio, markdown_table
-from .ours import OursGui
+from .ours import OursGui, flood_and_flush, note_profile, stop_all
 from .phases import run_gui_phase, start_guis
 from .processes import Children, Sampler, WriterProcess
-from .settings import FLOOD_BACKLOG_CAP, FLUSH_TIMEOUT_S, Settings
+from .settings import Settings
 from .system import System
 from .targets import Target, ratio_target
 
@@ -91,7 +92,7 @@ def _audit_statement() -> Any:
     return statements.COMPILED[(ops.AUDIT_EVENT, None)]
 
 
-class NaivePostgresGui:
+class NaivePostgresGui(CommitsEachCall):
     """Naive PostgreSQL: this GUI's own connection, autocommit, one INSERT per audit event.
 
     Audit events only (PG_WORKLOAD): the write call is the INSERT, its round trip and its commit.
@@ -136,31 +137,6 @@ class NaivePostgresGui:
         params = tuple(values[name] for name in _audit_statement().names)
         self.conn.execute(self._statement.sql, self._statement.params(params))
         return record_id
-
-    def backlog(self) -> int:
-        """Nothing waits: every call committed before it returned."""
-        return 0
-
-    def committed(self, done: int) -> int:
-        """Every operation done is committed."""
-        return done
-
-    def dropped(self) -> int:
-        """The naive design never drops (it blocks instead)."""
-        return 0
-
-    def messages(self, done: int) -> int:
-        """One transaction per operation."""
-        return done
-
-    def flush(self, timeout: float) -> bool:
-        """Nothing to flush."""
-        return True
-
-    def close(self, timeout: float) -> bool:
-        """Close the connection."""
-        self.conn.close()
-        return True
 
 
 @contextmanager
@@ -236,24 +212,12 @@ def run_ours_postgresql(settings: Settings, workload: str, procs: int) -> Cell:
             sampler = Sampler(writer.pid)
             sampler.start()
             start_guis(group, cell_dir, "pg-ours", url, workload, procs, env)
-            cell.flood, (warm, stop) = run_gui_phase(
-                group, cell_dir, "flood", "flood", settings.seconds, settings.warmup, cap=FLOOD_BACKLOG_CAP
-            )
+            flood_and_flush(settings, group, cell_dir, sampler, cell)
             if cell.flood.rate == 0:
                 cell.notes.append(
                     f"no commit was confirmed inside the flood's {settings.seconds:g} s window (shorter than"
                     " the round trip through the backlog the GUIs queued)"
                 )
-            cell.writer_cpu = sampler.cpu_fraction(warm, stop)
-            if cell.writer_cpu is not None and cell.flood.rate > 0:
-                cell.writer_cpu_us_per_op = cell.writer_cpu / cell.flood.rate * 1e6
-            flushed = group.broadcast(
-                lambda _i: {"cmd": "flush", "timeout": FLUSH_TIMEOUT_S},
-                time.monotonic() + FLUSH_TIMEOUT_S + 30,
-            )
-            cell.drain_s = max(a["seconds"] for a in flushed)
-            if not all(a["flushed"] for a in flushed):
-                cell.notes.append("a flush after the flood timed out")
             cell.writer_rss = sampler.peak_rss()
             group.broadcast(lambda _i: {"cmd": "finish", "timeout": 5.0}, time.monotonic() + 60)
             for child in group.members:
@@ -261,12 +225,8 @@ def run_ours_postgresql(settings: Settings, workload: str, procs: int) -> Cell:
             sampler.stop()
             cell.writer_exit.append(writer.stop())
         finally:
-            group.close()
-            if sampler is not None:
-                sampler.stop()
-            writer.kill()
-        if profile is not None and profile.exists():
-            cell.notes.append(f"writer profile: {profile}")
+            stop_all(group, sampler, writer)
+        note_profile(cell, profile)
         cell.rows = _count(url, "audit_events")
         dead = _count(url, "dead_letters")
         calls = cell.flood.ops if cell.flood else 0
@@ -358,7 +318,6 @@ def run_postgresql_section(settings: Settings, takeovers: int) -> PostgresSectio
 
     from .reads_postgresql import _server
     from .runner import _guard
-    from .takeover import TakeoverRun, run_takeover
 
     section = PostgresSection(
         server=redact_url(settings.postgresql_url) if settings.postgresql_url else "a throwaway cluster"
@@ -383,23 +342,23 @@ def run_postgresql_section(settings: Settings, takeovers: int) -> PostgresSectio
             lambda: run_ours_postgresql(on_server, PG_WORKLOAD, PG_P),
             failed("pg-ours"),
         )
-        if takeovers > 0:
-            section.takeovers.append(
-                _guard(
-                    "take-over on PostgreSQL",
-                    lambda: run_takeover(on_server, "postgresql", takeovers),
-                    lambda reason: TakeoverRun("postgresql", error=reason),
-                )
-            )
+        if takeovers > 0:  # while the server runs
+            section.takeovers.append(_guarded_takeover(on_server, "postgresql", "PostgreSQL", takeovers))
     if takeovers > 0:
-        section.takeovers.append(
-            _guard(
-                "take-over on SQLite",
-                lambda: run_takeover(settings, "sqlite", takeovers),
-                lambda reason: TakeoverRun("sqlite", error=reason),
-            )
-        )
+        section.takeovers.append(_guarded_takeover(settings, "sqlite", "SQLite", takeovers))
     return section
+
+
+def _guarded_takeover(settings: Settings, backend: str, shown: str, takeovers: int) -> TakeoverRun:
+    """The take-over measurement on one backend; a failure becomes a TakeoverRun with its reason."""
+    from .runner import _guard
+    from .takeover import TakeoverRun, run_takeover
+
+    return _guard(
+        f"take-over on {shown}",
+        lambda: run_takeover(settings, backend, takeovers),
+        lambda reason: TakeoverRun(backend, error=reason),
+    )
 
 
 def _rate(cell: Cell | None) -> float | None:

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from ..backends import DatabaseURL
 from ..leases import REMOTE_SILENCE_S
@@ -170,40 +171,35 @@ def run(args: argparse.Namespace) -> int:
 
     tune_garbage_collector()
     apply_test_stale_limit()
+    # The options both backends take; the file-only ones are the SQLite writer's alone.
+    options: dict[str, Any] = {
+        "standby": args.standby,
+        "dead_letters_kept": args.dead_letters_kept,
+        "dead_letter_bytes_kept": args.dead_letters_kept_bytes,
+        "listen": args.listen,
+        "keys_dir": args.keys_dir,
+        "instances_kept_s": args.instances_kept_days * 86_400,
+        "remote_silence_s": args.remote_silence,
+    }
     if isinstance(args.db, DatabaseURL):
-        return _run_on_postgresql(args, args.db)
+        return _run_on_postgresql(args, args.db, options)
     writer = Writer(
         args.db,
-        standby=args.standby,
         synchronous=args.synchronous,
-        dead_letters_kept=args.dead_letters_kept,
         adopt=args.adopt,
         exit_when_idle_s=args.exit_when_idle,
-        instances_kept_s=args.instances_kept_days * 86_400,
-        dead_letter_bytes_kept=args.dead_letters_kept_bytes,
-        listen=args.listen,
-        keys_dir=args.keys_dir,
-        remote_silence_s=args.remote_silence,
+        **options,
     )
-    try:
-        writer.run()
-    except sqlite3.Error as exc:
+
+    def describe(exc: BaseException) -> str:
         # SQLite's own messages name no file; every error of this command names the database.
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CommandError(f"{writer.db_path}: {first_line}") from None
-    except LeaseHeldError as exc:
-        if args.quiet_if_held:
-            log.info("%s; exiting", exc)
-        else:
-            print(f"see-persistence writer: {exc}", file=sys.stderr)
-        return EXIT_LEASE_HELD
-    except LeaseLostError as exc:
-        log.error("%s; this writer stops without committing anything more", exc)
-        return EXIT_LEASE_LOST
-    return EXIT_OK
+        return f"{writer.db_path}: {first_line}"
+
+    return _serve(writer.run, args, sqlite3.Error, describe)
 
 
-def _run_on_postgresql(args: argparse.Namespace, database: DatabaseURL) -> int:
+def _run_on_postgresql(args: argparse.Namespace, database: DatabaseURL, options: dict[str, Any]) -> int:
     """The writer of a PostgreSQL database (writer/pg_service.py); the file-only options are refused."""
     file_only = [
         (args.synchronous != "NORMAL", "--synchronous (durability is the server's: synchronous_commit)"),
@@ -217,22 +213,27 @@ def _run_on_postgresql(args: argparse.Namespace, database: DatabaseURL) -> int:
 
     from ..writer.pg_service import PostgresWriter
 
-    writer = PostgresWriter(
-        database.url,
-        standby=args.standby,
-        dead_letters_kept=args.dead_letters_kept,
-        dead_letter_bytes_kept=args.dead_letters_kept_bytes,
-        listen=args.listen,
-        keys_dir=args.keys_dir,
-        instances_kept_s=args.instances_kept_days * 86_400,
-        remote_silence_s=args.remote_silence,
-    )
-    try:
-        writer.run()
-    except psycopg.Error as exc:
+    writer = PostgresWriter(database.url, **options)
+
+    def describe(exc: BaseException) -> str:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         named = database.redacted() in first_line  # the writer's own messages name it already
-        raise CommandError(first_line if named else f"{database}: {first_line}") from None
+        return first_line if named else f"{database}: {first_line}"
+
+    return _serve(writer.run, args, psycopg.Error, describe)
+
+
+def _serve(
+    run_writer: Callable[[], None],
+    args: argparse.Namespace,
+    db_error: type[BaseException],
+    describe: Callable[[BaseException], str],
+) -> int:
+    """Run a writer; turn how it ended into this command's exit code (a database error: its message)."""
+    try:
+        run_writer()
+    except db_error as exc:
+        raise CommandError(describe(exc)) from None
     except LeaseHeldError as exc:
         if args.quiet_if_held:
             log.info("%s; exiting", exc)

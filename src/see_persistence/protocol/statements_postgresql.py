@@ -83,24 +83,16 @@ INSERTS: dict[str, str] = {
             ended_at = NULL, boot_id = EXCLUDED.boot_id, host_id = EXCLUDED.host_id,
             last_heard_at = EXCLUDED.last_heard_at
         WHERE instances.token_hash IS NOT DISTINCT FROM EXCLUDED.token_hash""",
-    GOODBYE: """UPDATE instances SET state = 'ended', ended_at = :at, last_seen = :now
-        WHERE id = :instance_id""",
-    CREATE_WORKFLOW: """INSERT INTO workflow_executions
-        (id, workflow_name, status, created_at, metadata, instance_id, last_updated)
-        VALUES (:id, :workflow_name, 'pending', :at, :metadata, :instance_id, :now)""",
-    CREATE_TASK: """INSERT INTO task_executions
-        (id, workflow_id, task_name, status, created_at, logs, retry_count, execution_order,
-         instance_id, last_updated)
-        VALUES (:id, :workflow_id, :task_name, 'pending', :at, '[]', 0, :execution_order,
-         :instance_id, :now)""",
+    # Standard SQL, the same on both backends.
+    GOODBYE: statements.INSERTS[GOODBYE],
+    CREATE_WORKFLOW: statements.INSERTS[CREATE_WORKFLOW],
+    CREATE_TASK: statements.INSERTS[CREATE_TASK],
     # One line, for completeness of the mapping; the writer gathers a batch's lines per task.
     APPEND_TASK_LOG: """UPDATE task_executions
         SET logs = COALESCE(logs, CAST('[]' AS jsonb)) || jsonb_build_array(CAST(:line AS text)),
             last_updated = :now
         WHERE id = :id""",
-    AUDIT_EVENT: """INSERT INTO audit_events
-        (id, workflow_id, task_id, event_type, message, timestamp, data, instance_id)
-        VALUES (:id, :workflow_id, :task_id, :event_type, :message, :at, :data, :instance_id)""",
+    AUDIT_EVENT: statements.INSERTS[AUDIT_EVENT],
 }
 
 

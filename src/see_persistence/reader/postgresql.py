@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ from .postgresql_sql import qmark_to_psycopg, rfc3339_text, sqlite_null_order, u
 from .queries import Reader
 
 if TYPE_CHECKING:
-    from .watch import Change, Resync, Watcher
+    from .watch import Watcher
 
 log = logging.getLogger("see_persistence.reader")
 
@@ -243,18 +243,8 @@ class PostgresReader(Reader):
             finally:
                 conn.execute(_SESSION_RESET)
 
-    def watch(
-        self,
-        workflow_id: str | None = None,
-        kinds: Iterable[str] | None = None,
-        instance_id: str | None = None,
-        *,
-        max_pending: int = 4096,
-        poll_interval_s: float = 0.25,
-        on_change: Callable[[Change | Resync], object] | None = None,
-        keys_dir: str | os.PathLike[str] | None = None,
-    ) -> Watcher:
-        """Watch the changes committed from now on, as on SQLite, over the writer's TCP feed.
+    def _new_watcher(self, **options: Any) -> Watcher:
+        """A watcher as on SQLite, over the writer's TCP feed.
 
         Always over TCP with CURVE (this user's client key pair from `keys_dir`, which the
         writer must allow), where the lease row says the writer publishes; see
@@ -262,16 +252,7 @@ class PostgresReader(Reader):
         """
         from .watch_postgresql import PostgresWatcher
 
-        return PostgresWatcher(
-            self.url,
-            workflow_id=workflow_id,
-            kinds=kinds,
-            instance_id=instance_id,
-            max_pending=max_pending,
-            poll_interval_s=poll_interval_s,
-            on_change=on_change,
-            keys_dir=keys_dir,
-        )
+        return PostgresWatcher(self.url, **options)
 
     def count_rows(self) -> dict[str, int]:
         """Row counts of the layer's tables that exist in this database."""

@@ -92,10 +92,7 @@ class Reader(
         subscribes with this user's client key pair from `keys_dir` (keys.KeyStore), which the
         writer must allow; a refusal comes as a Resync(REFUSED).
         """
-        from .watch import Watcher
-
-        return Watcher(
-            self.db_path,
+        return self._new_watcher(
             workflow_id=workflow_id,
             kinds=kinds,
             instance_id=instance_id,
@@ -104,6 +101,12 @@ class Reader(
             on_change=on_change,
             keys_dir=keys_dir,
         )
+
+    def _new_watcher(self, **options: Any) -> Watcher:
+        """The Watcher of this database (reader/watch.py; PostgresReader's is reader/watch_postgresql.py)."""
+        from .watch import Watcher
+
+        return Watcher(self.db_path, **options)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read-only SQL statement and return its rows; a write raises ReadOnlyViolation."""

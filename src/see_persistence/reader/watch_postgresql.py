@@ -16,21 +16,15 @@ are not seen: on PostgreSQL every write of this layer goes through its writer.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 
 from ..backends import DatabaseURL
-from ..protocol import feed
 from .postgresql import PostgresReader
 from .watch import (
-    MAX_PENDING,
     NOTICE_SILENCE_S,
-    POLL_INTERVAL_S,
     LookupFailed,
-    OnChange,
     ResyncCause,
     Watcher,
 )
@@ -43,30 +37,11 @@ class PostgresWatcher(Watcher):
 
     _always_tcp = True
 
-    def __init__(
-        self,
-        url: DatabaseURL,
-        *,
-        workflow_id: str | None = None,
-        kinds: Iterable[feed.Kind | str] | None = None,
-        instance_id: str | None = None,
-        max_pending: int = MAX_PENDING,
-        poll_interval_s: float = POLL_INTERVAL_S,
-        on_change: OnChange | None = None,
-        keys_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
+    def __init__(self, url: DatabaseURL, **options: Any) -> None:
+        """Watch the database at `url`; `options` are Watcher's (workflow_id, kinds, ...)."""
         self._url = url
         self._opened = False
-        super().__init__(
-            url.redacted(),
-            workflow_id=workflow_id,
-            kinds=kinds,
-            instance_id=instance_id,
-            max_pending=max_pending,
-            poll_interval_s=poll_interval_s,
-            on_change=on_change,
-            keys_dir=keys_dir,
-        )
+        super().__init__(url.redacted(), **options)
 
     def _new_lease_reader(self) -> Any:
         return PostgresReader(self._url.url)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
@@ -39,8 +39,8 @@ _STATEMENT_ERROR_NAMES = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_
 _UNVERIFIED = ""  # no token is this short: an instance with a token_hash starts unverified
 # An append_task_log, by whichever path it was bound: where its task id and line are.
 _APPEND_LOG = statements.COMPILED[(operations.APPEND_TASK_LOG, None)]
-_LOG_TASK_ID = _APPEND_LOG.names.index("id")
-_LOG_LINE = _APPEND_LOG.names.index("line")
+LOG_TASK_ID = _APPEND_LOG.names.index("id")
+LOG_LINE = _APPEND_LOG.names.index("line")
 _CREATE_TASK = statements.COMPILED[(operations.CREATE_TASK, None)]
 _CREATED_TASK_ID = _CREATE_TASK.names.index("id")
 
@@ -249,7 +249,7 @@ def _is_statement_error(exc: sqlite3.Error) -> bool:
     return any(name.startswith(prefix) for prefix in _STATEMENT_ERROR_NAMES) or not is_environmental(exc)
 
 
-class _Pending(NamedTuple):
+class Pending(NamedTuple):
     """One checked operation waiting to run, and where it came from (for a dead letter)."""
 
     params: tuple[Any, ...]
@@ -259,14 +259,14 @@ class _Pending(NamedTuple):
     seq: int
 
 
-class _Run(NamedTuple):
+class Run(NamedTuple):
     """Consecutive operations of one statement: one executemany."""
 
     statement: statements.Statement
-    operations: list[_Pending]
+    operations: list[Pending]
 
 
-class _DeadLetter(NamedTuple):
+class DeadLetter(NamedTuple):
     """A dead letter found while preparing: `rejected` counts it against its instance."""
 
     raw: bytes
@@ -276,13 +276,13 @@ class _DeadLetter(NamedTuple):
     rejected: bool
 
 
-class _Logs(NamedTuple):
+class Logs(NamedTuple):
     """Appends to task logs, gathered: each task's lines go in with one call."""
 
-    operations: list[_Pending]
+    operations: list[Pending]
 
 
-class _Prune(NamedTuple):
+class Prune(NamedTuple):
     """A prune, applied after everything before it."""
 
     name: str
@@ -310,14 +310,14 @@ class PreparedBatch:
         self.now = now
         self.raw_kept = raw_kept
         self.result = BatchResult()  # what preparing found; `apply` adds what applying did
-        self.steps: list[_Run | _DeadLetter | _Logs | _Prune] = []
+        self.steps: list[Run | DeadLetter | Logs | Prune] = []
         self.pending_seq: dict[str, int] = {}  # instance -> the last seq this batch applies
         self.entries: dict[str, InstanceEntry] = {}  # instances of this batch, as the book or a hello says
         # Clock-skew estimates to store with this batch (writer/remote.py), by instance.
         self.clock_skews: dict[str, int] = {}
         self._run_statement: statements.Statement | None = None
-        self._run: list[_Pending] = []
-        self._log_ops: list[_Pending] = []  # appends waiting, in the order received
+        self._run: list[Pending] = []
+        self._log_ops: list[Pending] = []  # appends waiting, in the order received
         self._log_tasks: set[str] = set()  # the tasks they append to
 
     def dead_letter(
@@ -328,17 +328,17 @@ class PreparedBatch:
             # 24 garbage messages of 16 MiB once made 384 MiB of dead letters: keep the start.
             reason = f"{reason}; raw cut to {self.raw_kept} of {len(raw)} bytes"
             raw = raw[: self.raw_kept]
-        self.steps.append(_DeadLetter(raw, reason, instance_id, seq, rejected))
+        self.steps.append(DeadLetter(raw, reason, instance_id, seq, rejected))
 
     def reject(self, name: str, payload: Any, reason: str, instance_id: str, seq: int) -> None:
         """A dead letter for one operation of an in-order message, counted against its instance."""
         self.dead_letter(codec.encode_operation(name, payload), reason, instance_id, seq, rejected=True)
 
-    def add(self, statement: statements.Statement, op: _Pending) -> None:
+    def add(self, statement: statements.Statement, op: Pending) -> None:
         """Record one operation; a run of the same statement becomes one executemany."""
         if statement is _APPEND_LOG:
             self._log_ops.append(op)
-            self._log_tasks.add(op.params[_LOG_TASK_ID])
+            self._log_tasks.add(op.params[LOG_TASK_ID])
             return
         if statement is _CREATE_TASK and op.params[_CREATED_TASK_ID] in self._log_tasks:
             # Appends before it were to a task that did not exist yet (or to the one that does).
@@ -352,13 +352,13 @@ class PreparedBatch:
     def close_run(self) -> None:
         """End the current run of one statement (at a change of statement, a prune, the end)."""
         if self._run_statement is not None and self._run:
-            self.steps.append(_Run(self._run_statement, self._run))
+            self.steps.append(Run(self._run_statement, self._run))
         self._run_statement, self._run = None, []
 
     def close_logs(self) -> None:
         """Let the appends waiting go in now (before a create_task of their task, a prune, the end)."""
         if self._log_ops:
-            self.steps.append(_Logs(self._log_ops))
+            self.steps.append(Logs(self._log_ops))
         self._log_ops = []
         self._log_tasks = set()
 
@@ -371,7 +371,7 @@ class PreparedBatch:
         """Record a prune, to be applied after everything before it, in order."""
         self.close_run()
         self.close_logs()
-        self.steps.append(_Prune(name, payload, values, instance_id, seq))
+        self.steps.append(Prune(name, payload, values, instance_id, seq))
 
     def apply(
         self,
@@ -390,77 +390,147 @@ class PreparedBatch:
         """
         result = replace(self.result, registered=dict(self.result.registered), rejected_total={})
         applier = _Applier(conn, result, self.now, log_column_max_bytes)
-        for step in self.steps:
-            if type(step) is _Run:
-                applier.run(step)
-            elif type(step) is _DeadLetter:
-                applier.dead_letter(step)
-            elif type(step) is _Logs:
-                applier.logs(step)
-            else:
-                assert type(step) is _Prune
-                applier.prune(step)
+        applier.apply_steps(self.steps)
+        seq_rows, heard_rows = self.instance_rows(result, applier.rejected)
+        for row in seq_rows:
+            conn.execute(statements.RECORD_INSTANCE_SEQ, row)
+        for row in heard_rows:
+            conn.execute(statements.RECORD_INSTANCE_HEARD, row)
+        self.settle(
+            result,
+            book,
+            applier.raw_bytes,
+            read_total=lambda: int(conn.execute(statements.DEAD_LETTER_BYTES).fetchone()[0]),
+            trim_rows=lambda: trim_dead_letters_measured(conn, dead_letters_kept),
+            trim_bytes=lambda total: trim_dead_letter_bytes(conn, total, dead_letter_bytes_kept),
+        )
+        return result
+
+    def instance_rows(
+        self, result: BatchResult, rejected: Mapping[str, int]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The instance rows applying records: (last seq and rejected total, heard from); fills
+        `result.rejected_total`. `rejected` counts the operations refused as the batch ran."""
         now = self.now
+        seq_rows = []
         for instance_id, seq in self.pending_seq.items():
-            rejected_total = self.entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
+            rejected_total = self.entries[instance_id].rejected + rejected.get(instance_id, 0)
             result.rejected_total[instance_id] = rejected_total
-            conn.execute(
-                statements.RECORD_INSTANCE_SEQ,
-                {"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total},
-            )
+            seq_rows.append({"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total})
+        heard_rows = []
         for instance_id in result.heard:
             skew = self.clock_skews.get(instance_id)
             if instance_id not in self.pending_seq or skew is not None:
-                conn.execute(
-                    statements.RECORD_INSTANCE_HEARD,
-                    {"instance_id": instance_id, "now": now, "clock_skew_us": skew},
-                )
+                heard_rows.append({"instance_id": instance_id, "now": now, "clock_skew_us": skew})
+        return seq_rows, heard_rows
+
+    def settle(
+        self,
+        result: BatchResult,
+        book: SequenceBook,
+        raw_bytes: int,
+        *,
+        read_total: Callable[[], int],
+        trim_rows: Callable[[], tuple[int, int]],
+        trim_bytes: Callable[[int], tuple[int, int]],
+    ) -> None:
+        """After the steps: trim the dead letters to their limits and complete `result`.
+
+        `raw_bytes` is what this batch's dead letters added; `read_total` reads the table's
+        raw bytes (once per writer: the book keeps the sum after that); `trim_rows` and
+        `trim_bytes` drop the oldest rows past the limits, returning (rows dropped, bytes freed).
+        """
         if result.dead_letters:
             known = book.dead_letter_bytes()
-            if known is None:  # once per writer: the sum counts this batch's rows too
-                total = int(conn.execute(statements.DEAD_LETTER_BYTES).fetchone()[0])
-            else:
-                total = known + applier.raw_bytes
-            dropped, freed = trim_dead_letters_measured(conn, dead_letters_kept)
+            total = read_total() if known is None else known + raw_bytes  # the sum counts this batch too
+            dropped, freed = trim_rows()
             total -= freed
-            more, freed = trim_dead_letter_bytes(conn, total, dead_letter_bytes_kept)
+            more, freed = trim_bytes(total)
             result.dead_letters_dropped = dropped + more
             result.dead_letter_bytes = total - freed
         else:
             result.dead_letter_bytes = book.dead_letter_bytes()
         result.committed_seq = dict(self.pending_seq)
-        return result
 
 
-class _Applier:
-    """Runs a prepared batch's steps: each run of one statement as one executemany."""
+class StepApplier:
+    """What both backends' appliers share: the order of the steps, and counting dead letters.
 
-    def __init__(
-        self, conn: sqlite3.Connection, result: BatchResult, now: str, log_column_max_bytes: int
-    ) -> None:
-        self.conn = conn
-        self.log_column_max_bytes = log_column_max_bytes
-        # One cursor for the batch: Connection.execute makes a new one for every statement.
-        self.cursor = conn.cursor()
+    A subclass stores dead letters and runs the steps its own way (writer/batch.py's
+    `_Applier` for SQLite, writer/pg_batch.py's `PostgresApplier`).
+    """
+
+    def __init__(self, result: BatchResult, now: str) -> None:
         self.result = result
         self.now = now
         self.raw_bytes = 0  # raw bytes of the dead letters this batch inserted
         self.rejected: dict[str, int] = {}  # instance -> operations refused in this batch
 
-    def dead_letter(self, letter: _DeadLetter) -> None:
-        row = (self.now, letter.instance_id, letter.seq, letter.reason, letter.raw)
-        self.conn.execute(statements.INSERT_DEAD_LETTER, row)
+    def apply_steps(self, steps: Iterable[Run | DeadLetter | Logs | Prune]) -> None:
+        """Do the prepared steps, in order."""
+        for step in steps:
+            if type(step) is Run:
+                self.run(step)
+            elif type(step) is DeadLetter:
+                self.dead_letter(step)
+            elif type(step) is Logs:
+                self.logs(step)
+            else:
+                assert type(step) is Prune
+                self.prune(step)
+
+    def run(self, step: Run) -> None:
+        """One run of one statement."""
+        raise NotImplementedError
+
+    def logs(self, step: Logs) -> None:
+        """Appends to task logs, gathered by task."""
+        raise NotImplementedError
+
+    def prune(self, step: Prune) -> None:
+        """Record a prune job."""
+        raise NotImplementedError
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        """Store one dead letter, then `count` it."""
+        raise NotImplementedError
+
+    def count(self, letter: DeadLetter) -> None:
+        """Count a stored dead letter: its bytes, and against its instance if it was rejected."""
         self.raw_bytes += len(letter.raw)
         self.result.dead_letters += 1
         if letter.rejected and letter.instance_id is not None:
             self.rejected[letter.instance_id] = self.rejected.get(letter.instance_id, 0) + 1
-        log.debug("dead letter from %s seq %s: %s", letter.instance_id, letter.seq, letter.reason)
+        log.debug("dead letter from %r seq %s: %s", letter.instance_id, letter.seq, letter.reason)
 
     def reject(self, name: str, payload: Any, reason: str, instance_id: str, seq: int) -> None:
         """A dead letter for one operation that failed as it ran, counted against its instance."""
-        self.dead_letter(_DeadLetter(codec.encode_operation(name, payload), reason, instance_id, seq, True))
+        self.dead_letter(DeadLetter(codec.encode_operation(name, payload), reason, instance_id, seq, True))
 
-    def run(self, step: _Run) -> None:
+    def reject_missing(self, op: Pending) -> None:
+        """A dead letter for an operation whose statement must change a row and found none."""
+        target = op.payload.get("id", op.instance_id) if isinstance(op.payload, dict) else op.instance_id
+        self.reject(op.name, op.payload, f"{op.name}: no record with id {target!r}", op.instance_id, op.seq)
+
+
+class _Applier(StepApplier):
+    """Runs a prepared batch's steps: each run of one statement as one executemany."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, result: BatchResult, now: str, log_column_max_bytes: int
+    ) -> None:
+        super().__init__(result, now)
+        self.conn = conn
+        self.log_column_max_bytes = log_column_max_bytes
+        # One cursor for the batch: Connection.execute makes a new one for every statement.
+        self.cursor = conn.cursor()
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        row = (self.now, letter.instance_id, letter.seq, letter.reason, letter.raw)
+        self.conn.execute(statements.INSERT_DEAD_LETTER, row)
+        self.count(letter)
+
+    def run(self, step: Run) -> None:
         statement, run = step
         if len(run) > 1:
             # All at once inside a savepoint; if any one fails, undo the run and go one by one
@@ -482,7 +552,7 @@ class _Applier:
         for op in run:
             self._one(statement, op)
 
-    def logs(self, step: _Logs) -> None:
+    def logs(self, step: Logs) -> None:
         """Appends: each task's lines in one call, in order, so its column is rewritten once.
 
         Rewriting a column costs its size whatever is appended, so lines are gathered by task;
@@ -492,7 +562,7 @@ class _Applier:
         """
         lines: dict[str, list[str]] = {}
         for op in step.operations:
-            lines.setdefault(op.params[_LOG_TASK_ID], []).append(op.params[_LOG_LINE])
+            lines.setdefault(op.params[LOG_TASK_ID], []).append(op.params[LOG_LINE])
         failed: dict[str, str] = {}  # task id -> why its appends are dead letters
         for task_id, task_lines in lines.items():
             try:
@@ -506,13 +576,13 @@ class _Applier:
                 log.exception("appending to the log of task %s failed", task_id)
                 failed[task_id] = f"the writer failed applying it: {type(exc).__name__}: {exc}"
         for op in step.operations:
-            reason = failed.get(op.params[_LOG_TASK_ID]) if failed else None
+            reason = failed.get(op.params[LOG_TASK_ID]) if failed else None
             if reason is None:
                 self.result.operations_applied += 1
             else:
                 self.reject(op.name, op.payload, f"{op.name}: {reason}", op.instance_id, op.seq)
 
-    def prune(self, step: _Prune) -> None:
+    def prune(self, step: Prune) -> None:
         """Record a prune job after everything before it, in order (the writer deletes in chunks later)."""
         try:
             record_prune(self.conn, step.values)
@@ -523,7 +593,7 @@ class _Applier:
             return
         self.result.operations_applied += 1
 
-    def _one(self, statement: statements.Statement, op: _Pending) -> None:
+    def _one(self, statement: statements.Statement, op: Pending) -> None:
         try:
             changed = self.cursor.execute(statement.sql, op.params).rowcount
         except sqlite3.Error as exc:
@@ -536,10 +606,7 @@ class _Applier:
             self.reject(op.name, op.payload, reason, op.instance_id, op.seq)
             return
         if changed == 0 and statement.must_change_a_row:
-            target = op.payload.get("id", op.instance_id) if isinstance(op.payload, dict) else op.instance_id
-            self.reject(
-                op.name, op.payload, f"{op.name}: no record with id {target!r}", op.instance_id, op.seq
-            )
+            self.reject_missing(op)
             return
         self.result.operations_applied += 1
 
@@ -650,7 +717,7 @@ def prepare_messages(
                 bound = fast(payload, instance_id, now) if fast is not None else None
                 if bound is not None:
                     statement, params = bound
-                    prepared.add(statement, _Pending(params, name, payload, instance_id, seq))
+                    prepared.add(statement, Pending(params, name, payload, instance_id, seq))
                     continue
                 try:
                     values = operations.validate_operation(name, payload)
@@ -670,7 +737,7 @@ def prepare_messages(
                         continue
                     values["token_hash"] = entry.token_hash
                 statement = statements.statement_for(name, values)
-                prepared.add(statement, _Pending(statement.bind(values), name, payload, instance_id, seq))
+                prepared.add(statement, Pending(statement.bind(values), name, payload, instance_id, seq))
             except Exception as exc:  # a fault of this code that the operation's contents trigger
                 log.exception("preparing a %s operation of instance %s failed", name, instance_id)
                 reason = f"{name}: the writer failed applying it: {type(exc).__name__}: {exc}"
@@ -770,7 +837,7 @@ def _register_alone(prepared: PreparedBatch, envelope: codec.Envelope) -> Instan
     except Exception:  # the hello itself is what fails: the instance stays unknown
         log.exception("the hello of instance %s cannot be applied either", envelope.instance_id)
         return None
-    prepared.add(statement, _Pending(params, name, payload, envelope.instance_id, envelope.seq))
+    prepared.add(statement, Pending(params, name, payload, envelope.instance_id, envelope.seq))
     prepared.result.registered[envelope.instance_id] = entry
     return entry
 

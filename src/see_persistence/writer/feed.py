@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..protocol import feed, statements
 from ..protocol.operations import APPEND_TASK_LOG
-from .batch import PreparedBatch, _DeadLetter, _Logs, _Run
+from .batch import DeadLetter, Logs, PreparedBatch, Run
 
 # Statement -> where its record is in the bound parameters; looked up once per run of it.
 _SPECS: dict[int, feed.RecordSpec | None] = {}
@@ -38,16 +38,16 @@ def describe_batch(prepared: PreparedBatch, workflow_of_task: dict[str, str]) ->
     task = feed.Kind.TASK
     for step in prepared.steps:
         kind = type(step)
-        if kind is _Run:
-            assert isinstance(step, _Run)
+        if kind is Run:
+            assert isinstance(step, Run)
             ops = step.operations
             spec = _spec(step.statement, ops[0].name)
             if spec is None:
                 continue
-        elif kind is _Logs:
-            assert isinstance(step, _Logs) and _LOG_SPEC is not None
+        elif kind is Logs:
+            assert isinstance(step, Logs) and _LOG_SPEC is not None
             ops, spec = step.operations, _LOG_SPEC
-        elif kind is _DeadLetter:
+        elif kind is DeadLetter:
             continue
         else:
             gathered.overflow_unknown()  # a prune: its chunks delete what no notice lists

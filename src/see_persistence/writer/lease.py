@@ -81,6 +81,27 @@ def read_lease(conn: sqlite3.Connection) -> LeaseRow | None:
     return LeaseRow(*row) if row else None
 
 
+def taken_row(
+    me: leases.ProcessIdentity, endpoint: str, epoch: int, now: str, commit_seq: int, feed_id: int
+) -> tuple[object, ...]:
+    """The values of a lease row a writer takes: pid, process create time, host, endpoint, epoch,
+    acquired and heartbeat times, boot id, heartbeat boot time, commit_seq, feed id, host id."""
+    return (
+        me.pid,
+        me.create_time,
+        me.host,
+        endpoint,
+        epoch,
+        now,
+        now,
+        leases.boot_id(),
+        leases.boot_time_ns(),
+        commit_seq,
+        feed_id,
+        leases.host_id(),
+    )
+
+
 def new_feed_id(previous: int | None) -> int:
     """A random feed id (63 bits, so SQLite's signed INTEGER holds it), never `previous` nor 0."""
     while True:
@@ -225,20 +246,7 @@ class WriterLease:
                 " epoch, acquired_at, heartbeat_at, released_at, boot_id, heartbeat_boot_ns,"
                 " commit_seq, feed_id, host_id)"
                 " VALUES (1, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
-                (
-                    self._me.pid,
-                    self._me.create_time,
-                    self._me.host,
-                    self.endpoint,
-                    epoch,
-                    now,
-                    now,
-                    leases.boot_id(),
-                    leases.boot_time_ns(),
-                    commit_seq,
-                    feed_id,
-                    leases.host_id(),
-                ),
+                taken_row(self._me, self.endpoint, epoch, now, commit_seq, feed_id),
             )
         if current is not None and current.released_at is None:
             log.warning(

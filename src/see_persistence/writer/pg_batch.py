@@ -31,20 +31,21 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from ..protocol import codec, statements, task_logs
+from ..protocol import statements, task_logs
 from ..protocol import statements_postgresql as pgsql
 from .batch import (
-    _LOG_LINE,
-    _LOG_TASK_ID,
+    LOG_LINE,
+    LOG_TASK_ID,
     BatchResult,
+    DeadLetter,
+    Logs,
+    Pending,
     PreparedBatch,
+    Prune,
     Queryable,
+    Run,
     SequenceBook,
-    _DeadLetter,
-    _Logs,
-    _Pending,
-    _Prune,
-    _Run,
+    StepApplier,
 )
 from .pg_retention import POSTGRESQL_PRUNE
 from .retention import record_prune
@@ -110,12 +111,18 @@ def holds_nul(params: tuple[Any, ...], json_positions: tuple[int, ...]) -> bool:
     return False
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of a server error (psycopg adds lines of detail and hints): a dead letter's reason."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _printable(text: str | None) -> str | None:
     """`text` storable in a text column: U+0000 spelled out (dead letters keep what they can)."""
     return None if text is None else text.replace("\x00", _NUL_ESCAPE)
 
 
-class PostgresApplier:
+class PostgresApplier(StepApplier):
     """Runs a prepared batch's steps on one psycopg connection, inside its open transaction."""
 
     def __init__(
@@ -127,35 +134,24 @@ class PostgresApplier:
         *,
         careful: bool,
     ):
+        super().__init__(result, now)
         self.conn = conn
         self.careful = careful
         self.cursor = conn.cursor()
-        self.result = result
-        self.now = now
         self.log_column_max_bytes = log_column_max_bytes
         self.letters: list[tuple[Any, ...]] = []
-        self.raw_bytes = 0
-        self.rejected: dict[str, int] = {}
 
-    def dead_letter(self, letter: _DeadLetter) -> None:
+    def dead_letter(self, letter: DeadLetter) -> None:
         """Queue a dead letter (they are inserted together at the end of the batch)."""
         self.letters.append(
             (self.now, _printable(letter.instance_id), letter.seq, _printable(letter.reason), letter.raw)
         )
-        self.raw_bytes += len(letter.raw)
-        self.result.dead_letters += 1
-        if letter.rejected and letter.instance_id is not None:
-            self.rejected[letter.instance_id] = self.rejected.get(letter.instance_id, 0) + 1
-        log.debug("dead letter from %r seq %s: %s", letter.instance_id, letter.seq, letter.reason)
+        self.count(letter)
 
-    def reject(self, name: str, payload: Any, reason: str, instance_id: str, seq: int) -> None:
-        """A dead letter for one operation of an in-order message, counted against its instance."""
-        self.dead_letter(_DeadLetter(codec.encode_operation(name, payload), reason, instance_id, seq, True))
-
-    def run(self, step: _Run) -> None:
+    def run(self, step: Run) -> None:
         """One run of one statement: at once (COPY or executemany); carefully, in savepoints."""
         statement = pgsql.for_statement(step.statement)
-        storable: list[_Pending] = []
+        storable: list[Pending] = []
         for op in step.operations:
             if holds_nul(op.params, statement.json_positions):
                 self.reject(op.name, op.payload, f"{op.name}: {NUL_REASON}", op.instance_id, op.seq)
@@ -183,7 +179,7 @@ class PostgresApplier:
         for op in storable:
             self._one(statement, op)
 
-    def _at_once(self, sqlite_sql: str, statement: pgsql.PostgresStatement, ops: list[_Pending]) -> None:
+    def _at_once(self, sqlite_sql: str, statement: pgsql.PostgresStatement, ops: list[Pending]) -> None:
         """Send the run without a savepoint; raise NeedsCare if any of it fails or misses its row."""
         copy_form = pgsql.COPY_FORMS.get(sqlite_sql) if len(ops) >= COPY_MIN_ROWS else None
         try:
@@ -203,30 +199,27 @@ class PostgresApplier:
             raise NeedsCare
         self.result.operations_applied += len(ops)
 
-    def _one(self, statement: pgsql.PostgresStatement, op: _Pending) -> None:
+    def _one(self, statement: pgsql.PostgresStatement, op: Pending) -> None:
         try:
             with self.conn.transaction():
                 changed = self.cursor.execute(statement.sql, statement.params(op.params)).rowcount
         except psycopg.Error as exc:
             if not is_statement_error(exc):
                 raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             self.reject(op.name, op.payload, f"{op.name}: {first}", op.instance_id, op.seq)
             return
         if changed == 0 and statement.must_change_a_row:
-            target = op.payload.get("id", op.instance_id) if isinstance(op.payload, dict) else op.instance_id
-            self.reject(
-                op.name, op.payload, f"{op.name}: no record with id {target!r}", op.instance_id, op.seq
-            )
+            self.reject_missing(op)
             return
         self.result.operations_applied += 1
 
-    def logs(self, step: _Logs) -> None:
+    def logs(self, step: Logs) -> None:
         """Appends: each task's lines in one UPDATE (or past the column, in task_log_lines), in order."""
         lines: dict[str, list[str]] = {}
-        ops: list[_Pending] = []
+        ops: list[Pending] = []
         for op in step.operations:
-            task_id, line = op.params[_LOG_TASK_ID], op.params[_LOG_LINE]
+            task_id, line = op.params[LOG_TASK_ID], op.params[LOG_LINE]
             if (
                 not isinstance(task_id, str)
                 or "\x00" in task_id
@@ -257,9 +250,9 @@ class PostgresApplier:
             except psycopg.Error as exc:
                 if not is_statement_error(exc):
                     raise
-                failed[task_id] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                failed[task_id] = _first_line(exc)
         for op in ops:
-            reason = failed.get(op.params[_LOG_TASK_ID]) if failed else None
+            reason = failed.get(op.params[LOG_TASK_ID]) if failed else None
             if reason is None:
                 self.result.operations_applied += 1
             else:
@@ -293,7 +286,7 @@ class PostgresApplier:
             pgsql.INSERT_LINE, [(task_id, first + offset, line) for offset, line in enumerate(lines)]
         )
 
-    def prune(self, step: _Prune) -> None:
+    def prune(self, step: Prune) -> None:
         """Record a prune job after everything before it, in order (the writer deletes in chunks later)."""
         try:
             if not self.careful:
@@ -306,7 +299,7 @@ class PostgresApplier:
                 raise
             if not self.careful:
                 raise NeedsCare from exc
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             self.reject(step.name, step.payload, f"{step.name}: {first}", step.instance_id, step.seq)
             return
         self.result.operations_applied += 1
@@ -337,47 +330,26 @@ def apply_prepared(
     """
     result = replace(prepared.result, registered=dict(prepared.result.registered), rejected_total={})
     applier = PostgresApplier(conn, result, prepared.now, log_column_max_bytes, careful=careful)
-    for step in prepared.steps:
-        if type(step) is _Run:
-            applier.run(step)
-        elif type(step) is _DeadLetter:
-            applier.dead_letter(step)
-        elif type(step) is _Logs:
-            applier.logs(step)
-        else:
-            assert type(step) is _Prune
-            applier.prune(step)
+    applier.apply_steps(prepared.steps)
     cursor = applier.cursor
     if applier.letters:
         cursor.executemany(pgsql.INSERT_DEAD_LETTER, applier.letters)
-    now = prepared.now
-    seqs = []
-    for instance_id, seq in prepared.pending_seq.items():
-        rejected_total = prepared.entries[instance_id].rejected + applier.rejected.get(instance_id, 0)
-        result.rejected_total[instance_id] = rejected_total
-        if "\x00" not in instance_id:
-            seqs.append({"instance_id": instance_id, "seq": seq, "now": now, "rejected": rejected_total})
-    if seqs:
-        cursor.executemany(pgsql.RECORD_INSTANCE_SEQ, seqs)
-    heard = []
-    for instance_id in result.heard:
-        skew = prepared.clock_skews.get(instance_id)
-        if (instance_id not in prepared.pending_seq or skew is not None) and "\x00" not in instance_id:
-            heard.append({"instance_id": instance_id, "now": now, "clock_skew_us": skew})
-    if heard:
-        cursor.executemany(pgsql.RECORD_INSTANCE_HEARD, heard)
-    if result.dead_letters:
-        known = book.dead_letter_bytes()
-        # Read once per writer (the sum counts this batch's rows too), then kept up to date.
-        total = int(_scalar(cursor, pgsql.DEAD_LETTER_BYTES)) if known is None else known + applier.raw_bytes
-        dropped, freed = _trim_rows(cursor, dead_letters_kept)
-        total -= freed
-        more, freed = _trim_bytes(cursor, total, dead_letter_bytes_kept)
-        result.dead_letters_dropped = dropped + more
-        result.dead_letter_bytes = total - freed
-    else:
-        result.dead_letter_bytes = book.dead_letter_bytes()
-    result.committed_seq = dict(prepared.pending_seq)
+    seq_rows, heard_rows = prepared.instance_rows(result, applier.rejected)
+    # An id holding U+0000 has no row (it could not be stored), so nothing to record of it.
+    seq_rows = [row for row in seq_rows if "\x00" not in row["instance_id"]]
+    heard_rows = [row for row in heard_rows if "\x00" not in row["instance_id"]]
+    if seq_rows:
+        cursor.executemany(pgsql.RECORD_INSTANCE_SEQ, seq_rows)
+    if heard_rows:
+        cursor.executemany(pgsql.RECORD_INSTANCE_HEARD, heard_rows)
+    prepared.settle(
+        result,
+        book,
+        applier.raw_bytes,
+        read_total=lambda: int(_scalar(cursor, pgsql.DEAD_LETTER_BYTES)),
+        trim_rows=lambda: _trim_rows(cursor, dead_letters_kept),
+        trim_bytes=lambda total: _trim_bytes(cursor, total, dead_letter_bytes_kept),
+    )
     return result
 
 

@@ -194,20 +194,7 @@ class PostgresLease:
                 " heartbeat_boot_ns = EXCLUDED.heartbeat_boot_ns, commit_seq = EXCLUDED.commit_seq,"
                 " feed_id = EXCLUDED.feed_id, endpoints = NULL, public_key = NULL,"
                 " host_id = EXCLUDED.host_id",
-                (
-                    self._me.pid,
-                    self._me.create_time,
-                    self._me.host,
-                    self.endpoint,
-                    epoch,
-                    now,
-                    now,
-                    leases.boot_id(),
-                    leases.boot_time_ns(),
-                    commit_seq,
-                    feed_id,
-                    leases.host_id(),
-                ),
+                file_lease.taken_row(self._me, self.endpoint, epoch, now, commit_seq, feed_id),
             )
         if current is not None and current[5] is None:
             log.warning(

@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import zmq
 
 from .. import backends, connection, leases, locations
 from ..database import is_environmental
-from ..keys import KeyPair, KeyStore
-from ..protocol import codec, feed, statements
+from ..keys import KeyStore
+from ..protocol import feed, statements
 from ..protocol.errors import LeaseLostError, SeePersistenceError
 from . import liveness
-from .auth import Authenticator, plain_server, secure_server
-from .batch import BatchResult, PreparedBatch, SequenceBook, prepare_burial, prepare_messages
+from .auth import plain_server
+from .batch import BatchResult, PreparedBatch, SequenceBook
 from .checkpointer import WAL_RESTART_PAGES, Checkpointer
 from .courtesy import LockCourtesy
-from .feed import describe_batch
 from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S, Overrun, WriterLease
+from .loop import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_MESSAGES,
+    BATCH_WINDOW_S,
+    IDLE_POLL_S,
+    WriterLoop,
+)
+from .loop import now_us as _now_us
 from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .notify import SystemdNotifier
 from .remote import RemoteInstances
@@ -38,26 +42,8 @@ from .upgrading import upgrade_when_free
 
 log = logging.getLogger("see_persistence.writer")
 
-BATCH_MAX_MESSAGES = 2048
-BATCH_MAX_BYTES = 1024 * 1024  # a message may carry hundreds of operations: bound the work too
 # While another program writes the file, smaller transactions: it waits for the one under way.
 COURTEOUS_BATCH_MAX_BYTES = 128 * 1024
-BATCH_WINDOW_S = 0.002
-IDLE_POLL_S = 0.1  # how long the loop may sleep before it looks at its stop flag again
-RETRY_BACKOFF_MAX_S = 2.0
-# A batch that fails this often for what it holds (not for the database) is split in halves.
-BATCH_ATTEMPTS_BEFORE_SPLITTING = 3
-SHUTDOWN_DRAIN_MAX_MESSAGES = 1_000_000
-PUB_LINGER_MS = 200
-# Messages queued inside ZeroMQ per connected client. Every client keeps what it sent until
-# it is committed, so a deep queue here only duplicates it: 10,000 small messages from each of
-# 8 paced GUIs took the writer to 142 MB. A full queue pushes back into the clients' outboxes,
-# which then send fewer, larger messages: cheaper for the writer exactly when it is behind.
-# It counts messages, not bytes (ZeroMQ has no byte limit), and a message may be up to
-# MAX_MESSAGE_BYTES: per connected sender this queue may hold 16 x 16 MiB. At 100, a sender of
-# 16 MiB messages the writer was slow to apply took it to 615 MB; at 16, 375 MB. A flooding
-# GUI's messages carry 512 operations each: 16 of them still fill several batches.
-RECEIVE_HIGH_WATER_MARK = 16
 # How often the writer looks whether its path still leads to the file it has open, and whether
 # its socket files and directories are still there and its own: a stat or two, once a second.
 PATH_CHECK_INTERVAL_S = 1.0
@@ -66,10 +52,6 @@ _COMPANION_SUFFIXES = ("-wal", "-shm")
 
 class DatabaseFileGone(SeePersistenceError):
     """The database path no longer leads to the file this writer has open (deleted, moved, replaced)."""
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def _inode(path: str | Path) -> int | None:
@@ -155,7 +137,7 @@ def _where_the_file_went(identity: locations.FileIdentity) -> str:
     return ""
 
 
-class Writer:
+class Writer(WriterLoop):
     """The single writer of one database. `run()` blocks until `stop()` or SIGTERM/SIGINT.
 
     Raises LeaseHeldError from run() when another live writer holds the lease (unless
@@ -211,42 +193,29 @@ class Writer:
         self.endpoints = locations.endpoints_for(self.db_path)
         wanted = list(listen) if listen else connection.default_listen()
         self._listen_ipc = connection.IPC in wanted
-        self._tcp_specs = [spec for spec in wanted if spec != connection.IPC]
-        for spec in self._tcp_specs:
-            connection.split_tcp_endpoint(spec)  # ValueError naming it, before anything starts
-            connection.pub_endpoint_for(spec)
+        super().__init__(
+            standby=standby,
+            tcp_specs=[spec for spec in wanted if spec != connection.IPC],
+            batch_max_messages=batch_max_messages,
+            batch_window_s=batch_window_s,
+            dead_letters_kept=dead_letters_kept,
+            dead_letter_bytes_kept=dead_letter_bytes_kept,
+            book=SequenceBook(),
+            instance_retention=InstanceRetention(instances_kept_s),
+            remote_silence_s=remote_silence_s,
+        )
         if self._listen_ipc and not zmq.has("ipc"):
             raise ValueError("this build of libzmq has no ipc transport: listen on tcp://... instead")
         self._keystore = KeyStore(keys_dir) if self._tcp_specs else None
-        self._keys: KeyPair | None = None
-        self._auth: Authenticator | None = None
-        self._tcp_pairs: list[tuple[str, str]] = []  # (pull, pub) as bound, port 0 resolved
-        self.standby = standby
         self.synchronous = synchronous
-        self.batch_max_messages = batch_max_messages
-        self.batch_window_s = batch_window_s
-        if dead_letters_kept < 1:
-            raise ValueError("dead_letters_kept must be at least 1")
-        self.dead_letters_kept = dead_letters_kept
-        least = statements.DEAD_LETTER_RAW_KEPT_BYTES  # one row's raw: the newest row always stays
-        if dead_letter_bytes_kept < least:
-            raise ValueError(f"dead_letter_bytes_kept must be at least {least}")
-        self.dead_letter_bytes_kept = dead_letter_bytes_kept
-        self._instance_retention = InstanceRetention(instances_kept_s)
-        self._remote = RemoteInstances(remote_silence_s)  # instances of other hosts: heard lately?
         if exit_when_idle_s is not None and not exit_when_idle_s > 0:
             raise ValueError("exit_when_idle_s must be a positive number of seconds")
         self.adopt = adopt
         self.exit_when_idle_s = exit_when_idle_s
         self._last_needed = time.monotonic()  # the last message, or the last live instance seen
-        self._stop = threading.Event()
-        self._ready = threading.Event()
         self._conn: sqlite3.Connection | None = None
         self._lease: WriterLease | None = None
-        self._context: zmq.Context[Any] | None = None
-        self._pull: zmq.Socket[Any] | None = None
         self._checkpointer: Checkpointer | None = None
-        self._pub: zmq.Socket[Any] | None = None
         self._listeners: dict[Path, _Listener] = {}  # socket directory -> what is bound there
         self._refusals: dict[Path, str] = {}  # socket directory -> why it was last refused (logged once)
         self._unreachable_logged = False
@@ -255,48 +224,12 @@ class Writer:
         self._links_logged = 1
         self._next_file_check = 0.0
         self._next_socket_check = 0.0
-        self._book = SequenceBook()
         self._courtesy = LockCourtesy()
-        # The change feed: what the next transaction changes (None: not described, so its
-        # notice is an OVERFLOW and watchers re-read), and the workflows of recent tasks.
-        self._feed_next: feed.Coalescer | None = None
-        self._workflow_of_task: dict[str, str] = {}
-        self._metrics: WriterMetrics | None = None
         self._notifier = SystemdNotifier()
 
-    # -- public control -------------------------------------------------------------------
+    # -- which errors are the database's (writer/loop.py) --------------------------------------
 
-    def stop(self) -> None:
-        """Ask the writer to finish: commit what it received, release the lease, return."""
-        self._stop.set()
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until the writer holds the lease and has bound its sockets."""
-        return self._ready.wait(timeout)
-
-    @property
-    def counters(self) -> dict[str, int]:
-        """Totals of this writer's life so far: messages, operations, duplicates, dead letters, ..."""
-        return dict(self._metrics.totals) if self._metrics else {}
-
-    @property
-    def epoch(self) -> int:
-        """The lease epoch this writer holds (0 before it holds one)."""
-        return self._lease.epoch if self._lease else 0
-
-    def run(self) -> None:
-        """Hold the lease and apply what clients send until stopped."""
-        restore = self._install_signal_handlers()
-        try:
-            if not self.initialize():
-                return
-            while not self._stop.is_set():
-                self.loop_once()
-            self._notifier.stopping()
-            self._drain_on_shutdown()
-        finally:
-            self.shutdown()
-            restore()
+    db_errors = (sqlite3.Error,)
 
     # -- the three phases ---------------------------------------------------------------------
 
@@ -340,13 +273,8 @@ class Writer:
         self._checkpointer = Checkpointer(self.db_path, self.synchronous)
         self._check_database_file()  # the checkpointer opened the path again: the same file?
         # Only now, holding the lease, may we bind: a bind on an ipc path steals it.
-        self._context = zmq.Context()
-        self._pull = self._context.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE_BYTES)
-        self._pull.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MARK)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        self._pub = self._context.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
+        self._open_sockets()
+        assert self._pull is not None
         for directory in directories:
             self._listen(directory)
         if self._tcp_specs:
@@ -384,7 +312,9 @@ class Writer:
             min(IDLE_POLL_S, self._next_heartbeat - now, self._next_sweep - now, self._next_file_check - now),
         )
         if self._pull.poll(int(timeout_s * 1000)):
-            raws = self._receive_batch()
+            raws = self._receive_batch(
+                COURTEOUS_BATCH_MAX_BYTES if self._courtesy.polite() else BATCH_MAX_BYTES
+            )
             if raws:
                 self._last_needed = time.monotonic()
                 self._commit(raws)
@@ -428,15 +358,7 @@ class Writer:
             except sqlite3.Error as exc:
                 log.error("could not release the lease: %s", exc)
             self._lease = None
-        if self._pub is not None:
-            self._pub.close(linger=PUB_LINGER_MS)
-            self._pub = None
-        if self._auth is not None:
-            self._auth.stop()  # its sockets too must be closed before the context ends
-            self._auth = None
-        if self._context is not None:
-            self._context.term()
-            self._context = None
+        self._close_sockets()
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
@@ -447,154 +369,6 @@ class Writer:
             self._conn = None
 
     # -- inside the loop ------------------------------------------------------------------------
-
-    def _receive_batch(self) -> list[bytes]:
-        assert self._pull is not None
-        raws: list[bytes] = []
-        size = 0
-        waited = False
-        max_bytes = COURTEOUS_BATCH_MAX_BYTES if self._courtesy.polite() else BATCH_MAX_BYTES
-        while len(raws) < self.batch_max_messages and size < max_bytes:
-            try:
-                raw = self._pull.recv(zmq.NOBLOCK)
-                raws.append(raw)
-                size += len(raw)
-            except zmq.Again:
-                if waited:
-                    break
-                # Once per batch, give a trickle of messages the window to gather in one
-                # transaction: one sleep, not a wakeup for every message that arrives in it.
-                time.sleep(self.batch_window_s)
-                waited = True
-        return raws
-
-    def _commit(self, raws: list[bytes], burial_reason: str | None = None) -> None:
-        """Commit one batch; on a fault of the database keep it and retry with backoff.
-
-        A batch that fails for what it holds rather than for the database (another error than
-        disk full, I/O, locked, ...; or an exception of this code) is tried
-        BATCH_ATTEMPTS_BEFORE_SPLITTING times, then committed in halves, down to the one
-        message at fault, which becomes a dead letter with the reason: nothing is retried
-        forever, and the messages around it commit. `burial_reason` commits `raws` (one
-        message) as that dead letter.
-        """
-        assert self._conn is not None and self._lease is not None
-        backoff_s = 0.05
-        failures = 0
-        own_failures = 0
-        prepared: PreparedBatch | None = None
-        while True:
-            now_us = _now_us()
-            try:
-                if prepared is None and burial_reason is not None:
-                    prepared = prepare_burial(
-                        self._conn, raws[0], self._book, now_us=now_us, reason=burial_reason
-                    )
-                elif prepared is None:
-                    # Outside the transaction: the write lock stays free meanwhile for others.
-                    prepared = prepare_messages(self._conn, raws, self._book, now_us=now_us)
-                    self._hear(prepared, now_us)
-                started_ns = time.monotonic_ns()
-                # Before BEGIN: describing the batch needs no lock.
-                self._feed_next = describe_batch(prepared, self._workflow_of_task)
-                with self._lease.transaction(now_us):
-                    result = prepared.apply(
-                        self._conn,
-                        self._book,
-                        dead_letters_kept=self.dead_letters_kept,
-                        dead_letter_bytes_kept=self.dead_letter_bytes_kept,
-                    )
-                break
-            except LeaseLostError:
-                self._book.forget()
-                raise
-            except Exception as exc:
-                self._feed_next = None  # not committed: it describes no later transaction
-                environmental = isinstance(exc, sqlite3.Error) and is_environmental(exc)
-                if not environmental:
-                    own_failures += 1
-                    if own_failures >= BATCH_ATTEMPTS_BEFORE_SPLITTING and burial_reason is not None:
-                        # Not even its dead letter commits: it stays with its client, which sends
-                        # it again (and this writer tries again) after its resend timeout.
-                        log.error("could not bury a message in the dead letters either: %s", exc)
-                        return
-                    if own_failures >= BATCH_ATTEMPTS_BEFORE_SPLITTING:
-                        self._split_failing_batch(raws, exc)
-                        return
-                    if not isinstance(exc, sqlite3.Error):
-                        log.exception("applying a batch of %d messages failed", len(raws))
-                # Prepared again for the next attempt: the fault may be in preparing, and what
-                # it applies is stamped with the time it commits, not of the first attempt.
-                prepared = None
-                failures += 1
-                if self._metrics is not None:
-                    self._metrics.count("commit_failures")
-                if failures == 1:
-                    log.error("commit of a batch of %d messages failed, will retry: %s", len(raws), exc)
-                self._notifier.watchdog()  # alive and retrying: a restart would not help
-                if self._stop.wait(backoff_s) and failures > 20:
-                    log.error("giving up on a batch of %d messages at shutdown: %s", len(raws), exc)
-                    return
-                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
-        if failures:
-            log.info("batch committed after %d failed attempts", failures)
-        if time.monotonic() >= self._next_file_check:
-            # Before telling clients it is committed: into the file their path leads to? (At
-            # most once a second: a client confirms what a notice says against the file too.)
-            self._check_database_file()
-        self._book.commit(
-            result.committed_seq,
-            result.rejected_total,
-            registered=result.registered,
-            dead_letter_bytes=result.dead_letter_bytes,
-        )
-        assert prepared is not None
-        self._remote.written(prepared.clock_skews)
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
-        if self._metrics is not None:
-            self._metrics.record_batch(result, (time.monotonic_ns() - started_ns) // 1000)
-        self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S  # the fence renewed it
-        self._publish(result)
-
-    def _publish(self, result: BatchResult) -> None:
-        assert self._pub is not None and self._conn is not None
-        epoch = self.epoch
-        for instance_id, seq in result.committed_seq.items():
-            rejected = result.rejected_total[instance_id]
-            self._send_notice(codec.encode_commit_notice(instance_id, epoch, seq, rejected=rejected))
-        for instance_id in result.gap_instances - result.committed_seq.keys():
-            seq = self._book.last(self._conn, instance_id)
-            rejected = self._book.rejected(self._conn, instance_id)
-            self._send_notice(
-                codec.encode_commit_notice(instance_id, epoch, seq, gap=True, rejected=rejected)
-            )
-        for instance_id in result.unknown_instances - result.committed_seq.keys():
-            # The file has no row of it: register again. gap from 0 makes an older client
-            # resend from seq 1, which registers it if that message (its hello) is still held.
-            self._send_notice(codec.encode_commit_notice(instance_id, epoch, 0, gap=True, unknown=True))
-
-    def _split_failing_batch(self, raws: list[bytes], exc: BaseException) -> None:
-        """Commit a batch that keeps failing in halves; bury a single message that still fails."""
-        attempts = BATCH_ATTEMPTS_BEFORE_SPLITTING
-        reason = f"the writer failed {attempts} times applying it: {type(exc).__name__}: {exc}"
-        if self._metrics is not None:
-            self._metrics.count("batches_split" if len(raws) > 1 else "messages_buried")
-        if len(raws) == 1:
-            log.error("a message failed every attempt; it goes to the dead letters (%s)", reason)
-            self._commit(raws, burial_reason=reason)
-            return
-        log.error(
-            "a batch of %d messages failed %d times (%s: %s): committing it in halves to find the message"
-            " at fault",
-            len(raws),
-            BATCH_ATTEMPTS_BEFORE_SPLITTING,
-            type(exc).__name__,
-            exc,
-        )
-        half = len(raws) // 2
-        self._commit(raws[:half])
-        self._commit(raws[half:])
 
     def _stand_aside_after_overrun(self) -> None:
         """Stand aside now if a transaction overran (the next transaction would do it anyway)."""
@@ -638,78 +412,6 @@ class Writer:
             "no other writer took the lease while this one stood aside: carrying on as epoch %d", self.epoch
         )
         self._next_heartbeat = time.monotonic()  # show the watchers at once that it is alive
-
-    def _publish_change(self, seq: int) -> None:
-        """After the COMMIT numbered `seq`: its feed notice (what the writer said it would change)."""
-        committed_at_us = _now_us()
-        gathered, self._feed_next = self._feed_next, None
-        if gathered is None:
-            gathered = feed.Coalescer()
-            gathered.overflow_unknown()
-        assert self._lease is not None
-        flags = feed.Flag.FOREIGN if self._courtesy.foreign else feed.Flag.NONE
-        if self._pub is not None:
-            notice = gathered.notice(self._lease.feed_id, seq, self.epoch, flags, committed_at_us)
-            self._send_notice(feed.encode_notice(notice))
-
-    def _send_notice(self, frames: list[bytes]) -> None:
-        assert self._pub is not None
-        try:
-            self._pub.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            # PUB never waits and never raises this while XPUB_NODROP is off: at a slow
-            # subscriber's high-water mark libzmq drops the notice, and the subscriber sees the
-            # gap in commit numbers as a Resync(MISSED). Kept so that a change of socket
-            # options can never turn a notice into a stalled commit loop.
-            pass
-
-    def _heartbeat(self) -> None:
-        assert self._lease is not None
-        try:
-            self._feed_next = feed.Coalescer()  # a heartbeat changes no record
-            self._lease.heartbeat(_now_us())
-        except sqlite3.Error as exc:
-            self._feed_next = None
-            log.error("could not renew the lease heartbeat: %s", exc)
-            return
-        self._send_notice(codec.encode_heartbeat(self.epoch))
-
-    def _hear(self, prepared: PreparedBatch, now_us: int) -> None:
-        """Note whom a batch heard from, and the clock samples of its heartbeats (to store with it)."""
-        result = prepared.result
-        now = time.monotonic()
-        self._remote.heard(result.heard, now)
-        for instance_id, sent_at_us in result.heartbeats.items():
-            self._remote.clock_sample(instance_id, sent_at_us, now_us, now)
-        prepared.clock_skews = self._remote.skews_to_write(result.heartbeats)
-        if self._metrics is not None and result.heartbeats:
-            self._metrics.count("instance_heartbeats", len(result.heartbeats))
-
-    def _sweep(self) -> None:
-        assert self._conn is not None and self._lease is not None
-        try:
-            dead = liveness.find_dead_instances(self._conn)
-            silent = self._remote.find_silent(self._conn, leases.host_id(), time.monotonic())
-            if dead or silent:
-                now_us = _now_us()
-                with self._lease.transaction(now_us):
-                    for instance in dead + silent:
-                        liveness.abandon(self._conn, instance, now_us)
-                self._remote.declared_dead(instance.instance_id for instance in silent)
-                if self._metrics is not None:
-                    self._metrics.count("instances_abandoned", len(dead) + len(silent))
-        except sqlite3.Error as exc:
-            log.error("instance liveness sweep failed: %s", exc)
-        try:
-            deleted = self._instance_retention.run_if_due(self._lease.transaction, _now_us())
-        except sqlite3.Error as exc:
-            log.error("deleting instance rows past their retention failed: %s", exc)
-            return
-        if deleted:
-            self._book.discard(deleted)
-            self._remote.forget(deleted)
-            if self._metrics is not None:
-                self._metrics.count("instances_deleted", len(deleted))
 
     def _exit_if_idle(self, now: float) -> None:
         """Stop once nobody has needed this writer for exit_when_idle_s (if it was given)."""
@@ -764,27 +466,6 @@ class Writer:
         except sqlite3.Error as exc:
             self._feed_next = None
             log.error("could not publish the writer's counters: %s", exc)
-
-    def _drain_on_shutdown(self) -> None:
-        """Commit what already waits in the socket, so a clean stop loses nothing it received."""
-        assert self._pull is not None
-        drained = 0
-        while drained < SHUTDOWN_DRAIN_MAX_MESSAGES:
-            raws: list[bytes] = []
-            while len(raws) < self.batch_max_messages:
-                try:
-                    raws.append(self._pull.recv(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
-            if not raws:
-                break
-            self._commit(raws)
-            drained += len(raws)
-        log.info(
-            "writer stopping after %d messages (%d drained at shutdown)",
-            self.counters.get("messages", 0),
-            drained,
-        )
 
     # -- the database file -------------------------------------------------------------------
 
@@ -900,29 +581,6 @@ class Writer:
             self._note_refusal(directory, str(error))
         return usable
 
-    def _listen_tcp(self) -> None:
-        """Bind PULL and PUB on every TCP address, as CURVE servers behind the allow-list."""
-        assert self._pull is not None and self._pub is not None and self._context is not None
-        assert self._keys is not None and self._keystore is not None
-        # The handler first: a TCP peer that arrived before it would meet no ZAP handler, and
-        # ZAP_ENFORCE_DOMAIN makes libzmq refuse it rather than let it in unchecked.
-        self._auth = Authenticator(self._context, self._keystore)
-        self._auth.start()
-        for socket in (self._pull, self._pub):
-            self._auth.watch(socket)
-        try:
-            for spec in self._tcp_specs:
-                pair = []
-                for socket, endpoint in ((self._pull, spec), (self._pub, connection.pub_endpoint_for(spec))):
-                    secure_server(socket, self._keys.secret)
-                    socket.bind(endpoint)
-                    pair.append(socket.getsockopt_string(zmq.LAST_ENDPOINT))
-                self._tcp_pairs.append((pair[0], pair[1]))
-                log.info("listening on %s (notices on %s), CURVE key %s", pair[0], pair[1], self._keys.public)
-        finally:
-            for socket in (self._pull, self._pub):
-                plain_server(socket)  # what binds later (ipc, again) binds plain
-
     def _listening_pairs(self) -> list[tuple[str, str]]:
         """Every (pull, pub) endpoint pair bound now: the ipc ones, then the TCP ones."""
         ipc = [(bound.endpoints.pull, bound.endpoints.pub) for bound in self._listeners.values()]
@@ -1010,26 +668,50 @@ class Writer:
         for listener in self._listeners.values():
             _remove_socket_files_if_ours(listener)
 
-    # -- signals -------------------------------------------------------------------------------
+    # -- the loop's hooks (writer/loop.py) -----------------------------------------------------
 
-    def _install_signal_handlers(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
+    def _connection(self) -> sqlite3.Connection:
+        assert self._conn is not None
+        return self._conn
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            self._stop.set()
+    def _apply(self, conn: sqlite3.Connection, prepared: PreparedBatch, now_us: int) -> BatchResult:
+        assert self._lease is not None
+        with self._lease.transaction(now_us):
+            return prepared.apply(
+                conn,
+                self._book,
+                dead_letters_kept=self.dead_letters_kept,
+                dead_letter_bytes_kept=self.dead_letter_bytes_kept,
+            )
 
-        def on_hangup(signum: int, frame: FrameType | None) -> None:
-            # A supervisor's "reload", or a closed terminal: nothing to reload, keep serving.
-            log.info("received SIGHUP: the writer has no configuration to reload and keeps running")
+    def _is_environmental(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error) and is_environmental(exc)
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        if hasattr(signal, "SIGHUP"):  # not on Windows
-            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    def _still_alive(self) -> None:
+        self._notifier.watchdog()
 
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _before_confirming(self) -> None:
+        if time.monotonic() >= self._next_file_check:
+            # Before telling clients it is committed: into the file their path leads to? (At
+            # most once a second: a client confirms what a notice says against the file too.)
+            self._check_database_file()
 
-        return restore
+    def _after_commit(self, result: BatchResult, commit_us: int) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        super()._after_commit(result, commit_us)
+
+    def _stopping(self) -> None:
+        self._notifier.stopping()
+
+    def _feed_flags(self) -> feed.Flag:
+        return feed.Flag.FOREIGN if self._courtesy.foreign else feed.Flag.NONE
+
+    def _find_dead(self, conn: sqlite3.Connection) -> list[Any]:
+        return liveness.find_dead_instances(conn)
+
+    def _find_silent(self, conn: sqlite3.Connection, now: float) -> list[Any]:
+        return self._remote.find_silent(conn, leases.host_id(), now)
+
+    def _abandon(self, conn: sqlite3.Connection, instance: Any, now_us: int) -> None:
+        liveness.abandon(conn, instance, now_us)
