@@ -301,6 +301,8 @@ def test_from_postgresql_while_another_session_commits_is_one_snapshot(
         thread.join(timeout=DEADLINE_S)
     assert result.returncode == 0, result.stderr
     copied = checksums_sqlite(back)
-    assert copied["workflow_executions"][0] == copied["task_executions"][0]  # every pair whole
+    # One snapshot sees every pair whole, except perhaps the last workflow, whose task the
+    # other session had not committed yet; read table by table, tasks could outnumber them.
+    assert 0 <= copied["workflow_executions"][0] - copied["task_executions"][0] <= 1
     assert 6_000 + 20 <= copied["workflow_executions"][0] <= 6_000 + committed[0]
     assert cli("check", "--db", back).returncode == 0
