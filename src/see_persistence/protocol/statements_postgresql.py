@@ -273,3 +273,13 @@ UNFINISHED_PRUNE_JOB = statements.UNFINISHED_PRUNE_JOB.replace(
     """SELECT id, to_char(older_than AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),""",
 )
 """The oldest unfinished job, its cutoff as the RFC 3339 text SQLite holds (the report quotes it)."""
+
+
+# -- the writer's published counters (writer/pg_metrics.py; writer/metrics.py on SQLite) --
+
+SET_COUNTERS = """INSERT INTO counters (name, value)
+    SELECT * FROM unnest(CAST(%s AS text[]), CAST(%s AS bigint[]))
+    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"""
+"""Set every counter of two parallel arrays (names, values) in one statement: the writer
+publishes about 60 of them a second, and one statement is one round trip whether or not the
+driver pipelines."""

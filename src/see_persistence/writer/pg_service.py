@@ -11,7 +11,8 @@ no checkpoints. As on SQLite: the instance liveness sweep (local instances by pi
 time on this host, instances of other hosts by their heartbeats) and the deletion of old
 instance rows (writer/pg_liveness.py); a change-feed notice after every COMMIT, numbered by
 the lease row's commit_seq (writer/feed.py); prune jobs in chunks (writer/retention.py with
-writer/pg_retention.py's statements). Not here: published counters.
+writer/pg_retention.py's statements); the counters published about once a second in a
+transaction of their own, as on SQLite (writer/metrics.py, writer/pg_metrics.py).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from .instances import InstanceRetention
 from .lease import HEARTBEAT_INTERVAL_S
 from .loop import BATCH_MAX_MESSAGES, BATCH_WINDOW_S, IDLE_POLL_S, WriterLoop
 from .loop import now_us as _now_us
-from .metrics import WriterMetrics
+from .metrics import PUBLISH_INTERVAL_S, WriterMetrics
 from .pg_batch import NeedsCare, PostgresSequenceBook, apply_prepared, is_statement_error
-from .pg_lease import PostgresLease, connection_lost
+from .pg_lease import connection_lost
+from .pg_metrics import MeteredLease, publish
 from .pg_retention import POSTGRESQL_PRUNE
 from .pg_retention import is_busy as pg_is_busy
 from .pg_retention import is_environmental as pg_is_environmental
@@ -96,8 +98,9 @@ class PostgresWriter(WriterLoop):
         )
         self._keystore = KeyStore(keys_dir)
         self._conn: psycopg.Connection[Any] | None = None
-        self._lease: PostgresLease | None = None
+        self._lease: MeteredLease | None = None
         self._next_sweep = 0.0
+        self._next_publish = 0.0
         self._prunes: PruneRunner | None = None
 
     # -- which errors are the database's (writer/loop.py) --------------------------------------
@@ -113,13 +116,14 @@ class PostgresWriter(WriterLoop):
         upgrade_schema(self._conn, _now_us())
         assert self._keystore is not None
         self._keys = self._keystore.writer_pair()  # refused here, before the lease, if not safe
-        self._lease = PostgresLease(self.url, self._conn, self._tcp_specs[0])
+        self._lease = MeteredLease(self.url, self._conn, self._tcp_specs[0])
         if not self._lease.acquire(standby=self.standby, should_stop=self._stop.is_set):
             return False
         self._lease.on_commit = self._publish_change
         self._metrics = WriterMetrics(
             pid=leases.current_process().pid, epoch=self._lease.epoch, started_us=_now_us()
         )
+        self._lease.on_transaction = self._metrics.record_transaction
         self._open_sockets()
         assert self._pull is not None
         self._listen_tcp()
@@ -127,6 +131,7 @@ class PostgresWriter(WriterLoop):
         self._lease.record_listeners(_now_us(), self._tcp_pairs[0][0], self._tcp_pairs, self._keys.public)
         self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
         self._next_sweep = time.monotonic()
+        self._next_publish = time.monotonic()
         # Prune jobs, in chunks between batches; an unfinished one in the database is taken up at once.
         self._prunes = PruneRunner(
             self._connection,
@@ -150,7 +155,8 @@ class PostgresWriter(WriterLoop):
         return True
 
     def loop_once(self) -> None:
-        """Wait briefly for messages, commit them as one batch, then renew the lease and sweep if due."""
+        """Wait briefly for messages, commit them as one batch, then renew the lease, sweep and
+        publish the counters if due."""
         assert self._pull is not None
         now = time.monotonic()
         timeout_s = max(0.0, min(IDLE_POLL_S, self._next_heartbeat - now, self._next_sweep - now))
@@ -165,6 +171,9 @@ class PostgresWriter(WriterLoop):
         if now >= self._next_sweep:
             self._next_sweep = now + liveness.SWEEP_INTERVAL_S
             self._sweep()
+        if now >= self._next_publish:
+            self._next_publish = now + PUBLISH_INTERVAL_S
+            self._publish_metrics()
         assert self._prunes is not None
         self._prunes.run()
 
@@ -193,6 +202,19 @@ class PostgresWriter(WriterLoop):
         self._book.forget()
         log.error("the connection to the database broke: this writer holds no lock until it connects again")
         self._conn = self._lease.regain(self._stop.is_set)
+
+    def _publish_metrics(self) -> None:
+        """The counters, in a fenced transaction of their own (as on SQLite, once a second)."""
+        assert self._lease is not None and self._metrics is not None
+        now_us = _now_us()
+        try:
+            self._feed_next = feed.Coalescer()  # counters are no record a watcher shows
+            with self._lease.transaction(now_us) as conn:
+                publish(conn, self._metrics, now_us)
+        except psycopg.Error as exc:
+            self._feed_next = None
+            if not self._regained_after(exc):
+                log.error("could not publish the writer's counters: %s", exc)
 
     def _apply(self, conn: psycopg.Connection[Any], prepared: PreparedBatch, now_us: int) -> BatchResult:
         """One fenced transaction applying `prepared` at once; if anything in it fails, a second,
