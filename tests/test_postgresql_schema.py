@@ -2,7 +2,7 @@
 
 For every table, column and index that the SQLite upgrade steps make, the same name must exist
 on PostgreSQL with the mapped type, the same NOT NULL, a default where SQLite has one, the same
-key and the same indexed columns; and nothing more.
+key and the same indexed columns; and nothing more but the PostgreSQL-only additions (below).
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ EXPECTED_TYPES = {
     "BLOB": "bytea",
 }
 JSONB_COLUMNS = {("workflow_executions", "metadata"), ("task_executions", "logs"), ("audit_events", "data")}
+
+# What PostgreSQL has and SQLite has not (PostgreSQL is not read by the Rust core): the commit
+# number of each audit event, for `tail --follow`, and its index.
+POSTGRESQL_ONLY_COLUMNS = {("audit_events", "commit_seq"): ("bigint", True, True)}
+POSTGRESQL_ONLY_INDEXES = {"idx_see_audit_events_commit_seq": ("audit_events", ["commit_seq", "id"], False)}
 
 Catalog = dict[str, Any]
 
@@ -105,6 +110,10 @@ def test_every_table_column_and_index_of_sqlite_exists_with_its_mapped_type(post
         create_schema(conn, schema_postgresql.upgrade_statements(0))
         found = postgresql_catalog(conn)
 
+    for (table, column), description in POSTGRESQL_ONLY_COLUMNS.items():
+        assert found["columns"][table].pop(column) == description
+    for index, description in POSTGRESQL_ONLY_INDEXES.items():
+        assert found["indexes"].pop(index) == description
     assert set(found["columns"]) == set(expected["columns"])
     for table, sqlite_columns in expected["columns"].items():
         pg_columns = found["columns"][table]
