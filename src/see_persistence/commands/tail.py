@@ -319,7 +319,7 @@ COMMAND = Command(
     "(exit code 0). Events are in commit order, each once, across a writer restart or takeover too. "
     "--follow waits on the writer's change feed; with no writer running it notices changes to the "
     "file within a fraction of a second. After a restore replaces the file it follows the restored "
-    "file from its end.",
+    "file from its end. On PostgreSQL, commit order is audit_events.commit_seq, then id.",
     examples=(
         "see-persistence tail -n 20",
         "see-persistence tail --follow --type workflow_completed",
