@@ -2,7 +2,7 @@
 
 For every table, column and index that the SQLite upgrade steps make, the same name must exist
 on PostgreSQL with the mapped type, the same NOT NULL, a default where SQLite has one, the same
-key and the same indexed columns; and nothing more.
+key and the same indexed columns; and nothing more but the PostgreSQL-only additions (below).
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ EXPECTED_TYPES = {
     "BLOB": "bytea",
 }
 JSONB_COLUMNS = {("workflow_executions", "metadata"), ("task_executions", "logs"), ("audit_events", "data")}
+
+# What PostgreSQL has and SQLite has not (PostgreSQL is not read by the Rust core): the commit
+# number of each audit event, for `tail --follow`, and its index.
+POSTGRESQL_ONLY_COLUMNS = {("audit_events", "commit_seq"): ("bigint", True, True)}
+POSTGRESQL_ONLY_INDEXES = {"idx_see_audit_events_commit_seq": ("audit_events", ["commit_seq", "id"], False)}
 
 Catalog = dict[str, Any]
 
@@ -105,6 +110,10 @@ def test_every_table_column_and_index_of_sqlite_exists_with_its_mapped_type(post
         create_schema(conn, schema_postgresql.upgrade_statements(0))
         found = postgresql_catalog(conn)
 
+    for (table, column), description in POSTGRESQL_ONLY_COLUMNS.items():
+        assert found["columns"][table].pop(column) == description
+    for index, description in POSTGRESQL_ONLY_INDEXES.items():
+        assert found["indexes"].pop(index) == description
     assert set(found["columns"]) == set(expected["columns"])
     for table, sqlite_columns in expected["columns"].items():
         pg_columns = found["columns"][table]
@@ -197,3 +206,40 @@ def test_values_keep_what_the_sqlite_file_holds(postgres_url: str) -> None:
     assert [(v, a.astimezone(datetime.timezone.utc).isoformat()) for v, a in versions] == [
         (schema.SCHEMA_VERSION, "2024-05-02T12:00:00+00:00")
     ]
+
+
+_INSERT_EVENT = "INSERT INTO audit_events (id, event_type, message, timestamp) VALUES (%s, 'x', 'm', now())"
+
+
+def test_the_writer_adds_the_postgresql_only_column_to_a_database_already_at_the_version(
+    postgres_url: str,
+) -> None:
+    from see_persistence.writer.pg_storage import upgrade_schema
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        with conn.transaction():
+            for statement in schema_postgresql.upgrade_statements(0):
+                conn.execute(statement)
+            conn.execute(
+                schema_postgresql.version_row_statement(),
+                (schema.SCHEMA_VERSION, "2024-05-01T12:00:00+00:00"),
+            )
+            conn.execute(_INSERT_EVENT, ("old",))
+            # As a writer from before the addition left it.
+            conn.execute("ALTER TABLE audit_events DROP COLUMN commit_seq")
+        assert conn.execute(schema_postgresql.missing_additions_query()).fetchone() == (True,)
+        assert upgrade_schema(conn, 0) == schema.SCHEMA_VERSION
+        assert conn.execute(schema_postgresql.missing_additions_query()).fetchone() == (False,)
+        assert conn.execute("SELECT id, commit_seq FROM audit_events").fetchall() == [("old", 0)]
+        with conn.transaction():  # a commit of a writer: its fence sets the number
+            conn.execute("SELECT set_config(%s, '7', true)", (schema_postgresql.COMMIT_SEQ_SETTING,))
+            conn.execute(_INSERT_EVENT, ("new",))
+        conn.execute(_INSERT_EVENT, ("late",))
+        rows = conn.execute("SELECT id, commit_seq FROM audit_events ORDER BY commit_seq, id").fetchall()
+        assert rows == [("late", 0), ("old", 0), ("new", 7)]
+        found = postgresql_catalog(conn)
+    assert found["indexes"]["idx_see_audit_events_commit_seq"] == (
+        "audit_events",
+        ["commit_seq", "id"],
+        False,
+    )

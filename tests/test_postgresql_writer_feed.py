@@ -176,3 +176,111 @@ def test_status_watch_on_postgresql_redraws_when_a_client_records(postgres_url, 
         if watching.poll() is None:
             watching.kill()
             watching.wait(timeout=10)
+
+
+def test_tail_follow_on_postgresql_prints_each_event_once_in_commit_order_across_a_takeover(
+    postgres_url, pg_writers, tcp_env
+):
+    first_writer = pg_writers(postgres_url)
+    wait_serving(postgres_url, first_writer)
+    standby = pg_writers(postgres_url, "--standby")
+    wait_until(lambda: "standing by" in standby.log(), 30, "the standby to wait for the lease")
+    argv = [sys.executable, "-m", "see_persistence", "tail", "--follow", "--type", "follow", "-n", "0"]
+    following = subprocess.Popen(
+        [*argv, "--db", postgres_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tcp_env
+    )
+    try:
+        lines = LineReader(following)
+        with Client(postgres_url) as client:
+            client.log_audit_event("seed", "before tail started")
+            assert client.flush(timeout=30)
+            # Wait until tail has read where the events end: then every later one is its to print.
+            probe = 0
+            printed: list[str] = []
+
+            def probe_printed() -> bool:
+                nonlocal probe
+                probe += 1
+                client.log_audit_event("follow", f"probe-{probe}")
+                assert client.flush(timeout=30)
+                try:
+                    printed.extend(lines.wait_for(f"probe-{probe}", timeout=0.5))
+                except AssertionError:
+                    return False
+                return True
+
+            wait_until(probe_printed, 30, "tail --follow to print a probe event")
+
+            def record(round_number: int) -> list[str]:
+                messages = [f"round-{round_number}-event-{n}" for n in range(10)]
+                for message in messages:
+                    client.log_audit_event("follow", message)
+                return messages
+
+            expected = record(0)
+            assert client.flush(timeout=30)
+            # Recorded, then the writer killed at once: what died inside it uncommitted the
+            # client resends to the standby, which skips what was committed.
+            expected += record(1)
+            first_writer.signal(signal.SIGKILL)
+            first_writer.wait_exit()
+            expected += record(2)  # while no writer serves
+            wait_serving(postgres_url, standby)
+            assert client.flush(timeout=30)
+            expected += record(3)
+            assert client.flush(timeout=30)
+
+            printed += lines.wait_for(expected[-1], timeout=30)
+        messages = [line.rstrip("\n").split("  ")[-1] for line in printed]
+        assert [m for m in messages if not m.startswith("probe-")] == expected
+        assert len(set(messages)) == len(messages), "no event is printed twice"
+        following.send_signal(signal.SIGTERM)
+        assert following.wait(timeout=20) == 0
+        assert following.stderr is not None and "Traceback" not in following.stderr.read()
+        assert lines.remaining() == [], "nothing more came after the last event (no late duplicate)"
+    finally:
+        if following.poll() is None:
+            following.kill()
+            following.wait(timeout=10)
+
+
+def test_tail_follow_on_postgresql_catches_up_in_chunks_and_prints_json(postgres_url, pg_writers, tcp_env):
+    wait_serving(postgres_url, pg_writers(postgres_url))
+    with Client(postgres_url) as client:
+        wid = client.create_workflow("followed")
+        for n in range(3):
+            client.log_audit_event("before", f"before-{n}", workflow_id=wid)
+        assert client.flush(timeout=30)
+        argv = [sys.executable, "-m", "see_persistence", "tail", "--follow", "--json", "-n", "2"]
+        following = subprocess.Popen(
+            [*argv, "--workflow", wid, "--db", postgres_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=tcp_env,
+        )
+        try:
+            lines = LineReader(following)
+            shown = [json.loads(line)["message"] for line in lines.wait_for("before-2")]
+            assert shown == ["before-1", "before-2"]
+            # More than one chunk of the catch-up (FETCH_ROWS), other workflows' events between.
+            many = [f"after-{n}" for n in range(1200)]
+            for message in many:
+                client.log_audit_event("after", message, workflow_id=wid)
+                if message.endswith("0"):
+                    client.log_audit_event("after", "elsewhere")
+            assert client.flush(timeout=60)
+            seen = [json.loads(line) for line in lines.wait_for(many[-1], timeout=60)]
+            assert [event["message"] for event in seen] == many
+            assert {event["workflow_id"] for event in seen} == {wid}
+            following.send_signal(signal.SIGINT)
+            assert following.wait(timeout=20) == 0
+        finally:
+            if following.poll() is None:
+                following.kill()
+                following.wait(timeout=10)
+    with Reader(postgres_url) as reader:
+        # Each event carries the number of the commit that inserted it, up to the lease's.
+        ((low, high),) = reader.query("SELECT MIN(commit_seq), MAX(commit_seq) FROM audit_events")
+        ((lease_seq,),) = reader.query("SELECT commit_seq FROM writer_lease")
+    assert 0 < low < high <= lease_seq

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import DatabaseURL
-from ..protocol import schema, timestamps
+from ..protocol import schema, schema_postgresql, timestamps
 from .base import EXIT_LEASE_HELD, CommandError
 from .migrate_tables import MIGRATED_TABLES, TableSpec, declared_types
 
@@ -163,7 +163,8 @@ class PostgresSource(Source):
             " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
             (table,),
         ).fetchall()
-        return [r[0] for r in rows]
+        # A PostgreSQL-only column (a writer's commit number) has no place in the other backend.
+        return [r[0] for r in rows if (table, r[0]) not in schema_postgresql.POSTGRESQL_ONLY_COLUMNS]
 
     def count(self, table: str) -> int:
         row = self.conn.execute(f"SELECT COUNT(*) FROM {_quote(table)}").fetchone()

@@ -96,22 +96,110 @@ def _last(reader: Reader, count: int, where: str, params: list[Any]) -> tuple[li
     return rows, int(top)
 
 
-# PostgreSQL has no rowid and no column that grows in commit order: the last N there are by
-# timestamp (then id), as the Reader orders an audit trail.
-_SERVER_COLUMNS = "0, " + _COLUMNS.partition(", ")[2]
+# PostgreSQL has no rowid: its audit_events.commit_seq (a PostgreSQL-only column, see
+# protocol/schema_postgresql.py) is the number of the commit that inserted each row, so
+# (commit_seq, id) orders events in commit order there. A database whose writer has not added
+# the column yet is ordered as the Reader orders an audit trail: by timestamp, then id.
+_SERVER_COLUMNS = "commit_seq, " + _COLUMNS.partition(", ")[2]
+_SERVER_TIME_COLUMNS = "0, " + _COLUMNS.partition(", ")[2]
+_HAS_COMMIT_SEQ = (
+    "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+    " AND table_name = 'audit_events' AND column_name = 'commit_seq')"
+)
+_TOP_COMMIT = "SELECT COALESCE(MAX(commit_seq), 0) FROM audit_events"
+
+
+def _has_commit_seq(reader: Reader) -> bool:
+    return bool(reader.query(_HAS_COMMIT_SEQ)[0][0])
 
 
 def _last_on_server(reader: Reader, count: int, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """The last `count` matching events on PostgreSQL, oldest first."""
+    """The last `count` matching events on PostgreSQL without commit numbers, oldest first."""
     if count <= 0:
         return []
     rows = reader.query(
-        f"SELECT {_SERVER_COLUMNS} FROM audit_events WHERE TRUE{where}"
+        f"SELECT {_SERVER_TIME_COLUMNS} FROM audit_events WHERE TRUE{where}"
         " ORDER BY timestamp DESC, id DESC LIMIT ?",
         (*params, count),
     )
     rows.reverse()
     return rows
+
+
+class _RowidPosition:
+    """Where a follower of an SQLite file stands: the highest rowid it has read."""
+
+    def __init__(self, last_rowid: int) -> None:
+        self.last_rowid = last_rowid
+
+    def catch_up(
+        self, reader: Reader, where: str, params: list[Any], as_json: bool, stop: threading.Event
+    ) -> None:
+        """Print every matching event committed since, in order."""
+        self.last_rowid = _catch_up(reader, self.last_rowid, where, params, as_json, stop)
+
+    def restart(self, reader: Reader) -> None:
+        """After a restore replaced the file: from that file's end."""
+        self.last_rowid = _restart_after_restore(reader)
+
+
+class _CommitPosition:
+    """Where a follower of PostgreSQL stands: the (commit_seq, id) of the last event read.
+
+    `event_id` None means every event of commit `commit_seq` and before was read. Commits are
+    serialized by the lease row (the fence updates it inside each one), so when a reader sees
+    commit N, every commit before N is visible too: reading "after the last key" is exact.
+    """
+
+    def __init__(self, commit_seq: int, event_id: str | None = None) -> None:
+        self.commit_seq, self.event_id = commit_seq, event_id
+
+    @classmethod
+    def last(
+        cls, reader: Reader, count: int, where: str, params: list[Any]
+    ) -> tuple[list[tuple[Any, ...]], _CommitPosition]:
+        """The last `count` matching events in commit order, oldest first, and the position after them."""
+        top = int(reader.query(_TOP_COMMIT)[0][0])
+        if count <= 0:
+            return [], cls(top)
+        rows = reader.query(
+            f"SELECT {_SERVER_COLUMNS} FROM audit_events WHERE commit_seq <= ?{where}"
+            " ORDER BY commit_seq DESC, id DESC LIMIT ?",
+            (top, *params, count),
+        )
+        rows.reverse()
+        return rows, cls(top)
+
+    def catch_up(
+        self, reader: Reader, where: str, params: list[Any], as_json: bool, stop: threading.Event
+    ) -> None:
+        """Print every matching event committed after this position, in bounded chunks."""
+        while not stop.is_set():
+            top = int(reader.query(_TOP_COMMIT)[0][0])
+            if top < self.commit_seq:
+                # The numbers went back: the database was restored from a dump. Its events
+                # say nothing of where this follower stood; follow what is committed from now.
+                log.info("the database went back to commit %d: following it from there", top)
+                self.commit_seq, self.event_id = top, None
+                return
+            after_params: list[Any]
+            if self.event_id is None:
+                after, after_params = "commit_seq > ?", [self.commit_seq]
+            else:
+                after, after_params = "(commit_seq, id) > (?, ?)", [self.commit_seq, self.event_id]
+            rows = reader.query(
+                f"SELECT {_SERVER_COLUMNS} FROM audit_events WHERE {after} AND commit_seq <= ?{where}"
+                " ORDER BY commit_seq, id LIMIT ?",
+                (*after_params, top, *params, FETCH_ROWS),
+            )
+            _emit(rows, as_json)
+            if len(rows) < FETCH_ROWS:
+                self.commit_seq, self.event_id = top, None
+                return
+            self.commit_seq, self.event_id = int(rows[-1][0]), str(rows[-1][1])
+
+    def restart(self, reader: Reader) -> None:
+        """Nothing to do: a restore on PostgreSQL shows as the numbers going back (catch_up)."""
 
 
 def _emit(rows: list[tuple[Any, ...]], as_json: bool) -> None:
@@ -124,25 +212,33 @@ def run(args: argparse.Namespace) -> int:
     """Print the last N audit events, then follow new ones if asked."""
     if args.lines < 0:
         raise UsageError("-n must be 0 or more")
-    if args.follow and is_server(args.db):
-        raise CommandError(
-            f"tail --follow on {args.db}: PostgreSQL's audit events have no column in commit order,"
-            " so after a gap in the change feed (a takeover, a slow reader) nothing says which"
-            " events were missed: following would skip or repeat some; run `tail -n N` again"
-        )
     reader = open_database(args.db)
     where, params = _filters(args)
-    if is_server(args.db):
+    on_server = is_server(args.db)
+    in_commit_order = not on_server or _has_commit_seq(reader)
+    if not in_commit_order:
+        if args.follow:
+            reader.close()
+            raise CommandError(
+                f"tail --follow on {args.db}: its audit events have no commit_seq column yet, so"
+                " nothing says which events a follower missed; start a writer of this version once"
+                " (it adds the column), or run `tail -n N` again"
+            )
         _emit(_last_on_server(reader, args.lines, where, params), args.json)
         reader.close()
         return 0
     # The handlers go in before the first line is printed: whoever watches for that line may
     # interrupt at once, and an interrupt must end the command with 0, not a traceback.
     with stop_on_signals() as stop:
-        rows, last_rowid = _last(reader, args.lines, where, params)
+        position: _RowidPosition | _CommitPosition
+        if on_server:
+            rows, position = _CommitPosition.last(reader, args.lines, where, params)
+        else:
+            rows, last_rowid = _last(reader, args.lines, where, params)
+            position = _RowidPosition(last_rowid)
         _emit(rows, args.json)
         if args.follow:
-            _follow(reader, last_rowid, (where, params), args, stop)
+            _follow(reader, position, (where, params), args, stop)
             log.debug("tail stopped by a signal")
     reader.close()
     return 0
@@ -150,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _follow(
     reader: Reader,
-    last_rowid: int,
+    position: _RowidPosition | _CommitPosition,
     filters: tuple[str, list[Any]],
     args: argparse.Namespace,
     stop: StopFlag,
@@ -158,7 +254,8 @@ def _follow(
     """Print new events as the change feed announces them, until `stop` is set.
 
     Any item of the watcher (a change, or a resync: it cannot vouch for what happened) means
-    "read what is new since the last rowid", so a resync after a takeover prints nothing twice
+    "read what is new since the position" (the last rowid; on PostgreSQL the last commit
+    number and id), so a resync after a takeover prints nothing twice
     and skips nothing. Its first item, Resync(STARTED), catches up what was committed between
     the last N and its subscription. With no writer, the watcher polls the file itself.
     """
@@ -179,9 +276,9 @@ def _follow(
                 break
             items = watcher.poll()
             if any(isinstance(item, Resync) and item.cause == ResyncCause.FILE_REPLACED for item in items):
-                last_rowid = _restart_after_restore(reader)
+                position.restart(reader)
             if items:
-                last_rowid = _catch_up(reader, last_rowid, where, params, args.json, stop)
+                position.catch_up(reader, where, params, args.json, stop)
 
 
 def _restart_after_restore(reader: Reader) -> int:
@@ -222,7 +319,7 @@ COMMAND = Command(
     "(exit code 0). Events are in commit order, each once, across a writer restart or takeover too. "
     "--follow waits on the writer's change feed; with no writer running it notices changes to the "
     "file within a fraction of a second. After a restore replaces the file it follows the restored "
-    "file from its end.",
+    "file from its end. On PostgreSQL, commit order is audit_events.commit_seq, then id.",
     examples=(
         "see-persistence tail -n 20",
         "see-persistence tail --follow --type workflow_completed",

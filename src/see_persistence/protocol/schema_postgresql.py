@@ -33,6 +33,18 @@ may type more precisely):
   so are the indexes, partial ones included. PostgreSQL enforces foreign keys always, as the
   writer's SQLite connection does (``foreign_keys=ON``).
 
+PostgreSQL-only additions (``POSTGRESQL_ONLY``). PostgreSQL is not read by the Rust core,
+so it may carry what the SQLite file cannot change for it. ``audit_events.commit_seq`` is the
+number of the commit that inserted the row (the lease row's ``commit_seq``), so that ``tail
+--follow`` can read "every event after the last one printed" in commit order where SQLite
+has the rowid. The writer's fence sets the setting ``COMMIT_SEQ_SETTING`` for its
+transaction (``SET LOCAL``'s scope), and the column's default reads it, so the inserts of
+every path (executemany, COPY, the liveness sweep) stay the SQLite statements; a row
+inserted outside a writer's commit (``migrate``, a user's script) gets 0, before every
+commit. The additions have no version number of their own: they are idempotent and the
+writer adds whichever is missing (``missing_additions_query``), so SQLite and PostgreSQL
+keep the same version numbers. ``migrate`` leaves them out of what it copies and compares.
+
 Neither text nor jsonb can hold U+0000, which SQLite's TEXT can: the PostgreSQL writer has
 to refuse such a string (a dead letter), not fail the batch.
 """
@@ -170,7 +182,8 @@ def upgrade_statements(current_version: int) -> list[str]:
     """Every statement that brings a PostgreSQL database at `current_version` (0: empty) up to date.
 
     Within each version: its tables, then its added columns, then its indexes, so that an
-    index may name a column added in the same version. All are idempotent (IF NOT EXISTS).
+    index may name a column added in the same version; then, if anything came before, the
+    PostgreSQL-only additions. All are idempotent (IF NOT EXISTS).
     """
     statements: list[str] = []
     for version, step in schema.UPGRADE_STEPS:
@@ -185,7 +198,35 @@ def upgrade_statements(current_version: int) -> list[str]:
             if added_in == version
         ]
         statements.extend([*tables, *additions, *others])
+    if statements:
+        statements.extend(POSTGRESQL_ONLY)
     return statements
+
+
+COMMIT_SEQ_SETTING = "see_persistence.commit_seq"
+"""The transaction-local setting holding the number of the commit being made (set by the fence)."""
+
+POSTGRESQL_ONLY_COLUMNS: frozenset[tuple[str, str]] = frozenset({("audit_events", "commit_seq")})
+"""(table, column) that exist on PostgreSQL only; migrate neither copies nor compares them."""
+
+POSTGRESQL_ONLY: tuple[str, ...] = (
+    # NOT NULL with a stable (not volatile) default: PostgreSQL stores the default of the rows
+    # already there in the catalog (0: no commit number set while upgrading), no table rewrite.
+    "ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS commit_seq bigint NOT NULL DEFAULT"
+    f" COALESCE(CAST(NULLIF(current_setting('{COMMIT_SEQ_SETTING}', true), '') AS bigint), 0)",
+    "CREATE INDEX IF NOT EXISTS idx_see_audit_events_commit_seq ON audit_events (commit_seq, id)",
+)
+"""The PostgreSQL-only additions, in order; each idempotent."""
+
+
+def missing_additions_query() -> str:
+    """A query whose one value is true when some of POSTGRESQL_ONLY is missing from the database."""
+    columns = " OR ".join(
+        "NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+        f" AND table_name = '{table}' AND column_name = '{column}')"
+        for table, column in sorted(POSTGRESQL_ONLY_COLUMNS)
+    )
+    return f"SELECT {columns} OR to_regclass('idx_see_audit_events_commit_seq') IS NULL"
 
 
 def version_row_statement() -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from .. import leases
-from ..protocol import timestamps
+from ..protocol import schema_postgresql, timestamps
 from ..protocol.errors import LeaseHeldError, LeaseLostError
 from . import lease as file_lease
 from .lease import new_feed_id
@@ -213,8 +213,11 @@ class PostgresLease:
         row = self.conn.execute(
             "UPDATE writer_lease SET heartbeat_at = %s, heartbeat_boot_ns = %s,"
             " commit_seq = COALESCE(commit_seq, 0) + 1"
-            " WHERE id = 1 AND epoch = %s AND released_at IS NULL RETURNING commit_seq",
-            (now, leases.boot_time_ns(), self.epoch),
+            " WHERE id = 1 AND epoch = %s AND released_at IS NULL"
+            # The transaction's rows take this number from the setting (audit_events.commit_seq's
+            # default, protocol/schema_postgresql.py); set here, it costs no round trip.
+            " RETURNING commit_seq, set_config(%s, CAST(commit_seq AS text), true)",
+            (now, leases.boot_time_ns(), self.epoch, schema_postgresql.COMMIT_SEQ_SETTING),
         ).fetchone()
         if row is None:
             holder = self._holder()

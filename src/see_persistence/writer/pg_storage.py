@@ -73,11 +73,13 @@ def upgrade_schema(conn: psycopg.Connection[Any], now_us: int) -> int:
     """
     found = schema_version(conn)
     if found >= schema.SCHEMA_VERSION:
+        _add_postgresql_only(conn)
         return found
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
         found = schema_version(conn)
         if found >= schema.SCHEMA_VERSION:
+            _add_postgresql_only(conn)  # its own transaction: this one only held the lock
             return found  # another writer did it while this one waited for the lock
         log.info("upgrading the PostgreSQL schema from version %d to %d", found, schema.SCHEMA_VERSION)
         for statement in schema_postgresql.upgrade_statements(found):
@@ -88,3 +90,19 @@ def upgrade_schema(conn: psycopg.Connection[Any], now_us: int) -> int:
         )
     log.info("PostgreSQL schema upgraded from version %d to %d", found, schema.SCHEMA_VERSION)
     return found
+
+
+def _add_postgresql_only(conn: psycopg.Connection[Any]) -> None:
+    """Add what is missing of schema_postgresql.POSTGRESQL_ONLY to an up-to-date database.
+
+    A database created before those additions has the version number already; looking at the
+    catalog (one query, no lock) is what tells.
+    """
+    row = conn.execute(schema_postgresql.missing_additions_query()).fetchone()
+    if not row or not row[0]:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        log.info("adding the PostgreSQL-only columns and indexes")
+        for statement in schema_postgresql.POSTGRESQL_ONLY:
+            conn.execute(statement)
