@@ -137,9 +137,8 @@ def test_the_command_line_says_so_in_one_line() -> None:
     assert line.startswith("see-persistence status: ")
     assert "s3cret" not in result.stderr
 
-    # keys still takes a file only.
-    env = {**os.environ, DB_ENV_VAR: URL}
-    result = cli("keys", "show", timeout=30, env=env)
+    # demo still takes a file only.
+    result = cli("demo", "--db", URL, timeout=30)
     assert_one_line_error(result, 1, NOT_COMPLETE)
     assert "s3cret" not in result.stderr
 

@@ -111,3 +111,11 @@ def test_status_on_postgresql_shows_the_writers_counters_as_on_sqlite(
     assert set(published) == set(on_sqlite) - {f"{SQLITE_ONLY_TOTAL}_total"}
     assert sqlite_report["writer_metrics"].keys() == metrics.keys()
     assert set(sqlite_report["writer_metrics"]["totals"]) - {SQLITE_ONLY_TOTAL} == set(totals)
+
+
+def test_keys_show_on_postgresql_prints_the_writers_connection_string(postgres_url, pg_writers, tcp_env):
+    row = wait_serving(postgres_url, pg_writers(postgres_url))
+    shown = cli("keys", "--db", postgres_url, "show", env=tcp_env)
+    assert shown.returncode == 0, shown.stderr
+    connect = [line for line in shown.stdout.splitlines() if line.startswith("connect (alive)")]
+    assert len(connect) == 1 and f"key={row['public_key']}" in connect[0], shown.stdout

@@ -29,7 +29,7 @@ Backend = Literal["sqlite", "postgresql"]
 
 POSTGRESQL_SCHEMES = frozenset({"postgresql", "postgres"})
 IMPLEMENTED_BACKENDS: frozenset[Backend] = frozenset({"sqlite"})
-"""The backends the commands that take a file only (keys, demo) can use in this version."""
+"""The backends the commands that take a file only (demo) can use in this version."""
 READER_AND_CLIENT_BACKENDS: frozenset[Backend] = frozenset({"sqlite", "postgresql"})
 """The backends the Reader and the Client can use in this version (a Client finds the writer
 through the database's lease row, whichever backend holds it)."""

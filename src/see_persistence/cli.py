@@ -105,7 +105,7 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
         "--db",
         metavar="PATH",
         help="the database file (default: $SEE_PERSISTENCE_DB or ~/.s_e_e/workflows.db), or a"
-        " postgresql:// URL (every command but keys and demo)",
+        " postgresql:// URL (every command but demo)",
     )
 
 

@@ -7,7 +7,7 @@ import argparse
 from ..connection import TcpEndpoints
 from ..keys import KeyStore, public_key_from
 from .base import Command, UsageError
-from .common import open_database
+from .common import is_server, open_database
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def _show(args: argparse.Namespace, store: KeyStore) -> None:
     writer = store.writer_pair()
     print(f"writer public key  {writer.public}")
     print(f"client public key  {store.client_pair().public}")
-    if not args.db.exists():
+    if not is_server(args.db) and not args.db.exists():
         print(f"no database at {args.db} yet: no writer has listened on TCP")
         return
     reader = open_database(args.db)
@@ -101,4 +101,5 @@ COMMAND = Command(
     ),
     configure=configure,
     run=run,
+    takes_url=True,
 )
