@@ -242,7 +242,7 @@ class Sender:
                 self._on_new_writer(transport, notice.epoch, reconnect=False)
             if notice.committed_seq is None:
                 continue
-            if notice.unknown or (notice.gap and notice.committed_seq < self.outbox.counts().confirmed_seq):
+            if notice.unknown or (notice.gap and self._file_holds_less_than_confirmed(notice.committed_seq)):
                 # The database does not know this instance, or holds less of it than it once
                 # confirmed (an older file was restored in its place): our sequence cannot
                 # continue there, so start over as a new instance with what it lacks.
@@ -251,6 +251,32 @@ class Sender:
             self._confirm(notice.committed_seq, notice.rejected)
             if notice.gap:
                 self._resend("the writer saw a gap in our sequence")
+
+    def _file_holds_less_than_confirmed(self, noticed_seq: int) -> bool:
+        """Whether a gap notice saying `noticed_seq` shows the file lost what it confirmed of us.
+
+        What is confirmed was read from the file, later than a notice waiting in our queue may
+        have been sent: after a gap notice we resend, the writer commits, and the file can show
+        that before we reach the next gap notice it had already sent. So a notice below what
+        was confirmed is checked against the file again; only if the file too holds less (or
+        cannot be read, as on another host) is it a loss.
+        """
+        confirmed_seq = self.outbox.counts().confirmed_seq
+        if noticed_seq >= confirmed_seq:
+            return False
+        try:
+            self.reader.recheck_file()
+            instance = self.reader.get_instance(self.outbox.instance_id)
+        except self.reader.read_errors:
+            return True
+        if instance is None or instance.last_seq < confirmed_seq:
+            return True
+        log.debug(
+            "a gap notice at seq %d is older than the file, which holds seq %d of us: not a loss",
+            noticed_seq,
+            instance.last_seq,
+        )
+        return False
 
     def _register_again(self, transport: ZmqTransport, why: str) -> None:
         """Become a new instance that sends again everything the file does not hold."""
