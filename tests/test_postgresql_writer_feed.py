@@ -10,43 +10,22 @@ import json
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import pytest
 import test_postgresql_writer as pg_writer_tests
 from cli_support import LineReader
 from conftest import wait_until
 from test_postgresql_writer import wait_serving
+from watch_support import ITEM_TIMEOUT_S, collect, completed
 
-from see_persistence import Change, Client, Reader, Resync, ResyncCause, Watcher
+from see_persistence import Change, Client, Reader, Resync, ResyncCause
 
 pytest.importorskip("psycopg")
 
-ITEM_TIMEOUT_S = 30.0
 
 # That module's fixtures, for the tests here to ask for by name.
 tcp_env = pg_writer_tests.tcp_env
 pg_writers = pg_writer_tests.pg_writers
-
-
-def _collect(watcher: Watcher, done: Callable[[list[Change | Resync]], bool]) -> list[Change | Resync]:
-    items: list[Change | Resync] = []
-    deadline = time.monotonic() + ITEM_TIMEOUT_S
-    while not done(items):
-        assert time.monotonic() < deadline, f"gave up waiting; got {items[-20:]}, {watcher.stats}"
-        item = watcher.get(timeout=0.5)
-        if item is not None:
-            items.append(item)
-    return items
-
-
-def _completed(ids: set[str]) -> Callable[[list[Change | Resync]], bool]:
-    def done(items: list[Change | Resync]) -> bool:
-        workflows = [i for i in items if isinstance(i, Change) and i.kind == "workflow"]
-        return ids <= {c.id for c in workflows if c.status == "completed"}
-
-    return done
 
 
 def test_a_watcher_on_postgresql_sees_every_commit_of_clients_in_order_once(
@@ -63,7 +42,7 @@ def test_a_watcher_on_postgresql_sees_every_commit_of_clients_in_order_once(
         ]
         assert all(r["flushed"] for r in reports)
         ids = {wid for r in reports for wid in r["workflow_ids"]}
-        items = _collect(watcher, _completed(ids))
+        items = collect(watcher, completed(ids))
         assert not [i for i in items if isinstance(i, Resync)], f"no gap expected: {items}"
         changes = [i for i in items if isinstance(i, Change)]
         seqs = [c.seq for c in changes]
@@ -94,7 +73,7 @@ def test_a_client_in_this_process_flushes_and_a_workflow_watcher_sees_its_tasks(
             client.append_task_log(tid, "a line")
             client.update_workflow_status(wid, "completed")
             assert client.flush(timeout=30)
-            items = _collect(
+            items = collect(
                 watcher,
                 lambda got: any(
                     isinstance(i, Change) and i.id == wid and i.status == "completed" for i in got
@@ -126,7 +105,7 @@ def test_a_watcher_on_postgresql_follows_the_lease_to_a_standby_that_took_over(
         # The takeover is a gap the watcher reports as NEW_WRITER (from the new writer's first
         # notice, or from the lease row it reads while no notice comes), after a MISSED if the
         # killed writer committed without publishing; then changes again.
-        items = _collect(
+        items = collect(
             watcher, lambda got: any(isinstance(i, Resync) and i.cause == ResyncCause.NEW_WRITER for i in got)
         )
         assert {i.cause for i in items if isinstance(i, Resync)} <= {
@@ -135,7 +114,7 @@ def test_a_watcher_on_postgresql_follows_the_lease_to_a_standby_that_took_over(
         }
         report = clients(postgres_url, "--label", "after", "--workflows", "2", env=tcp_env).finish()
         assert report["flushed"]
-        after = _collect(watcher, _completed(set(report["workflow_ids"])))
+        after = collect(watcher, completed(set(report["workflow_ids"])))
         assert not [i for i in after if isinstance(i, Resync)], after
         assert watcher.stats.refused is None
 

@@ -11,22 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import wait_until
+from watch_support import ITEM_TIMEOUT_S, collect
 
 from see_persistence import Change, ChangeKind, Client, Reader, Resync, ResyncCause, Watcher
-
-ITEM_TIMEOUT_S = 30.0
-
-
-def _collect(watcher: Watcher, done: Callable[[list[Change | Resync]], bool]) -> list[Change | Resync]:
-    """Items until `done` says enough (or the deadline fails the test)."""
-    items: list[Change | Resync] = []
-    deadline = time.monotonic() + ITEM_TIMEOUT_S
-    while not done(items):
-        assert time.monotonic() < deadline, f"gave up waiting; got {items[-20:]}, {watcher.stats}"
-        item = watcher.get(timeout=0.5)
-        if item is not None:
-            items.append(item)
-    return items
 
 
 def _rest_of_the_notice(watcher: Watcher) -> list[Change | Resync]:
@@ -79,7 +66,7 @@ def test_a_watcher_sees_every_change_of_two_client_processes_in_order_once(
             resynced = any(isinstance(i, Resync) for i in items)
             return resynced or _workflows_completed(ids)(items)
 
-        items = _collect(watcher, done)
+        items = collect(watcher, done)
         items += _rest_of_the_notice(watcher)
     _check_order_and_once(items)
     # Each change says when its commit returned, on the writer's wall clock (the same machine's).
@@ -111,10 +98,10 @@ def test_across_a_sigkill_takeover_a_watcher_gets_new_writer_then_the_new_change
         standby.wait_holding_lease(timeout=30)
         # The new writer's first notice the watcher gets (a heartbeat's, or a batch's whose
         # changes the resync then covers) says another writer numbers the commits now.
-        resyncs = _collect(watcher, lambda items: any(isinstance(i, Resync) for i in items))
+        resyncs = collect(watcher, lambda items: any(isinstance(i, Resync) for i in items))
         assert [i.cause for i in resyncs if isinstance(i, Resync)] == [ResyncCause.NEW_WRITER]
         ids = set(clients(db, "--label", "after", "--workflows", "2").finish()["workflow_ids"])
-        after = _collect(watcher, _workflows_completed(ids))
+        after = collect(watcher, _workflows_completed(ids))
     assert not any(isinstance(i, Resync) for i in after)
     _check_order_and_once(after)
 
@@ -157,14 +144,14 @@ def test_filters_deliver_only_what_was_asked_for(db: Path, writers) -> None:
                 client.update_workflow_status(target, "completed")
             assert client.flush(timeout=30)
             wanted = {ChangeKind.WORKFLOW, ChangeKind.TASK, ChangeKind.AUDIT_EVENT}
-            mine = _collect(
+            mine = collect(
                 by_workflow,
                 lambda items: (
                     _workflows_completed({wid})(items)
                     and wanted <= {i.kind for i in items if isinstance(i, Change)}
                 ),
             )
-            audits = _collect(
+            audits = collect(
                 by_kind,
                 lambda items: (
                     sum(isinstance(i, Change) for i in items) >= 2

@@ -9,17 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
+from watch_support import ITEM_TIMEOUT_S, collect, completed
 
-from see_persistence import Change, Reader, Resync, ResyncCause, Watcher
+from see_persistence import Change, Reader, Resync, ResyncCause
 
 LISTEN = ("--listen", "tcp://127.0.0.1:0")
-ITEM_TIMEOUT_S = 30.0
 
 
 @pytest.fixture
@@ -51,25 +49,6 @@ def _listening_on_tcp_only(db: Path) -> None:
     assert all(pull.startswith("tcp://") and pub.startswith("tcp://") for pull, pub in endpoints)
 
 
-def _collect(watcher: Watcher, done: Callable[[list[Change | Resync]], bool]) -> list[Change | Resync]:
-    items: list[Change | Resync] = []
-    deadline = time.monotonic() + ITEM_TIMEOUT_S
-    while not done(items):
-        assert time.monotonic() < deadline, f"gave up waiting; got {items[-20:]}, {watcher.stats}"
-        item = watcher.get(timeout=0.5)
-        if item is not None:
-            items.append(item)
-    return items
-
-
-def _completed(ids: set[str]) -> Callable[[list[Change | Resync]], bool]:
-    def done(items: list[Change | Resync]) -> bool:
-        workflows = [i for i in items if isinstance(i, Change) and i.kind == "workflow"]
-        return ids <= {c.id for c in workflows if c.status == "completed"}
-
-    return done
-
-
 def test_a_watcher_over_tcp_sees_every_commit_in_order_once(db, writers, clients, tcp_env) -> None:
     _tcp_writer_listening(db, writers, tcp_env)
     with Reader(db).watch() as watcher:
@@ -81,7 +60,7 @@ def test_a_watcher_over_tcp_sees_every_commit_in_order_once(db, writers, clients
         ]
         assert all(r["flushed"] for r in reports)
         ids = {wid for r in reports for wid in r["workflow_ids"]}
-        items = _collect(watcher, _completed(ids))
+        items = collect(watcher, completed(ids))
         assert not [i for i in items if isinstance(i, Resync)], f"no gap expected: {items}"
         changes = [i for i in items if isinstance(i, Change)]
         seqs = [c.seq for c in changes]
@@ -111,14 +90,14 @@ def test_a_watcher_over_tcp_follows_the_lease_to_a_standby_that_took_over(
         # The takeover is a gap the watcher reports (NEW_WRITER, or OTHER_WRITER when its polling
         # saw the new lease row first); then changes come again as Changes, from notices: the
         # standby listens on ports of its own, so only a watcher that read the lease again hears it.
-        items = _collect(watcher, lambda got: any(isinstance(i, Resync) for i in got))
+        items = collect(watcher, lambda got: any(isinstance(i, Resync) for i in got))
         assert {i.cause for i in items if isinstance(i, Resync)} <= {
             ResyncCause.NEW_WRITER,
             ResyncCause.OTHER_WRITER,
         }
         report = clients(db, "--label", "after", "--workflows", "2", env=tcp_env).finish()
         assert report["flushed"]
-        _collect(watcher, _completed(set(report["workflow_ids"])))
+        collect(watcher, completed(set(report["workflow_ids"])))
         assert watcher.stats.refused is None
 
 
@@ -129,7 +108,7 @@ def test_a_watcher_with_an_unknown_key_is_refused_and_says_so(
     caplog.set_level(logging.WARNING, logger="see_persistence.reader")
     stranger_keys = tmp_path / "stranger-keys"  # a key pair the writer never allowed
     with Reader(db).watch(keys_dir=stranger_keys) as watcher:
-        items = _collect(
+        items = collect(
             watcher, lambda got: any(isinstance(i, Resync) and i.cause == ResyncCause.REFUSED for i in got)
         )
         assert isinstance(items[0], Resync) and items[0].cause == ResyncCause.STARTED
@@ -140,7 +119,7 @@ def test_a_watcher_with_an_unknown_key_is_refused_and_says_so(
         # Refused, it still sees that the file changed (polling), as one Resync, never as silence.
         report = clients(db, "--workflows", "1", env=tcp_env).finish()
         assert report["flushed"]
-        _collect(
+        collect(
             watcher,
             lambda got: any(isinstance(i, Resync) and i.cause == ResyncCause.OTHER_WRITER for i in got),
         )
