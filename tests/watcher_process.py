@@ -32,13 +32,14 @@ def main() -> int:
     heard = False
     while not done.is_set():
         item = watcher.get(timeout=GET_TIMEOUT_S)
-        if not heard and watcher.stats.notices:
-            heard = True
-            emit(item="heard")
         if isinstance(item, Change):
             emit(item="change", kind=str(item.kind), id=item.id, status=item.status, seq=item.seq)
         elif item is not None:
             emit(item="resync", cause=str(item.cause), seq=item.seq)
+        # After the item it came with: the first line is always the watcher's Resync(STARTED).
+        if not heard and watcher.stats.notices:
+            heard = True
+            emit(item="heard")
     watcher.close()
     emit(item="closed", stats=dataclasses.asdict(watcher.stats))
     return 0
