@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from cli_support import assert_one_line_error, cli
+from conftest import wait_until
 from test_postgresql_reader import TABLES, WORKFLOWS, fill_postgresql, fill_sqlite
 
 from see_persistence import Reader
@@ -130,14 +131,6 @@ def bench_module() -> Any:
     return module
 
 
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_migrate_while_the_writer_commits_copies_one_snapshot(tmp_path: Path, postgres_url: str) -> None:
     bench = bench_module()
     db = tmp_path / "workflows.db"
@@ -163,7 +156,9 @@ def test_migrate_while_the_writer_commits_copies_one_snapshot(tmp_path: Path, po
         assert client.stdout.readline().strip() == "started"
         # Commits land before, during and after the snapshot.
         with Reader(db) as reader:
-            wait_for(lambda: reader.count_rows()["workflow_executions"] > built + 100, "the client's commits")
+            more = built + 100
+            rows = reader.count_rows
+            wait_until(lambda: rows()["workflow_executions"] > more, DEADLINE_S, "the client's commits")
         result = cli("migrate", db, postgres_url, env=env, timeout=300)
         assert result.returncode == 0, result.stderr
     finally:
@@ -299,7 +294,7 @@ def test_from_postgresql_while_another_session_commits_is_one_snapshot(
     thread = threading.Thread(target=commit_pairs)
     thread.start()
     try:
-        wait_for(lambda: committed[0] >= 20, "the other session's commits")
+        wait_until(lambda: committed[0] >= 20, DEADLINE_S, "the other session's commits")
         back = tmp_path / "back.db"
         result = cli("migrate", postgres_url, back, timeout=300)
     finally:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from cli_support import assert_one_line_error, cli
-from test_migrate import DEADLINE_S, bench_module, checksums_postgresql, checksums_sqlite, wait_for
+from conftest import wait_until
+from test_migrate import DEADLINE_S, bench_module, checksums_postgresql, checksums_sqlite
 from test_postgresql_reader import fill_postgresql
 
 from see_persistence import Reader
@@ -41,7 +42,11 @@ def test_an_interrupted_migrate_carries_on_and_is_exact(tmp_path: Path, postgres
         text=True,
     )
     try:
-        wait_for(lambda: _chunks_committed(postgres_url) >= 3 or migrate.poll() is not None, "three chunks")
+        wait_until(
+            lambda: _chunks_committed(postgres_url) >= 3 or migrate.poll() is not None,
+            DEADLINE_S,
+            "three chunks",
+        )
         assert migrate.poll() is None, "the migration ended before it could be interrupted"
         os.kill(migrate.pid, signal.SIGKILL)
     finally:
@@ -102,7 +107,9 @@ def test_into_a_file_interrupted_then_resumed_and_named_only_when_verified(
         text=True,
     )
     try:
-        wait_for(lambda: _partial_chunks(partial) >= 2 or migrate.poll() is not None, "two chunks")
+        wait_until(
+            lambda: _partial_chunks(partial) >= 2 or migrate.poll() is not None, DEADLINE_S, "two chunks"
+        )
         assert migrate.poll() is None, "the migration ended before it could be interrupted"
         os.kill(migrate.pid, signal.SIGKILL)
     finally:

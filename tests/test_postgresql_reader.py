@@ -13,13 +13,13 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+from conftest import wait_until
 from pydantic import BaseModel
 
 from see_persistence import Reader, Resync, ResyncCause
@@ -372,10 +372,7 @@ def test_a_forked_child_reads_through_its_own_connections(both: tuple[Reader, Re
             code = 0 if pg.get_workflow("w01") == expected else 2
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 60
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        assert time.monotonic() < deadline, "the forked child did not finish"
-        time.sleep(0.05)
+    done = wait_until(lambda: (reaped := os.waitpid(pid, os.WNOHANG))[0] and reaped, 60, "the forked child")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert pg.get_workflow("w01") == expected  # the child left the parent's sessions alone
 
