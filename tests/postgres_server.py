@@ -13,7 +13,6 @@ connect through the socket, since the directory's permissions do not stop root.
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import re
@@ -24,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from see_persistence.commands.pg_tools import server_bindirs
 
 MIN_SERVER_MAJOR = 15
 SERVER_USER = "postgres"  # the system account initdb runs as when the tests run as root
@@ -59,29 +60,8 @@ def _has_server(bindir: Path) -> bool:
 def candidate_bindirs() -> list[Path]:
     """Where initdb and pg_ctl may be, most specific first: $SEE_PERSISTENCE_PG_BINDIR,
     `pg_config --bindir`, /usr/lib/postgresql/<newest>/bin, then PATH."""
-    candidates: list[Path] = []
-    override = os.environ.get("SEE_PERSISTENCE_PG_BINDIR")
-    if override:
-        candidates.append(Path(override))
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out:
-            candidates.append(Path(out))
-
-    # Debian and Ubuntu keep each major version apart and put none of them on PATH.
-    def version_of(path: str) -> int:
-        match = re.search(r"/postgresql/(\d+)/bin$", path)
-        return int(match.group(1)) if match else -1
-
-    candidates.extend(
-        Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_of, reverse=True)
-    )
+    # The commands look for pg_dump and pg_restore the same way: the server's tools.
+    candidates = server_bindirs()
     pg_ctl = shutil.which("pg_ctl")
     if pg_ctl:
         candidates.append(Path(os.path.realpath(pg_ctl)).parent)

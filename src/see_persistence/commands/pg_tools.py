@@ -23,7 +23,9 @@ BINDIR_ENV_VAR = "SEE_PERSISTENCE_PG_BINDIR"
 PG_CONFIG_TIMEOUT_S = 30
 
 
-def _bindirs() -> list[Path]:
+def server_bindirs() -> list[Path]:
+    """Where the PostgreSQL server's programs may be, most specific first: $SEE_PERSISTENCE_PG_BINDIR,
+    `pg_config --bindir`, then /usr/lib/postgresql/<newest>/bin."""
     candidates: list[Path] = []
     override = os.environ.get(BINDIR_ENV_VAR)
     if override:
@@ -55,7 +57,7 @@ def _bindirs() -> list[Path]:
 
 def find_program(name: str) -> Path | None:
     """The first `name` (pg_dump, pg_restore) in the server's binary directories, else on PATH."""
-    for bindir in _bindirs():
+    for bindir in server_bindirs():
         candidate = bindir / name
         if os.access(candidate, os.X_OK):
             return candidate
