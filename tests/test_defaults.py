@@ -22,8 +22,11 @@ PROGRAM_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(autouse=True)
-def fresh_defaults() -> Iterator[None]:
+def fresh_defaults(writers) -> Iterator[None]:
     """Each test starts with no handles and the default settings, and leaves the same."""
+    # Asking for `writers` sets it up first, so it is torn down last: the default Client closes
+    # while the test's writer still runs, and its goodbye commits instead of waiting out the
+    # close's deadline for a writer already killed.
     see_persistence.close_defaults(timeout=0.1)
     see_persistence.configure()
     yield
