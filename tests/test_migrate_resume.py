@@ -20,6 +20,7 @@ from test_migrate import DEADLINE_S, bench_module, checksums_postgresql, checksu
 from test_postgresql_reader import fill_postgresql
 
 from see_persistence import Reader
+from see_persistence.commands.migrate import CHUNK_ROWS
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -34,7 +35,10 @@ def _chunks_committed(url: str) -> int:
 
 def test_an_interrupted_migrate_carries_on_and_is_exact(tmp_path: Path, postgres_url: str) -> None:
     db = tmp_path / "workflows.db"
-    bench_module().build_sqlite(db, 30_000)
+    # Three chunks in each table (a task and an audit event per workflow), nine in all. Killed
+    # once two are committed, the copy stops in or just past workflow_executions: the first
+    # workflow changed below is in a copied chunk, the task in one not copied yet.
+    bench_module().build_sqlite(db, 3 * CHUNK_ROWS)
     migrate = subprocess.Popen(
         [sys.executable, "-m", "see_persistence", "migrate", str(db), postgres_url],
         stdout=subprocess.PIPE,
@@ -43,16 +47,16 @@ def test_an_interrupted_migrate_carries_on_and_is_exact(tmp_path: Path, postgres
     )
     try:
         wait_until(
-            lambda: _chunks_committed(postgres_url) >= 3 or migrate.poll() is not None,
+            lambda: _chunks_committed(postgres_url) >= 2 or migrate.poll() is not None,
             DEADLINE_S,
-            "three chunks",
+            "two chunks",
         )
         assert migrate.poll() is None, "the migration ended before it could be interrupted"
         os.kill(migrate.pid, signal.SIGKILL)
     finally:
         migrate.communicate(timeout=DEADLINE_S)
     copied = _chunks_committed(postgres_url)
-    assert copied >= 3
+    assert copied >= 2
 
     # Meanwhile the source changes, inside and outside what was copied already.
     conn = sqlite3.connect(db, isolation_level=None)
@@ -96,7 +100,8 @@ def test_into_a_file_interrupted_then_resumed_and_named_only_when_verified(
     tmp_path: Path, postgres_url: str, postgres_server: Any
 ) -> None:
     db = tmp_path / "workflows.db"
-    bench_module().build_sqlite(db, 20_000)
+    # Two chunks per table, six in all; killed after two.
+    bench_module().build_sqlite(db, 2 * CHUNK_ROWS)
     assert cli("migrate", db, postgres_url, timeout=300).returncode == 0
     back = tmp_path / "back.db"
     partial = tmp_path / ".back.db.migrating"
