@@ -84,6 +84,14 @@ def test_a_stopped_writer_that_lost_its_lease_commits_nothing_and_exits(
     context.term()
 
 
+# Per flooding client: enough that the writer is still committing its backlog when it is
+# stopped (the clients print "started" before they record, and the writer is stopped within
+# a few tries), and that the clients go on recording while it is stopped.
+FLOOD_WORKFLOWS = 1000
+FLOOD_TASKS = 3
+FLOOD_ARGS = ("--workflows", str(FLOOD_WORKFLOWS), "--tasks", str(FLOOD_TASKS), "--logs", "3")
+
+
 def _freeze_inside_a_transaction(db, writers, clients, *, with_standby: bool = True):
     """A writer (and a standby) under two flooding clients, the writer stopped holding the write lock."""
     old = writers(db)
@@ -93,7 +101,7 @@ def _freeze_inside_a_transaction(db, writers, clients, *, with_standby: bool = T
         standby = writers(db, "--standby")
         wait_until(lambda: "standing by" in standby.log(), 20, "the standby to wait")
     flood = [
-        clients(db, "--label", f"f{n}", "--workflows", "3000", "--tasks", "3", "--logs", "3")
+        clients(db, "--label", f"f{n}", *FLOOD_ARGS)
         for n in range(2)
     ]
     for client in flood:
@@ -119,7 +127,8 @@ def _check_nothing_lost(db, flood) -> None:
     reports = [client.finish(timeout=120) for client in flood]
     assert all(report["flushed"] for report in reports)
     counts = Reader(db).count_rows()
-    assert counts["workflow_executions"] == 6000 and counts["task_executions"] == 18000
+    assert counts["workflow_executions"] == 2 * FLOOD_WORKFLOWS
+    assert counts["task_executions"] == 2 * FLOOD_WORKFLOWS * FLOOD_TASKS
     assert Reader(db).query("PRAGMA integrity_check") == [("ok",)]
 
 
