@@ -36,14 +36,15 @@ pytestmark = pytest.mark.slow
 
 DAY_US = 86_400 * 1_000_000
 OLD_WORKFLOWS = 120_000  # each with 2 tasks and 2 audit events: 600,000 rows to delete
+# The takeover tests need a prune of many chunks (retention.CHUNK_WORKFLOWS each) that a kill
+# lands in the middle of, not one too big for a transaction: 60 chunks, a quarter of the rows.
+TAKEOVER_OLD_WORKFLOWS = 30_000
 KEPT = 20  # old running ones, and recent finished ones: never pruned
 EXIT_STILL_RUNNING = 5
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A file with the writer's schema and OLD_WORKFLOWS old finished workflows (built once)."""
-    path = tmp_path_factory.mktemp("prune-template") / "template.db"
+def _build_template(path: Path, old_workflows: int) -> Path:
+    """A file with the writer's schema and `old_workflows` old finished workflows."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     now_us = time.time_ns() // 1000
@@ -56,7 +57,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "INSERT INTO old VALUES (?, ?, ?, ?)",
         (
             (n, f"old-{n:06d}", statuses[n % 3], timestamps.format_us(now_us - 40 * DAY_US + n))
-            for n in range(OLD_WORKFLOWS)
+            for n in range(old_workflows)
         ),
     )
     conn.execute(
@@ -87,12 +88,36 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def big_db(template: Path, db: Path) -> Path:
-    """A copy of the template at the test's database path, owner-only as the writer keeps it."""
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file with OLD_WORKFLOWS old finished workflows (built once)."""
+    return _build_template(tmp_path_factory.mktemp("prune-template") / "template.db", OLD_WORKFLOWS)
+
+
+@pytest.fixture(scope="module")
+def takeover_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file with TAKEOVER_OLD_WORKFLOWS old finished workflows (built once)."""
+    path = tmp_path_factory.mktemp("prune-takeover-template") / "template.db"
+    return _build_template(path, TAKEOVER_OLD_WORKFLOWS)
+
+
+def _copy(template: Path, db: Path) -> Path:
+    """A copy of `template` at the test's database path, owner-only as the writer keeps it."""
     shutil.copyfile(template, db)
     db.chmod(0o600)
     return db
+
+
+@pytest.fixture
+def big_db(template: Path, db: Path) -> Path:
+    """The test's copy of the OLD_WORKFLOWS template."""
+    return _copy(template, db)
+
+
+@pytest.fixture
+def takeover_db(takeover_template: Path, db: Path) -> Path:
+    """The test's copy of the TAKEOVER_OLD_WORKFLOWS template."""
+    return _copy(takeover_template, db)
 
 
 def _start_prune(db: Path, *extra: str) -> subprocess.Popen[str]:
@@ -121,14 +146,14 @@ def _under_way(db: Path, chunks: int) -> bool:
     return job is not None and job[4] >= chunks
 
 
-def _assert_pruned_once(db: Path, report_id: str) -> None:
+def _assert_pruned_once(db: Path, report_id: str, old_workflows: int = OLD_WORKFLOWS) -> None:
     """One report, with the totals of what was there; the job finished with the same counts."""
     with Reader(db) as reader:
         reports = reader.query("SELECT id, data FROM audit_events WHERE event_type = 'prune'")
         assert [row[0] for row in reports] == [report_id]
         data = json.loads(reports[0][1])
         totals = (data["workflow_executions"], data["task_executions"], data["audit_events"])
-        assert totals == (OLD_WORKFLOWS, 2 * OLD_WORKFLOWS, 2 * OLD_WORKFLOWS)
+        assert totals == (old_workflows, 2 * old_workflows, 2 * old_workflows)
         assert reader.query(
             "SELECT workflow_executions, task_executions, audit_events, state FROM prune_jobs"
         ) == [(*totals, "finished")]
@@ -170,12 +195,12 @@ def test_a_prune_too_big_for_one_transaction_completes_while_a_client_keeps_comm
     stop_writer(writer)  # SIGTERM: exit 0, never 4
 
 
-def test_a_writer_killed_mid_prune_leaves_the_job_to_the_next_which_reports_once(big_db, writers):
-    first = writers(big_db)
+def test_a_writer_killed_mid_prune_leaves_the_job_to_the_next_which_reports_once(takeover_db, writers):
+    first = writers(takeover_db)
     first.wait_holding_lease()
-    prune = _start_prune(big_db, "--timeout", "6")
+    prune = _start_prune(takeover_db, "--timeout", "6")
     try:
-        wait_until(lambda: _under_way(big_db, chunks=3), 60, "the prune to be under way")
+        wait_until(lambda: _under_way(takeover_db, chunks=3), 60, "the prune to be under way")
         first.signal(signal.SIGKILL)
         first.wait_exit()
         out, err = prune.communicate(timeout=60)
@@ -184,28 +209,28 @@ def test_a_writer_killed_mid_prune_leaves_the_job_to_the_next_which_reports_once
         prune.kill()
     # Nobody deletes now: the command's wait runs out, and it says how far the writer got.
     line = assert_one_line_error(result, EXIT_STILL_RUNNING, "still under way", "goes on")
-    job = _job(big_db)
-    assert job is not None and job[5] == "running" and 0 < job[1] < OLD_WORKFLOWS, job
+    job = _job(takeover_db)
+    assert job is not None and job[5] == "running" and 0 < job[1] < TAKEOVER_OLD_WORKFLOWS, job
     assert f"deleted {job[1]} workflows" in line
-    with Reader(big_db) as reader:
+    with Reader(takeover_db) as reader:
         assert reader.get_audit_event(job[0]) is None  # no report until the job is done
 
-    second = writers(big_db, "--standby")  # takes over at once: the holder is dead
+    second = writers(takeover_db, "--standby")  # takes over at once: the holder is dead
     second.wait_holding_lease()
-    wait_until(lambda: _job(big_db)[5] == "finished", 90, "the next writer to finish the job")
-    _assert_pruned_once(big_db, job[0])
+    wait_until(lambda: _job(takeover_db)[5] == "finished", 90, "the next writer to finish the job")
+    _assert_pruned_once(takeover_db, job[0], TAKEOVER_OLD_WORKFLOWS)
     assert "resuming after" in second.log()
     stop_writer(second)
 
 
-def test_the_command_waits_through_a_takeover_by_a_standby(big_db, writers):
-    first = writers(big_db)
+def test_the_command_waits_through_a_takeover_by_a_standby(takeover_db, writers):
+    first = writers(takeover_db)
     first.wait_holding_lease()
-    standby = writers(big_db, "--standby")
+    standby = writers(takeover_db, "--standby")
     wait_until(lambda: "standing by" in standby.log(), 30, "the standby to stand by")
-    prune = _start_prune(big_db, "--json", "--timeout", "100")
+    prune = _start_prune(takeover_db, "--json", "--timeout", "100")
     try:
-        wait_until(lambda: _under_way(big_db, chunks=3), 60, "the prune to be under way")
+        wait_until(lambda: _under_way(takeover_db, chunks=3), 60, "the prune to be under way")
         first.signal(signal.SIGKILL)
         out, err = prune.communicate(timeout=100)
     finally:
@@ -213,10 +238,10 @@ def test_the_command_waits_through_a_takeover_by_a_standby(big_db, writers):
     assert prune.returncode == 0, err
     result = json.loads(out)
     assert (result["workflow_executions"], result["task_executions"], result["audit_events"]) == (
-        OLD_WORKFLOWS,
-        2 * OLD_WORKFLOWS,
-        2 * OLD_WORKFLOWS,
+        TAKEOVER_OLD_WORKFLOWS,
+        2 * TAKEOVER_OLD_WORKFLOWS,
+        2 * TAKEOVER_OLD_WORKFLOWS,
     )
-    _assert_pruned_once(big_db, result["report_event"])
+    _assert_pruned_once(takeover_db, result["report_event"], TAKEOVER_OLD_WORKFLOWS)
     assert standby.process.poll() is None
     stop_writer(standby)
