@@ -67,7 +67,15 @@ from .report import (
 )
 from .results import Results
 from .runner import failed_sections, run_all, run_one_section
-from .settings import DEFAULT_OUTPUT, ROOT, Settings
+from .settings import (
+    DEFAULT_OUTPUT,
+    QUICK_PACED_SECONDS,
+    QUICK_READ_BUDGET_S,
+    QUICK_READ_WORKFLOWS,
+    QUICK_SECONDS,
+    ROOT,
+    Settings,
+)
 from .workloads import WORKLOADS
 
 log = logging.getLogger("bench")
@@ -91,12 +99,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--procs", help="GUI process counts (default 1,2,4,8; quick 1,4)")
-    parser.add_argument("--seconds", type=float, help="seconds measured per cell (default 5; quick 0.5)")
+    parser.add_argument(
+        "--seconds", type=float, help=f"seconds measured per cell (default 5; quick {QUICK_SECONDS:g})"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small and fast: under a minute, same table shape"
     )
     parser.add_argument(
-        "--read-workflows", type=int, help="workflows in the read database (default 1,000,000; quick 20,000)"
+        "--read-workflows",
+        type=int,
+        help=f"workflows in the read database (default 1,000,000; quick {QUICK_READ_WORKFLOWS:,})",
     )
     parser.add_argument("--read-cache", type=Path, help="keep and reuse the read database in this directory")
     parser.add_argument(
@@ -188,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not procs or min(procs) < 1:
         print("bench.py: --procs needs positive integers, e.g. 1,2,4,8", file=sys.stderr)
         return 2
-    seconds = args.seconds if args.seconds is not None else (0.5 if args.quick else 5.0)
+    seconds = args.seconds if args.seconds is not None else (QUICK_SECONDS if args.quick else 5.0)
     if args.floors:
         floor = measure_floor(seconds if args.seconds is not None else 2.0)
         if floor is not None:
@@ -212,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             procs=procs,
             seconds=seconds,
             warmup=min(1.0, max(0.2, seconds / 4)),
-            read_workflows=args.read_workflows or (20_000 if args.quick else 1_000_000),
-            read_budget_s=0.25 if args.quick else 2.0,
+            read_workflows=args.read_workflows or (QUICK_READ_WORKFLOWS if args.quick else 1_000_000),
+            read_budget_s=QUICK_READ_BUDGET_S if args.quick else 2.0,
             materialize_rows=2_000 if args.quick else 10_000,
             absent_cap=10_000 if args.quick else 50_000,
             quick=args.quick,
@@ -223,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             other_seconds=args.other_seconds or (OTHER_QUICK_SECONDS if args.quick else OTHER_SECONDS),
             feed_stop_seconds=args.feed_stop_seconds
             or (FEED_QUICK_STOP_SECONDS if args.quick else FEED_STOP_SECONDS),
+            paced_seconds=QUICK_PACED_SECONDS if args.quick and args.seconds is None else seconds,
             postgresql_url=args.postgresql_url,
         )
         if args.backend == "postgresql":
