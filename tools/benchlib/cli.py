@@ -39,12 +39,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .backends import BY_NAME
-from .ceiling import ceiling_main
-from .feed import FEED_QUICK_STOP_SECONDS, FEED_STOP_SECONDS, watcher_main
+from .feed import FEED_QUICK_STOP_SECONDS, FEED_STOP_SECONDS
 from .floors import busy_floor_lines, measure_busy_floors, measure_floor
 from .formatting import fmt_ns
-from .gui import gui_main
 from .other_writer_section import OTHER_P, OTHER_QUICK_SECONDS, OTHER_SECONDS
 from .postgresql_writes import (
     PG_QUICK_SECONDS,
@@ -66,6 +63,8 @@ from .report import (
     write_plot,
 )
 from .results import Results
+from .roles import is_role
+from .roles import main as role_main
 from .runner import failed_sections, run_all, run_one_section
 from .settings import (
     DEFAULT_OUTPUT,
@@ -76,7 +75,6 @@ from .settings import (
     ROOT,
     Settings,
 )
-from .workloads import WORKLOADS
 
 log = logging.getLogger("bench")
 
@@ -166,11 +164,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile-writer", type=Path, metavar="DIR", help="run each writer under cProfile, profiles in DIR"
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    # The subprocess roles (internal).
-    parser.add_argument("--role", choices=["gui", "ceiling", "watcher"], help=argparse.SUPPRESS)
-    parser.add_argument("--system", choices=tuple(BY_NAME), help=argparse.SUPPRESS)
-    parser.add_argument("--db", help=argparse.SUPPRESS)
-    parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -181,18 +174,14 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (or one subprocess role)."""
+    if is_role(sys.argv[1:] if argv is None else argv):
+        return role_main(argv)
     args = parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level if not args.role else "WARNING"),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    if args.role == "gui":
-        return gui_main(args)
-    if args.role == "ceiling":
-        return ceiling_main(args)
-    if args.role == "watcher":
-        return watcher_main(args)
     for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT may arrive ignored in a background job
         signal.signal(signum, _exit_on_signal)
 
