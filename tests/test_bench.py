@@ -156,7 +156,7 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
         else:
             assert row[4].endswith("\N{MULTIPLICATION SIGN}") or confirmed_nothing, cost
     assert "The median ratio of the 1 round(s)" in live
-    assert row_labels(live, "### A watcher stopped for 5 s while the GUIs flood") == [
+    assert row_labels(live, "### A watcher stopped for 1 s while the GUIs flood") == [  # quick: 1 s
         "the watcher reading",
         "the watcher stopped (SIGSTOP)",
         "the watcher reading again",

@@ -15,7 +15,10 @@ from pathlib import Path
 # tools/ on the path: benchlib, and the scripts it imports (other_writer.py, wal_index.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib.cli import main
-
 if __name__ == "__main__":
+    # A run's own processes (--role) import only what their role needs, not the whole command.
+    if "--role" in sys.argv[1:]:
+        from benchlib.roles import main
+    else:
+        from benchlib.cli import main
     raise SystemExit(main())

@@ -2,7 +2,8 @@
 
 One module per job, each readable on its own:
 
-- cli.py: the command line (`python tools/bench.py ...` calls `cli.main`); runner.py runs the
+- cli.py: the command line (`python tools/bench.py ...` calls `cli.main`; roles.py, the processes
+  a run starts as `--role ...`); runner.py runs the
   sections in order, or one alone; report.py prints them as markdown (write_tables.py: the
   write sections' tables and targets).
 - The write tables: workloads.py (the operation streams), system.py and backends.py (what is

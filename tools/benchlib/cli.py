@@ -39,12 +39,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .backends import BY_NAME
-from .ceiling import ceiling_main
-from .feed import FEED_QUICK_STOP_SECONDS, FEED_STOP_SECONDS, watcher_main
+from .feed import FEED_QUICK_STOP_SECONDS, FEED_STOP_SECONDS
 from .floors import busy_floor_lines, measure_busy_floors, measure_floor
 from .formatting import fmt_ns
-from .gui import gui_main
 from .other_writer_section import OTHER_P, OTHER_QUICK_SECONDS, OTHER_SECONDS
 from .postgresql_writes import (
     PG_QUICK_SECONDS,
@@ -66,9 +63,18 @@ from .report import (
     write_plot,
 )
 from .results import Results
+from .roles import is_role
+from .roles import main as role_main
 from .runner import failed_sections, run_all, run_one_section
-from .settings import DEFAULT_OUTPUT, ROOT, Settings
-from .workloads import WORKLOADS
+from .settings import (
+    DEFAULT_OUTPUT,
+    QUICK_PACED_SECONDS,
+    QUICK_READ_BUDGET_S,
+    QUICK_READ_WORKFLOWS,
+    QUICK_SECONDS,
+    ROOT,
+    Settings,
+)
 
 log = logging.getLogger("bench")
 
@@ -91,12 +97,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--procs", help="GUI process counts (default 1,2,4,8; quick 1,4)")
-    parser.add_argument("--seconds", type=float, help="seconds measured per cell (default 5; quick 0.5)")
+    parser.add_argument(
+        "--seconds", type=float, help=f"seconds measured per cell (default 5; quick {QUICK_SECONDS:g})"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small and fast: under a minute, same table shape"
     )
     parser.add_argument(
-        "--read-workflows", type=int, help="workflows in the read database (default 1,000,000; quick 20,000)"
+        "--read-workflows",
+        type=int,
+        help=f"workflows in the read database (default 1,000,000; quick {QUICK_READ_WORKFLOWS:,})",
     )
     parser.add_argument("--read-cache", type=Path, help="keep and reuse the read database in this directory")
     parser.add_argument(
@@ -154,11 +164,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile-writer", type=Path, metavar="DIR", help="run each writer under cProfile, profiles in DIR"
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    # The subprocess roles (internal).
-    parser.add_argument("--role", choices=["gui", "ceiling", "watcher"], help=argparse.SUPPRESS)
-    parser.add_argument("--system", choices=tuple(BY_NAME), help=argparse.SUPPRESS)
-    parser.add_argument("--db", help=argparse.SUPPRESS)
-    parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -169,18 +174,14 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (or one subprocess role)."""
+    if is_role(sys.argv[1:] if argv is None else argv):
+        return role_main(argv)
     args = parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level if not args.role else "WARNING"),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    if args.role == "gui":
-        return gui_main(args)
-    if args.role == "ceiling":
-        return ceiling_main(args)
-    if args.role == "watcher":
-        return watcher_main(args)
     for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT may arrive ignored in a background job
         signal.signal(signum, _exit_on_signal)
 
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not procs or min(procs) < 1:
         print("bench.py: --procs needs positive integers, e.g. 1,2,4,8", file=sys.stderr)
         return 2
-    seconds = args.seconds if args.seconds is not None else (0.5 if args.quick else 5.0)
+    seconds = args.seconds if args.seconds is not None else (QUICK_SECONDS if args.quick else 5.0)
     if args.floors:
         floor = measure_floor(seconds if args.seconds is not None else 2.0)
         if floor is not None:
@@ -212,8 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             procs=procs,
             seconds=seconds,
             warmup=min(1.0, max(0.2, seconds / 4)),
-            read_workflows=args.read_workflows or (20_000 if args.quick else 1_000_000),
-            read_budget_s=0.25 if args.quick else 2.0,
+            read_workflows=args.read_workflows or (QUICK_READ_WORKFLOWS if args.quick else 1_000_000),
+            read_budget_s=QUICK_READ_BUDGET_S if args.quick else 2.0,
             materialize_rows=2_000 if args.quick else 10_000,
             absent_cap=10_000 if args.quick else 50_000,
             quick=args.quick,
@@ -223,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             other_seconds=args.other_seconds or (OTHER_QUICK_SECONDS if args.quick else OTHER_SECONDS),
             feed_stop_seconds=args.feed_stop_seconds
             or (FEED_QUICK_STOP_SECONDS if args.quick else FEED_STOP_SECONDS),
+            paced_seconds=QUICK_PACED_SECONDS if args.quick and args.seconds is None else seconds,
             postgresql_url=args.postgresql_url,
         )
         if args.backend == "postgresql":

@@ -36,7 +36,7 @@ FEED_P = 4
 FEED_WORKLOAD = "mix"  # its tasks and workflows carry the writer's stamp (last_updated)
 FEED_LIGHT_FRACTION = 0.25  # commit -> delivered with each GUI at this fraction of the peak
 FEED_STOP_SECONDS = 60.0  # a watcher stopped with SIGSTOP this long while the GUIs flood
-FEED_QUICK_STOP_SECONDS = 5.0
+FEED_QUICK_STOP_SECONDS = 1.0  # a smoke run: long enough to stop, resume and catch up; not to fill a queue
 FEED_NO_WRITER_CHANGES = 5  # changes by plain sqlite3 with no writer running
 FEED_QUICK_NO_WRITER_CHANGES = 3
 # The feed's cost: rounds of flooding with 0, 1 and 8 watchers, then 0 once more, so that each
@@ -448,7 +448,7 @@ def run_feed(settings: Settings) -> FeedSection:
             probe.start()
             try:
                 section.light, window = run_gui_phase(
-                    group, cell_dir, "light", "paced", settings.seconds, settings.warmup / 2, rate=rate
+                    group, cell_dir, "light", "paced", settings.paced_seconds, settings.warmup / 2, rate=rate
                 )
             finally:
                 probe.stop()
@@ -804,7 +804,8 @@ def _intro_lines(section: FeedSection, s: Settings) -> list[str]:
         " that peak with one watcher; the GUIs flood"
         " while that watcher reads, is stopped, and reads again; then the writer stops and plain"
         f" sqlite3 changes the file. Each phase runs {s.seconds:g} s after {s.warmup:g} s of warm-up"
-        f" (the stopped one {s.feed_stop_seconds:g} s).",
+        f" (the stopped one {s.feed_stop_seconds:g} s"
+        + (f", the paced one {s.paced_seconds:g} s)." if s.paced_seconds != s.seconds else ")."),
         "",
     ]
 

@@ -139,7 +139,7 @@ def paced_phase(
     probe.start()
     try:
         phase, window = run_gui_phase(
-            group, cell_dir, name, "paced", settings.seconds, settings.warmup / 2, rate=rate
+            group, cell_dir, name, "paced", settings.paced_seconds, settings.warmup / 2, rate=rate
         )
     finally:
         probe.stop()

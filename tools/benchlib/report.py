@@ -136,12 +136,14 @@ def render(results: Results) -> str:
     out += ["## Versions", ""]
     out += [f"- {k}: {v}" for k, v in (results.versions or versions())]
     out += ["", "## Command", "", "```sh", _command(), "```", ""]
+    paced = f" (a paced phase {s.paced_seconds:g} s)" if s.paced_seconds != s.seconds else ""
     out += [
         "## Method",
         "",
         f"- P = {', '.join(map(str, s.procs))} GUI processes; each cell runs {s.seconds:g} s after"
-        f" {s.warmup:g} s of warm-up, on a fresh database. Rows/s count the operations committed inside the"
-        " window (for us: confirmed by the writer's commit notices), summed over the GUI processes.",
+        f" {s.warmup:g} s of warm-up{paced}, on a fresh database. Rows/s count the operations committed"
+        " inside the window (for us: confirmed by the writer's commit notices), summed over the GUI"
+        " processes.",
         "- naive: every GUI process has its own connection (WAL, synchronous=NORMAL, busy_timeout 30 s,"
         " foreign_keys=ON) and runs the writer's own statements (`protocol/statements.py`), each operation"
         " its own transaction; once with our time-ordered ids, once with uuid4 ids.",

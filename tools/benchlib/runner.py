@@ -24,7 +24,7 @@ from .reads import Reads, run_reads
 from .reads_postgresql import run_reads_postgresql
 from .report import versions
 from .results import Results
-from .settings import Settings
+from .settings import QUICK_FLOOR_S, Settings
 from .targets import target_p
 from .tcp_section import TcpSection, run_tcp
 from .workloads import WORKLOADS
@@ -68,8 +68,9 @@ def run_all(settings: Settings) -> Results:
     watcher = LoadWatcher()
     watcher.start()
     try:
-        results.floor = measure_floor(0.3 if settings.quick else 2.0)
-        results.busy_floors = measure_busy_floors(target_p(settings), 0.5 if settings.quick else 3.0)
+        results.floor = measure_floor(QUICK_FLOOR_S if settings.quick else 2.0)
+        busy_floor_s = QUICK_FLOOR_S if settings.quick else 3.0
+        results.busy_floors = measure_busy_floors(target_p(settings), busy_floor_s)
         _run_cells(settings, results, watcher)
     finally:
         watcher.stop()

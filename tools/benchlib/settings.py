@@ -27,6 +27,18 @@ PROBE_POLL_S = 0.001
 FLOOD_BACKLOG_CAP = 10_000  # a flooding GUI pauses (untimed) above this many unconfirmed operations
 LIGHT_FRACTION = 0.25  # ours only: send -> visible once more, each GUI at this fraction of the peak
 
+# --quick is a smoke run: every section and row, each part as short as still gives a figure.
+# Not the phases: a flooding GUI's first commit is confirmed only after the round trip through
+# the backlog it queued (0.3-0.4 s here), so a window ending before 0.7 s often confirms nothing
+# and the paced phases after it do not run (0.3 s after 0.1 s of warm-up did that to the mix).
+QUICK_SECONDS = 0.5
+# A paced phase follows a flush and runs below the peak: its rows are visible within milliseconds,
+# so a shorter window still times thousands of calls and rows.
+QUICK_PACED_SECONDS = 0.25
+QUICK_FLOOR_S = 0.2  # the paced call floor, and each busy floor, measured before the cells
+QUICK_READ_WORKFLOWS = 5_000  # every query still finds rows: 250 failed, 250 per instance, 500 with tasks
+QUICK_READ_BUDGET_S = 0.1
+
 
 @dataclass
 class Settings:
@@ -45,4 +57,5 @@ class Settings:
     profile_dir: Path | None
     other_seconds: float
     feed_stop_seconds: float
+    paced_seconds: float  # each paced phase's window (quick: shorter than the floods')
     postgresql_url: str | None = None  # reads on PostgreSQL: this server, else a throwaway cluster

@@ -100,7 +100,7 @@ def _run_transport(
                     cell_dir,
                     "paced",
                     "paced",
-                    settings.seconds,
+                    settings.paced_seconds,
                     settings.warmup / 2,
                     rate=section.paced_rate_per_gui,
                 )
