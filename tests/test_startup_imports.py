@@ -10,6 +10,7 @@ suite has been imported yet.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -79,6 +80,28 @@ def test_a_process_that_only_queries_loads_neither_zmq_nor_the_codec():
         ("zmq", "asyncio", "see_persistence.protocol.codec", "see_persistence.reader.queries"),
     )
     assert loaded == []
+
+
+def test_a_reader_loads_the_record_models_and_psutil_with_its_first_lease_or_record_read(tmp_path):
+    db = tmp_path / "plain.db"
+    sqlite3.connect(db).executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+    heavy = ("pydantic", "psutil", "see_persistence.protocol.models")
+    queried = (
+        "from see_persistence.reader import Reader\n"
+        "from see_persistence.commands import common, query\n"
+        f"reader = Reader({str(db)!r})\n"
+        "assert reader.query('SELECT x FROM t') == [(1,)]\n"
+    )
+    assert loaded_after(queried, heavy) == []
+    # A lease read loads them (here on a file no writer set up: None, but the same path).
+    read_lease = queried + "assert reader.get_writer_status() is None\n"
+    assert set(heavy) <= set(loaded_after(read_lease, heavy))
+
+
+def test_the_reader_a_gui_imports_from_the_package_comes_with_its_models():
+    # A GUI's first read must not be the one that builds the models: they load with the import.
+    loaded = loaded_after("from see_persistence import Reader", ("see_persistence.protocol.models",))
+    assert loaded == ["see_persistence.protocol.models"]
 
 
 @pytest.mark.parametrize(
