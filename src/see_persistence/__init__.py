@@ -75,6 +75,11 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
+    if name == "Reader":
+        # The package's own processes (commands, the client) load the record models on a
+        # Reader's first record; a GUI that imports the Reader from here gets them now, as it
+        # always did, so that its first read is not the one that pays for them.
+        importlib.import_module(".reader.rows", __name__)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -15,10 +15,10 @@ import sqlite3
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, backends, locations
-from .commands import COMMANDS
+from .commands import COMMANDS, load
 from .commands.base import (
     EXIT_CODES_HELP,
     EXIT_ERROR,
@@ -109,8 +109,57 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser, completed from the command's module only once that command is chosen.
+
+    The top-level --help and a usage error need only the names and one-line helps (COMMANDS);
+    the module, its imports and its arguments are loaded when argparse hands this parser its
+    arguments, or when its help is asked for.
+    """
+
+    def __init__(self, *args: Any, command_name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._command_name = command_name
+        self._loaded = False
+
+    def _complete(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        command = load(self._command_name)
+        self.description = textwrap.fill(command.description, HELP_WIDTH)
+        self.epilog = command.epilog() + f"\n\n{EXIT_CODES_HELP}"
+        if command.takes_db:
+            _add_db(self)
+        command.configure(self)
+        _logging_options(self, top_level=False)
+        self.set_defaults(spec=command)
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        """Subcommands of a command (keys ACTION) get plain parsers: they have no module to load."""
+        kwargs.setdefault("parser_class", _Parser)
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Load the command, then parse its arguments (argparse calls this once it chose it)."""
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        """The command's --help, its module loaded for it."""
+        self._complete()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        """The command's usage line, its module loaded for it."""
+        self._complete()
+        return super().format_usage()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the command line."""
+    """The argument parser of the command line; a command's module loads when it is chosen."""
     parser = _Parser(
         prog="see-persistence",
         description="Persistence layer of the S_E_E desktop app: one writer, many readers, one SQLite file.",
@@ -119,20 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _logging_options(parser, top_level=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        child = sub.add_parser(
-            command.name,
-            help=command.help,
-            description=textwrap.fill(command.description, HELP_WIDTH),
-            epilog=command.epilog() + f"\n\n{EXIT_CODES_HELP}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
+    for name, summary in COMMANDS:
+        sub.add_parser(
+            name, help=summary, command_name=name, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        if command.takes_db:
-            _add_db(child)
-        command.configure(child)
-        _logging_options(child, top_level=False)
-        child.set_defaults(spec=command)
     return parser
 
 

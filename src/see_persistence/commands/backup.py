@@ -141,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="backup",
-    help="copy the database, consistently, while the writer keeps writing",
     description="Copy the database to DEST with SQLite's online backup API from a read-only "
     "connection: one consistent snapshot, taken while the writer keeps committing. DEST is created "
     "readable and writable by the owner only, as one self-contained file (rollback-journal mode; a "

@@ -32,10 +32,12 @@ class UsageError(CommandError):
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: its name, texts for --help, how to add its arguments and how to run it."""
+    """One subcommand: its name, texts for its --help, how to add its arguments and how to run it.
+
+    The one line the top-level --help shows for it is in commands.COMMANDS, not here.
+    """
 
     name: str
-    help: str
     description: str
     examples: tuple[str, ...]
     configure: Callable[[argparse.ArgumentParser], None]

@@ -211,7 +211,6 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="check",
-    help="check integrity, foreign keys, the schema version, file modes and the lease",
     description="Run PRAGMA integrity_check and foreign_key_check, check that schema_version is present "
     "and not older than this code's, that only the owner can open the database file and its -wal, -shm "
     "and -journal (else it prints the chmod to run), and that the writer lease is sane (none, held by a "

@@ -27,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="demo",
-    help="run a writer and three GUI-like processes, then show what they recorded",
     description="Start a writer on a demo database, run three GUI-like processes that record "
     "workflows, tasks, logs and audit events, print what a Reader sees, stop the writer.",
     examples=("see-persistence demo --db /tmp/see-demo/workflows.db",),

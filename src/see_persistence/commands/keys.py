@@ -87,7 +87,6 @@ def _show(args: argparse.Namespace, store: KeyStore) -> None:
 
 COMMAND = Command(
     name="keys",
-    help="create, list, allow, revoke and show the CURVE keys of the TCP transport",
     description="The TCP transport is CURVE-encrypted: the writer has a key pair and accepts only"
     " client keys on its allow-list; all live in an owner-only directory. Pairs are created on first"
     " use, and this user's client key is allowed when it is created, so one user on one machine"

@@ -266,7 +266,6 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="migrate",
-    help="copy an SQLite file into PostgreSQL or back: one snapshot, resumable, verified",
     description="Copy the records of SRC into DEST, one an SQLite file and the other a postgresql:// URL: "
     "workflows, tasks, task log lines, audit events, instances and dead letters (not the writer lease, "
     "counters or prune jobs, which belong to each database's own writer). SRC is read in one snapshot "

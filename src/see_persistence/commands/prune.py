@@ -245,7 +245,6 @@ def _still_running(
 
 COMMAND = Command(
     name="prune",
-    help="delete finished workflows older than an age, with their tasks and audit events",
     description="Ask the running writer to delete workflows created before a cutoff whose status is "
     "one of --status, with their tasks and audit events, in order with everything clients sent before; "
     "wait for it to finish and print what it deleted. The writer deletes in short chunks between "

@@ -146,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="query",
-    help="run read-only SQL and print the result",
     description="Run one read-only SQL statement on a read-only connection and print its rows: an "
     "aligned table by default, JSON lines or CSV on request. Statements that write, ATTACH, or set "
     "pragmas are refused before they run (exit code 1).",

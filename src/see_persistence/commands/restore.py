@@ -335,7 +335,6 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="restore",
-    help="replace the database with a backup (no writer may be running)",
     description="Check SRC (PRAGMA integrity_check, the S_E_E tables, schema_version), copy it next to "
     "the database owner-only, and put it in the database's place. The file it replaces is kept as "
     "<db>.replaced-<UTC time> with its -wal; its -shm is removed. Refused with exit code 3 while a "

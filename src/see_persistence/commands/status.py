@@ -367,7 +367,6 @@ def _watch(reader: Reader, args: argparse.Namespace) -> None:
 
 COMMAND = Command(
     name="status",
-    help="show the writer, its throughput, dead letters, WAL size, instances and row counts",
     description="Show the writer lease (pid, alive, endpoint, epoch, since, uptime), the writer's "
     "published counters (throughput, batch size, commit latency), dead letters, the WAL size, live "
     "and ended or dead GUI instances with their workflow counts, the clock of any host whose GUIs"

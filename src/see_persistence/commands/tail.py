@@ -313,7 +313,6 @@ def _catch_up(
 
 COMMAND = Command(
     name="tail",
-    help="print the latest audit events; --follow prints new ones as they are committed",
     description="Print audit events one a line (timestamp, type, workflow id, message), oldest first: "
     "the last N, then with --follow every new one as the writer commits it, until SIGINT or SIGTERM "
     "(exit code 0). Events are in commit order, each once, across a writer restart or takeover too. "

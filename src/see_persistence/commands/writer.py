@@ -248,7 +248,6 @@ def _serve(
 
 COMMAND = Command(
     name="writer",
-    help="run the writer in the foreground",
     description="Hold the writer lease and commit what clients send, until SIGTERM or SIGINT"
     " (or, with --exit-when-idle, until no GUI needs it). A missing directory is created only for"
     " the default location (~/.s_e_e); an SQLite file with tables neither S_E_E's nor this layer's"

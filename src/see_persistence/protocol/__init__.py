@@ -3,31 +3,28 @@
 Nothing here opens a socket or a file or reads a clock; everything else imports it.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .codec import (
-    MAX_MESSAGE_BYTES,
-    MAX_OPERATIONS_PER_MESSAGE,
-    PROTOCOL_VERSION,
-    Envelope,
-    decode_message,
-    encode_message,
-)
-from .errors import (
-    CallerError,
-    ClientClosed,
-    InvalidOperation,
-    LeaseHeldError,
-    LeaseLostError,
-    ReadOnlyViolation,
-    RejectedMessage,
-    SeePersistenceError,
-)
-from .operations import OPERATIONS, validate_operation
-from .schema import SCHEMA_VERSION
-from .status import STATUS_EFFECTS, Status, StatusEffect
-
 if TYPE_CHECKING:
+    from .codec import (
+        MAX_MESSAGE_BYTES,
+        MAX_OPERATIONS_PER_MESSAGE,
+        PROTOCOL_VERSION,
+        Envelope,
+        decode_message,
+        encode_message,
+    )
+    from .errors import (
+        CallerError,
+        ClientClosed,
+        InvalidOperation,
+        LeaseHeldError,
+        LeaseLostError,
+        ReadOnlyViolation,
+        RejectedMessage,
+        SeePersistenceError,
+    )
     from .models import (
         AuditEvent,
         Instance,
@@ -37,28 +34,57 @@ if TYPE_CHECKING:
         WorkflowExecution,
         WriterStatus,
     )
+    from .operations import OPERATIONS, validate_operation
+    from .schema import SCHEMA_VERSION
+    from .status import STATUS_EFFECTS, Status, StatusEffect
 
-# The record models load on first use: building them costs pydantic about 14 MB and a tenth
-# of a second, which the writer process, which never returns a record, does not pay.
-_MODELS = frozenset(
-    {
-        "AuditEvent",
-        "Instance",
-        "InstanceStats",
-        "Rejection",
-        "TaskExecution",
-        "WorkflowExecution",
-        "WriterStatus",
-    }
-)
+# Each name loads its module on first use. Every process of the package imports this package
+# (the errors live in it), and most need only a part: the record models cost pydantic about
+# 14 MB and a tenth of a second, which the writer, which never returns a record, does not pay;
+# the codec and the operations (msgpack, dataclasses, hashlib) cost a command that only reads
+# about 20 ms of CPU.
+_SUBMODULES = {
+    "MAX_MESSAGE_BYTES": "codec",
+    "MAX_OPERATIONS_PER_MESSAGE": "codec",
+    "PROTOCOL_VERSION": "codec",
+    "Envelope": "codec",
+    "decode_message": "codec",
+    "encode_message": "codec",
+    "CallerError": "errors",
+    "ClientClosed": "errors",
+    "InvalidOperation": "errors",
+    "LeaseHeldError": "errors",
+    "LeaseLostError": "errors",
+    "ReadOnlyViolation": "errors",
+    "RejectedMessage": "errors",
+    "SeePersistenceError": "errors",
+    "AuditEvent": "models",
+    "Instance": "models",
+    "InstanceStats": "models",
+    "Rejection": "models",
+    "TaskExecution": "models",
+    "WorkflowExecution": "models",
+    "WriterStatus": "models",
+    "OPERATIONS": "operations",
+    "validate_operation": "operations",
+    "SCHEMA_VERSION": "schema",
+    "STATUS_EFFECTS": "status",
+    "Status": "status",
+    "StatusEffect": "status",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MODELS:
-        from . import models
+    module = _SUBMODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(models, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
 
 
 __all__ = [

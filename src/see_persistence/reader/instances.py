@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import leases
-from ..protocol.models import Instance, InstanceStats
 from . import paging
+from .columns import optional_time
 from .connection import ReadConnection
-from .rows import optional_time
+
+if TYPE_CHECKING:
+    from ..protocol.models import Instance, InstanceStats
 
 _INSTANCE_COLUMNS = "id, pid, process_create_time, host, started_at, last_seen, ended_at, state, last_seq"
 # `rejected` and `boot_id` came with schema version 4, `host_id`, `last_heard_at` and
@@ -27,6 +28,8 @@ _SQL_INSTANCES_PAGE = " ORDER BY started_at DESC" + paging.PAGE_SQL
 
 
 def _instance(row: tuple[Any, ...]) -> Instance:
+    from ..protocol.models import Instance  # here: the models load on a Reader's first record (columns.py)
+
     return Instance(
         id=row[0],
         pid=row[1],
@@ -51,6 +54,8 @@ def is_running(row: tuple[Any, ...]) -> bool:
     An instance on another host (another leases.host_id) cannot be checked from here: it is
     live while the writer hears from it, and the writer marks it dead when it falls silent.
     """
+    from .. import leases  # here: psutil loads with the first liveness check, not with the Reader
+
     if leases.is_local(row[11]):
         return leases.is_alive(row[1], row[2], row[3], row[10])
     return True
@@ -93,6 +98,8 @@ class InstanceQueries(ReadConnection):
 
     def get_instance_stats(self) -> InstanceStats:
         """Total workflows, live instances, and how many workflows each live instance has."""
+        from ..protocol.models import InstanceStats  # here: see _instance
+
         total = self._fetch("SELECT COUNT(*) FROM workflow_executions")[0][0]
         active = self.get_active_instances()
         per_instance: dict[str, int] = {}

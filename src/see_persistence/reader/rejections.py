@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ..protocol.models import Rejection
 from . import paging
+from .columns import optional_time
 from .connection import ReadConnection
-from .rows import optional_time
+
+if TYPE_CHECKING:
+    from ..protocol.models import Rejection
 
 # Newest first; by instance through idx_see_dead_letters_instance (instance_id, id).
 _REJECTIONS = (
@@ -47,6 +49,8 @@ def _operation_name(raw: object) -> str | None:
 
 
 def _rejection(row: tuple[Any, ...]) -> Rejection:
+    from ..protocol.models import Rejection  # here: the models load on a Reader's first record (columns.py)
+
     return Rejection(
         id=row[0],
         received_at=optional_time(row[1]),

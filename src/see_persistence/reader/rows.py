@@ -41,23 +41,18 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..protocol import timestamps
 from ..protocol.models import AuditEvent, JsonValue, TaskExecution, WorkflowExecution
 from ..protocol.status import Status
-
-WORKFLOW_COLUMNS = (
-    "id, workflow_name, status, created_at, started_at, completed_at, success, error_message,"
-    " metadata, instance_id, last_updated"
+from .columns import (  # noqa: F401 - read here by tests and tools
+    AUDIT_COLUMNS,
+    AUDIT_FIELDS,
+    LOGS_COLUMN,
+    TASK_COLUMNS,
+    TASK_FIELDS,
+    WORKFLOW_COLUMNS,
+    WORKFLOW_FIELDS,
+    optional_time,
 )
-TASK_COLUMNS = (
-    "id, workflow_id, task_name, status, created_at, started_at, completed_at, success,"
-    " error_message, output, logs, retry_count, execution_order, instance_id, last_updated"
-)
-AUDIT_COLUMNS = "id, workflow_id, task_id, event_type, message, timestamp, data, instance_id"
-WORKFLOW_FIELDS = tuple(name.strip() for name in WORKFLOW_COLUMNS.split(","))
-TASK_FIELDS = tuple(name.strip() for name in TASK_COLUMNS.split(","))
-AUDIT_FIELDS = tuple(name.strip() for name in AUDIT_COLUMNS.split(","))
-LOGS_COLUMN = TASK_FIELDS.index("logs")
 
 _JSON = json.JSONDecoder()
 # What a JSON column reads as, on both paths (the models' docstrings say it to callers).
@@ -65,11 +60,6 @@ _JSON = json.JSONDecoder()
 # one a real object could hold too. Text that is not JSON (or nests deeper than Python can
 # build) reads as itself, so a GUI shows what is there and one odd row never fails a list.
 _NOT_JSON = (ValueError, RecursionError)
-
-
-def optional_time(text: str | None) -> Any:
-    """The aware datetime in a timestamp column (naive text read as UTC); None for NULL or ''."""
-    return timestamps.parse(text) if text else None
 
 
 def json_value(text: str | None) -> JsonValue:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..protocol import task_logs
-from ..protocol.models import TaskExecution
-from . import paging, rows
+from . import columns, paging
 from .connection import ReadConnection
 
+if TYPE_CHECKING:
+    from ..protocol.models import TaskExecution
+
 SQL_TASKS_OF_WORKFLOW = (
-    f"SELECT {rows.TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
+    f"SELECT {columns.TASK_COLUMNS} FROM task_executions WHERE workflow_id = ?"
     " ORDER BY execution_order, created_at, id"
 )
-SQL_TASK = f"SELECT {rows.TASK_COLUMNS} FROM task_executions WHERE id = ?"
+SQL_TASK = f"SELECT {columns.TASK_COLUMNS} FROM task_executions WHERE id = ?"
 # A page; the whole list keeps the SQL above, with no LIMIT to bind.
 _SQL_TASKS_OF_WORKFLOW_PAGE = SQL_TASKS_OF_WORKFLOW + paging.PAGE_SQL
 
@@ -21,11 +25,13 @@ class TaskQueries(ReadConnection):
 
     def get_task(self, task_id: str) -> TaskExecution | None:
         """The task with this id, its whole log included, or None."""
+        from . import rows  # here: the models load on a Reader's first record (columns.py)
+
         found = self._fetch(SQL_TASK, (task_id,))
         if not found:
             return None
         task = rows.task(found[0])
-        logs = found[0][rows.LOGS_COLUMN]
+        logs = found[0][columns.LOGS_COLUMN]
         if type(logs) is str and task_logs.LOG_CONTINUED_JSON in logs:
             task = self._whole_log(task)
         return task
@@ -37,6 +43,8 @@ class TaskQueries(ReadConnection):
 
         Each task's `logs` is its whole log, `task_log_lines` included (protocol/task_logs.py).
         """
+        from . import rows  # here: the models load on a Reader's first record (columns.py)
+
         if paging.whole(limit, offset):
             found = self._fetch(SQL_TASKS_OF_WORKFLOW, (workflow_id,))
         else:
@@ -44,7 +52,7 @@ class TaskQueries(ReadConnection):
         tasks = rows.tasks(found)
         for index, row in enumerate(found):
             # A full column says where the rest of its log is: only then is the side table read.
-            logs = row[rows.LOGS_COLUMN]
+            logs = row[columns.LOGS_COLUMN]
             if type(logs) is str and task_logs.LOG_CONTINUED_JSON in logs:
                 tasks[index] = self._whole_log(tasks[index])
         return tasks

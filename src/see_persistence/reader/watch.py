@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from .. import connection, locations
 from ..database import open_read_only
@@ -577,6 +576,10 @@ class Watcher:
         self._refused_at = None
 
     def _on_monitor_events(self) -> None:
+        # Imported here, on TCP only: zmq.utils.monitor imports asyncio (15-20 ms of CPU),
+        # which every process that loads the Reader would otherwise pay at start.
+        from zmq.utils.monitor import recv_monitor_message
+
         assert self._monitor is not None
         while True:
             try:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..protocol.models import WorkflowExecution
 from ..protocol.status import Status
-from . import paging, rows
+from . import columns, paging
 from .connection import ReadConnection
 
-SQL_WORKFLOW = f"SELECT {rows.WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?"
+if TYPE_CHECKING:
+    from ..protocol.models import WorkflowExecution
+
+SQL_WORKFLOW = f"SELECT {columns.WORKFLOW_COLUMNS} FROM workflow_executions WHERE id = ?"
 # Newest first. Each filter has an index that yields its rows already in this order (schema
 # version 4: (status, created_at, id) and (instance_id, created_at, id)), so SQLite reads 50
 # entries for 50 rows instead of sorting every match; tests/test_reader_views.py checks the
@@ -18,7 +20,7 @@ SQL_WORKFLOW = f"SELECT {rows.WORKFLOW_COLUMNS} FROM workflow_executions WHERE i
 # filters it walks the instance's index and skips rows of other statuses: a status the
 # instance has few of costs a read of the instance's rows (no index has both columns).
 _NEWEST = (
-    f"SELECT {rows.WORKFLOW_COLUMNS} FROM workflow_executions{{}} ORDER BY created_at DESC, id DESC"
+    f"SELECT {columns.WORKFLOW_COLUMNS} FROM workflow_executions{{}} ORDER BY created_at DESC, id DESC"
     + paging.PAGE_SQL
 )
 # list_workflows' SQL by (filters on status, filters on instance_id).
@@ -34,11 +36,13 @@ SQL_WORKFLOWS_OF_INSTANCE = SQL_NEWEST_WORKFLOWS[False, True]
 class WorkflowQueries(ReadConnection):
     """Workflow executions: get_workflow, list_workflows, get_workflows_for_instance, list_workflow_rows."""
 
-    WORKFLOW_ROW_COLUMNS: tuple[str, ...] = rows.WORKFLOW_FIELDS
+    WORKFLOW_ROW_COLUMNS: tuple[str, ...] = columns.WORKFLOW_FIELDS
     """The columns of list_workflow_rows' tuples, in order (WorkflowExecution's fields)."""
 
     def get_workflow(self, workflow_id: str) -> WorkflowExecution | None:
         """The workflow with this id, or None."""
+        from . import rows  # here: the models load on a Reader's first record (columns.py)
+
         found = self._fetch(SQL_WORKFLOW, (workflow_id,))
         return rows.workflow(found[0]) if found else None
 
@@ -55,6 +59,8 @@ class WorkflowQueries(ReadConnection):
         `offset` are non-negative ints (else CallerError). Each page is read from an index in
         this order, so its cost grows with limit + offset, not with the table.
         """
+        from . import rows  # here: the models load on a Reader's first record (columns.py)
+
         return rows.workflows(self.list_workflow_rows(limit, offset, status, instance_id))
 
     def list_workflow_rows(
@@ -84,5 +90,7 @@ class WorkflowQueries(ReadConnection):
         self, instance_id: str, limit: int | None = 100, offset: int = 0
     ) -> list[WorkflowExecution]:
         """The workflows one instance created, newest first, a page of `limit` (None: all)."""
+        from . import rows  # here: the models load on a Reader's first record (columns.py)
+
         params = (instance_id, *paging.page(limit, offset))
         return rows.workflows(self._fetch(SQL_WORKFLOWS_OF_INSTANCE, params))

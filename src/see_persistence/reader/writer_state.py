@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from .. import leases
-from ..protocol.models import WriterStatus
+from .columns import optional_time
 from .connection import ReadConnection
-from .rows import optional_time
+
+if TYPE_CHECKING:
+    from ..protocol.models import WriterStatus
 
 _COUNTED_TABLES = ("workflow_executions", "task_executions", "audit_events", "instances", "dead_letters")
 
@@ -17,6 +19,10 @@ class WriterStateQueries(ReadConnection):
 
     def get_writer_status(self) -> WriterStatus | None:
         """The writer lease and whether its holder is alive; None if no writer ever ran."""
+        # Here: the models (pydantic) and psutil load with the first lease read, not with the Reader.
+        from .. import leases
+        from ..protocol.models import WriterStatus
+
         if not self._has("writer_lease"):  # a file no writer of ours has upgraded yet
             return None
         # boot_id and heartbeat_boot_ns came with schema version 4: NULL on an older file.

@@ -26,7 +26,6 @@ import threading
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from ..keys import KeyStore
 
@@ -184,6 +183,10 @@ class Authenticator:
         zap.send_multipart([ZAP_VERSION, request_id, b"400", reason.encode("utf-8"), b"", b""])
 
     def _on_monitor_event(self, monitor: zmq.Socket[Any]) -> None:
+        # Imported at the first event: zmq.utils.monitor imports asyncio (15-20 ms of CPU),
+        # which a writer that never listens on TCP would pay at start for nothing.
+        from zmq.utils.monitor import recv_monitor_message
+
         event = recv_monitor_message(monitor)
         what = _HANDSHAKE_FAILURES.get(int(event["event"]))
         if what is None:
