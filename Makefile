@@ -21,18 +21,18 @@ demo: $(STAMP)
 # two cores busy. A module runs on one worker, its module-scoped fixtures built once.
 TEST_WORKERS ?= 4
 
-# The suite starts about a thousand Python processes (writers, clients, commands, tools): each
-# reads the project's bytecode compiled here once instead of compiling its modules anew, which
-# it would do every time where PYTHONDONTWRITEBYTECODE is set.
-COMPILE = -m compileall -q src tests tools examples >/dev/null
+# The suite starts about a thousand Python processes (writers, clients, commands, tools) and a
+# pytest worker per core: where PYTHONDONTWRITEBYTECODE is set, each of them compiled every
+# project module it imported, and each worker rewrote every test module, anew. Lifted for the
+# tests, the first process to import a module caches its bytecode for all the others.
+CACHE_BYTECODE := env -u PYTHONDONTWRITEBYTECODE
 
 test: $(STAMP)
-	$(PY) $(COMPILE)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(CACHE_BYTECODE) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # The edit-and-run loop: the tests that start no process, without the long property tests.
 test-unit: $(STAMP)
-	$(PY) -m pytest -m 'unit and not slow'
+	$(CACHE_BYTECODE) $(PY) -m pytest -m 'unit and not slow'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard tools) examples
@@ -64,8 +64,7 @@ $(LOWEST_STAMP): pyproject.toml constraints/lowest.txt src/see_persistence/__ini
 # TEST_ARGS picks a part of the suite: make test-lowest TEST_ARGS='tests/test_reader.py'
 test-lowest: $(LOWEST_STAMP)
 	$(LOWEST)/bin/python -m pip freeze --exclude-editable | grep -iE '^(pyzmq|msgpack|psutil|pydantic)'
-	$(LOWEST)/bin/python $(COMPILE)
-	$(LOWEST)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(TEST_ARGS)
+	$(CACHE_BYTECODE) $(LOWEST)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(TEST_ARGS)
 
 # The sdist, then the wheel built from it (build's default), and a check of what each holds.
 dist: $(STAMP)
