@@ -28,7 +28,7 @@ TEST_WORKERS ?= 4
 CACHE_BYTECODE := env -u PYTHONDONTWRITEBYTECODE
 
 test: $(STAMP)
-	$(CACHE_BYTECODE) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(CACHE_BYTECODE) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The edit-and-run loop: the tests that start no process, without the long property tests.
 test-unit: $(STAMP)
@@ -64,7 +64,7 @@ $(LOWEST_STAMP): pyproject.toml constraints/lowest.txt src/see_persistence/__ini
 # TEST_ARGS picks a part of the suite: make test-lowest TEST_ARGS='tests/test_reader.py'
 test-lowest: $(LOWEST_STAMP)
 	$(LOWEST)/bin/python -m pip freeze --exclude-editable | grep -iE '^(pyzmq|msgpack|psutil|pydantic)'
-	$(CACHE_BYTECODE) $(LOWEST)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(TEST_ARGS)
+	$(CACHE_BYTECODE) $(LOWEST)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(TEST_ARGS)
 
 # The sdist, then the wheel built from it (build's default), and a check of what each holds.
 dist: $(STAMP)
