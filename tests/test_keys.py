@@ -140,8 +140,16 @@ def test_connection_strings_round_trip_and_say_what_is_missing():
         parse_connection("ipc:///tmp/x", server_key=key)
 
 
+def _public_key(first_is_dash: bool) -> str:
+    """A new client public key that begins with '-' (one in 85 does), or one that does not."""
+    while True:
+        key = zmq.curve_keypair()[0].decode()
+        if key.startswith("-") == first_is_dash:
+            return key
+
+
 def test_the_keys_command_creates_lists_allows_and_revokes(keys_dir):
-    other = zmq.curve_keypair()[0].decode()
+    other = _public_key(first_is_dash=False)
     directory = ["keys", "--keys-dir", str(keys_dir)]
     assert cli(*directory, "create").returncode == 0
     client = KeyStore(keys_dir).client_pair().public
@@ -152,6 +160,18 @@ def test_the_keys_command_creates_lists_allows_and_revokes(keys_dir):
     assert other not in cli(*directory, "list").stdout
     refused = cli(*directory, "allow", "nonsense")
     assert refused.returncode == 2 and "not a CURVE public key" in refused.stderr
+
+
+def test_a_key_that_begins_with_a_dash_is_allowed_and_revoked_after_double_dash(keys_dir):
+    dashed = _public_key(first_is_dash=True)
+    directory = ["keys", "--keys-dir", str(keys_dir)]
+    bare = cli(*directory, "allow", dashed)
+    assert bare.returncode == 2 and "KEY|FILE" in bare.stderr  # argparse reads it as an option
+    assert "after '--'" in cli(*directory, "allow", "--help").stdout
+    assert cli(*directory, "allow", "--name", "phone", "--", dashed).stdout == f"allowed: {dashed}\n"
+    assert f"{dashed}  phone" in cli(*directory, "list").stdout
+    assert cli(*directory, "revoke", "--", dashed).stdout == f"revoked: {dashed}\n"
+    assert dashed not in cli(*directory, "list").stdout
 
 
 def test_a_lease_row_whose_writer_key_is_no_key_is_not_used() -> None:

@@ -23,11 +23,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "create", help="create the writer and client key pairs if missing (allowing the client)"
     )
     actions.add_parser("list", help="list the allowed client keys")
+    # One Z85 key in 85 begins with '-', which argparse reads as an option: after '--' it is
+    # read as the key (each action's --help says so, and `keys --help` shows it).
+    after_dashes = "a key that begins with '-' goes after '--'"
     allow = actions.add_parser("allow", help="allow a client public key (given as itself or as a file)")
-    allow.add_argument("key", metavar="KEY|FILE")
+    allow.add_argument(
+        "key",
+        metavar="KEY|FILE",
+        help=f"the key, or a file holding it; {after_dashes} (allow --name NAME -- KEY)",
+    )
     allow.add_argument("--name", default="", help="a label kept beside the key")
     revoke = actions.add_parser("revoke", help="take a client public key off the allow-list")
-    revoke.add_argument("key", metavar="KEY")
+    revoke.add_argument("key", metavar="KEY", help=f"the key; {after_dashes} (revoke -- KEY)")
     actions.add_parser(
         "show",
         help="print the writer's connection strings (from the lease: endpoint + public key) and this"
@@ -96,6 +103,7 @@ COMMAND = Command(
         "see-persistence keys show",
         "see-persistence keys allow 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7' --name laptop",
         "see-persistence keys revoke 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7'",
+        "see-persistence keys allow --name phone -- '-5fk&x9Pwk:K)3/]ro/y1Di+Za]FHrAgzp!)0{Ts'",
         "see-persistence keys list",
     ),
     configure=configure,
