@@ -111,13 +111,17 @@ def test_close_from_inside_the_callback_returns_and_ends_the_calls(db: Path, wri
     calls: list[Change | Resync] = []
     closed = threading.Event()
     answers: list[bool] = []
+    assigned = threading.Event()
 
     def close_at_once(item: Change | Resync) -> None:
+        # The first call (Resync STARTED) can come before watch() has returned to the test.
+        assigned.wait(ITEM_TIMEOUT_S)
         calls.append(item)
         answers.append(watcher.close())
         closed.set()
 
     watcher = Reader(db).watch(on_change=close_at_once)
+    assigned.set()
     assert closed.wait(ITEM_TIMEOUT_S), "close() from inside the callback returned"
     assert answers == [True]
     callback_thread = watcher._callback_thread
