@@ -401,29 +401,59 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-# The modules that take longest on one worker (each 20-60 s: `pytest --durations=0`, summed per
-# module, on a quiet 2-core machine), longest first. `make test` hands out whole modules in
-# collection order (--dist loadscope --no-loadscope-reorder): begun first, they run beside the
-# many short modules instead of alone at the end, when the other workers have nothing left.
+# The modules that take longest on one worker (5-80 s each: `pytest --durations=0` summed per
+# module, 6 workers on a quiet 2-core machine), longest first; the many shorter ones follow in
+# collection order. `make test` hands out whole modules in that order (--dist loadscope
+# --no-loadscope-reorder), longest first, so that what is handed out last is short and the
+# workers finish together instead of one running a long module alone at the end. A name missing
+# here or a module grown longer costs only time.
 LONGEST_MODULES = (
     "test_bench.py",
     "test_pipeline.py",
     "test_fencing.py",
-    "test_chaos.py",
-    "test_netns.py",
     "test_migrate.py",
+    "test_netns.py",
     "test_remote_instances.py",
-    "test_protocol_codec.py",
+    "test_chaos.py",
     "test_prune_long.py",
-    "test_postgresql_cli.py",
-    "test_postgresql_writer_feed.py",
-    "test_postgresql_writer.py",
-    "test_cli_errors.py",
-    "test_tcp_transport.py",
-    "test_cli_prune.py",
     "test_migrate_resume.py",
-    "test_cli_commands.py",
+    "test_postgresql_cli.py",
+    "test_protocol_codec.py",
+    "test_postgresql_writer_feed.py",
+    "test_tcp_transport.py",
+    "test_postgresql_writer.py",
+    "test_cli_prune.py",
+    "test_writer_idle_exit.py",
     "test_bench_postgresql.py",
+    "test_clocks.py",
+    "test_cli_errors.py",
+    "test_protocol_operations.py",
+    "test_file_identity.py",
+    "test_watch.py",
+    "test_cli_commands.py",
+    "test_protocol_binding.py",
+    "test_cli_live.py",
+    "test_schema_upgrade_wait.py",
+    "test_postgresql_writer_instances.py",
+    "test_postgresql_reader.py",
+    "test_other_writers.py",
+    "test_forged_messages.py",
+    "test_watch_slow_subscriber.py",
+    "test_postgresql_writer_counters.py",
+    "test_cli_backup_restore.py",
+    "test_socket_directory.py",
+    "test_watch_tcp.py",
+    "test_reader_rows.py",
+    "test_postgresql_client.py",
+    "test_client_lifecycle.py",
+    "test_bad_input.py",
+    "test_postgresql_writer_prune.py",
+    "test_notices_need_the_file.py",
+    "test_client.py",
+    "test_commit_seq.py",
+    "test_keys.py",
+    "test_supervision.py",
+    "test_task_logs.py",
 )
 
 
