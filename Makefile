@@ -18,12 +18,13 @@ demo: $(STAMP)
 	$(PY) -m see_persistence demo --db '$(DB)'
 
 # Most process-level tests wait on other processes more than they compute: 6 workers keep two
-# cores busy (measured on 2 cores: 6 workers 182 s, 4 workers 195 s, 8 no better than 6).
+# cores busy (measured on 2 cores, the longest modules first: 6 workers 170 s; before that
+# order, 6 workers 182 s, 4 workers 195 s, 8 workers 206 s).
 # A module runs on one worker, its module-scoped fixtures built once.
 TEST_WORKERS ?= 6
 
-# The suite starts about a thousand Python processes (writers, clients, commands, tools) and a
-# pytest worker per core: where PYTHONDONTWRITEBYTECODE is set, each of them compiled every
+# The suite starts about a thousand Python processes (writers, clients, commands, tools) and
+# its pytest workers: where PYTHONDONTWRITEBYTECODE is set, each of them compiled every
 # project module it imported, and each worker rewrote every test module, anew. Lifted for the
 # tests, the first process to import a module caches its bytecode for all the others.
 CACHE_BYTECODE := env -u PYTHONDONTWRITEBYTECODE
