@@ -209,4 +209,11 @@ class VisibilityProbe(threading.Thread):
         if self.error:
             cell.notes.append(f"visibility probe failed: {self.error}")
         lo, hi = wall_us(warm), wall_us(stop)
-        return Latency.of([ns for at_us, ns in self.seen if lo <= at_us <= hi])
+        timed = [ns for at_us, ns in self.seen if lo <= at_us <= hi]
+        if not timed and not self.error:
+            # A short (--quick) phase on a loaded machine can end before any of its rows is
+            # visible: the figure is then n/a, and the report says why.
+            cell.notes.append(
+                f"send → visible: the probe saw none of the rows sent in a {stop - warm:.2f} s window"
+            )
+        return Latency.of(timed)
