@@ -8,7 +8,7 @@ at start-up, then `get_client()` and `get_reader()` from any thread (see default
 """
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .protocol.errors import (
     BackendUnavailable,
@@ -22,6 +22,7 @@ from .protocol.errors import (
     SeePersistenceError,
     WatcherHasCallback,
 )
+from .protocol.lazy import lazy_attributes
 from .protocol.status import Status
 
 if TYPE_CHECKING:
@@ -70,23 +71,15 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+def _models_with_the_reader(name: str) -> None:
     if name == "Reader":
         # The package's own processes (commands, the client) load the record models on a
         # Reader's first record; a GUI that imports the Reader from here gets them now, as it
         # always did, so that its first read is not the one that pays for them.
         importlib.import_module(".reader.rows", __name__)
-    globals()[name] = value  # later lookups skip this function
-    return value
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals(), _models_with_the_reader)
 
 # The only place the version is written: pyproject.toml reads it from here (a literal, so
 # setuptools can read it without importing). Bump it together with CHANGELOG.md.

@@ -3,8 +3,9 @@
 Nothing here opens a socket or a file or reads a clock; everything else imports it.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .codec import (
@@ -44,48 +45,37 @@ if TYPE_CHECKING:
 # the codec and the operations (msgpack, dataclasses, hashlib) cost a command that only reads
 # about 20 ms of CPU.
 _SUBMODULES = {
-    "MAX_MESSAGE_BYTES": "codec",
-    "MAX_OPERATIONS_PER_MESSAGE": "codec",
-    "PROTOCOL_VERSION": "codec",
-    "Envelope": "codec",
-    "decode_message": "codec",
-    "encode_message": "codec",
-    "CallerError": "errors",
-    "ClientClosed": "errors",
-    "InvalidOperation": "errors",
-    "LeaseHeldError": "errors",
-    "LeaseLostError": "errors",
-    "ReadOnlyViolation": "errors",
-    "RejectedMessage": "errors",
-    "SeePersistenceError": "errors",
-    "AuditEvent": "models",
-    "Instance": "models",
-    "InstanceStats": "models",
-    "Rejection": "models",
-    "TaskExecution": "models",
-    "WorkflowExecution": "models",
-    "WriterStatus": "models",
-    "OPERATIONS": "operations",
-    "validate_operation": "operations",
-    "SCHEMA_VERSION": "schema",
-    "STATUS_EFFECTS": "status",
-    "Status": "status",
-    "StatusEffect": "status",
+    "MAX_MESSAGE_BYTES": ".codec",
+    "MAX_OPERATIONS_PER_MESSAGE": ".codec",
+    "PROTOCOL_VERSION": ".codec",
+    "Envelope": ".codec",
+    "decode_message": ".codec",
+    "encode_message": ".codec",
+    "CallerError": ".errors",
+    "ClientClosed": ".errors",
+    "InvalidOperation": ".errors",
+    "LeaseHeldError": ".errors",
+    "LeaseLostError": ".errors",
+    "ReadOnlyViolation": ".errors",
+    "RejectedMessage": ".errors",
+    "SeePersistenceError": ".errors",
+    "AuditEvent": ".models",
+    "Instance": ".models",
+    "InstanceStats": ".models",
+    "Rejection": ".models",
+    "TaskExecution": ".models",
+    "WorkflowExecution": ".models",
+    "WriterStatus": ".models",
+    "OPERATIONS": ".operations",
+    "validate_operation": ".operations",
+    "SCHEMA_VERSION": ".schema",
+    "STATUS_EFFECTS": ".status",
+    "Status": ".status",
+    "StatusEffect": ".status",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _SUBMODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULES))
-
+__getattr__, __dir__ = lazy_attributes(__name__, _SUBMODULES, globals())
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

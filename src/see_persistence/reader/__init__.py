@@ -1,7 +1,8 @@
 """Read-only queries over a mode=ro connection, and live views of the changes; never imports the writer."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..protocol.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .queries import Reader
@@ -11,27 +12,16 @@ if TYPE_CHECKING:
 # tenth of a second) and the live views bring zmq and the keys: a process that needs only a
 # part of this package (`query` runs its SQL through readonly.py) pays for that part.
 _SUBMODULES = {
-    "Reader": "queries",
-    "Change": "watch",
-    "ChangeKind": "watch",
-    "Resync": "watch",
-    "ResyncCause": "watch",
-    "Watcher": "watch",
-    "WatcherStats": "watch",
+    "Reader": ".queries",
+    "Change": ".watch",
+    "ChangeKind": ".watch",
+    "Resync": ".watch",
+    "ResyncCause": ".watch",
+    "Watcher": ".watch",
+    "WatcherStats": ".watch",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _SUBMODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULES))
-
+__getattr__, __dir__ = lazy_attributes(__name__, _SUBMODULES, globals())
 
 __all__ = ["Change", "ChangeKind", "Reader", "Resync", "ResyncCause", "Watcher", "WatcherStats"]
