@@ -90,7 +90,12 @@ def test_quick_benchmark_writes_every_section_and_row(tmp_path: Path) -> None:
             assert tables and tables[0][2] == "trivial call p50", f"{workload}: no trivial-call table"
             controls = {(row[0], row[1]) for row in rows[rows.index(tables[0]) + 1 :]}
             if every_cell:
-                assert controls == expected, f"{workload}, {header}: {controls}"
+                # ... unless every GUI of a cell waited on its backlog through the whole window.
+                missing = expected - controls
+                assert not missing or "every GUI waited on its backlog" in report_section(
+                    report, "## Notes"
+                ), f"{workload}, {header}: {controls}"
+                assert controls <= expected, f"{workload}, {header}: {controls}"
             else:
                 assert controls and controls <= expected, f"{workload}, {header}: {controls}"
         visible = table_rows(report_section(body, "### Send → visible, at half the peak rate"))

@@ -68,6 +68,8 @@ from .roles import main as role_main
 from .runner import failed_sections, run_all, run_one_section
 from .settings import (
     DEFAULT_OUTPUT,
+    FLOOD_BACKLOG_CAP,
+    QUICK_FLOOD_BACKLOG_CAP,
     QUICK_PACED_SECONDS,
     QUICK_READ_BUDGET_S,
     QUICK_READ_WORKFLOWS,
@@ -217,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_budget_s=QUICK_READ_BUDGET_S if args.quick else 2.0,
             materialize_rows=2_000 if args.quick else 10_000,
             absent_cap=10_000 if args.quick else 50_000,
+            flood_cap=QUICK_FLOOD_BACKLOG_CAP if args.quick else FLOOD_BACKLOG_CAP,
             quick=args.quick,
             workdir=Path(tmp),
             read_cache=args.read_cache.resolve() if args.read_cache else None,

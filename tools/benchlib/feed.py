@@ -24,7 +24,7 @@ from .formatting import TIMES, fmt_mb, fmt_ns, fmt_num, fmt_rate, fmt_ratio, mar
 from .other_writer_section import OTHER_BUSY_TIMEOUT_S
 from .phases import VisibilityProbe, flush_group, parse_timestamp_us, run_gui_phase, start_guis, wall_us
 from .processes import BenchError, Child, Children, Sampler, WriterProcess
-from .settings import FLOOD_BACKLOG_CAP, READY_TIMEOUT_S, Settings
+from .settings import READY_TIMEOUT_S, Settings
 from .targets import Target, limit_target, ratio_target
 from .workloads import WORKLOAD_TITLES, now_text, uuid4_text
 
@@ -397,7 +397,7 @@ def run_feed(settings: Settings) -> FeedSection:
             on_start()
         try:
             result, (warm, stop) = run_gui_phase(
-                group, cell_dir, name, "flood", seconds, settings.warmup, cap=FLOOD_BACKLOG_CAP
+                group, cell_dir, name, "flood", seconds, settings.warmup, cap=settings.flood_cap
             )
         finally:
             if on_end is not None:
@@ -799,7 +799,7 @@ def _intro_lines(section: FeedSection, s: Settings) -> list[str]:
         " file; each watcher is a process of its own calling `Reader.watch()` with no filter and taking"
         " every item as it comes, as a GUI that redraws at once would. In this order: the GUIs flood"
         " (each pauses while"
-        f" {FLOOD_BACKLOG_CAP:,} of its operations wait, as above) with 0, 1 and 8 watchers, in"
+        f" {s.flood_cap:,} of its operations wait, as above) with 0, 1 and 8 watchers, in"
         f" {section.cost_rounds} round(s), and with 0 once more; each GUI at {FEED_LIGHT_FRACTION:g} of"
         " that peak with one watcher; the GUIs flood"
         " while that watcher reads, is stopped, and reads again; then the writer stops and plain"

@@ -74,6 +74,8 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
                     if end_at_cap:
                         break
                     while gui.backlog() > cap // 2 and mono() < stop:
+                        if warm_mark is None and mono() >= warm:
+                            warm_mark = _mark(gui, done)  # the window starts on time, paused or not
                         time.sleep(0.001)
     else:
         interval = 1.0 / rate

@@ -21,7 +21,7 @@ from .figures import Latency, Phase, rate_of
 from .formatting import fmt_mb, fmt_ns, fmt_rate, fmt_ratio, markdown_table
 from .phases import flush_group, run_gui_phase, start_guis
 from .processes import Children, WriterProcess
-from .settings import FLOOD_BACKLOG_CAP, SAMPLE_INTERVAL_S, SCRIPT, Settings
+from .settings import SAMPLE_INTERVAL_S, SCRIPT, Settings
 from .targets import Target, limit_target
 from .workloads import WORKLOAD_TITLES
 
@@ -210,7 +210,7 @@ def run_other_writer(settings: Settings) -> OtherWriter:
             "flood",
             seconds,
             settings.warmup,
-            cap=FLOOD_BACKLOG_CAP,
+            cap=settings.flood_cap,
             start_at=start_at,
         )
         section.phases[name] = result
@@ -282,7 +282,7 @@ def section_lines(results: Results) -> list[str]:
     s = results.settings
     out += [
         f"{section.procs} GUI processes flood one writer ({WORKLOAD_TITLES[section.workload]}; each pauses"
-        f" while {FLOOD_BACKLOG_CAP:,} of its operations wait, as above) on one fresh file, three times in"
+        f" while {s.flood_cap:,} of its operations wait, as above) on one fresh file, three times in"
         " a row: without another program, with it, and without it again. The other program"
         " (`tools/other_writer.py`) is what the app's Rust core or a user's script would be: plain"
         f" `sqlite3.connect(db, timeout={OTHER_BUSY_TIMEOUT_S:g})` in autocommit, inserting one workflow"

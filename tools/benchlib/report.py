@@ -19,7 +19,7 @@ from .figures import latency_of
 from .floors import busy_floor_lines
 from .formatting import fmt_ns, markdown_table
 from .results import Results
-from .settings import FLOOD_BACKLOG_CAP, ROOT
+from .settings import ROOT
 from .targets import (
     TARGET_P,
     Target,
@@ -149,7 +149,7 @@ def render(results: Results) -> str:
         " its own transaction; once with our time-ordered ids, once with uuid4 ids.",
         "- see-persistence: P GUI processes calling `Client`, one `see-persistence writer` process."
         " A flooding GUI pauses (outside the timed calls) while more than"
-        f" {FLOOD_BACKLOG_CAP:,} of its operations wait unconfirmed, so nothing is dropped and the"
+        f" {s.flood_cap:,} of its operations wait unconfirmed, so nothing is dropped and the"
         " writer stays saturated.",
         "- ceiling: one process, the same statements, `executemany` in transactions of"
         f" {CEILING_OPS_PER_TRANSACTION} operations (the mix grouped by statement); only SQLite time counts.",
