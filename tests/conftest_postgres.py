@@ -55,7 +55,10 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 
     name = f"see_test_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        # PostgreSQL 15's default strategy writes the template through the WAL: about 40 ms of
+        # server CPU a database here, against about 14 ms for a file copy (fsync is off).
+        strategy = " STRATEGY FILE_COPY" if admin.info.server_version >= 150000 else ""
+        admin.execute(f'CREATE DATABASE "{name}"{strategy}')
     try:
         yield postgres_server.url(name)
     finally:
