@@ -184,4 +184,4 @@ def test_a_lease_row_whose_writer_key_is_no_key_is_not_used() -> None:
     endpoints = (("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556"),)
     for key in ("not a key", "x" * 40 + "é", ""):
         status = SimpleNamespace(public_key=key, endpoints=endpoints, host="elsewhere")
-        assert tcp_endpoints_from_lease(SimpleNamespace(get_writer_status=lambda s=status: s)) is None
+        assert tcp_endpoints_from_lease(SimpleNamespace(writer_lease=lambda s=status: s)) is None

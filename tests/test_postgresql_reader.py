@@ -259,6 +259,17 @@ def test_writer_status_is_the_same_lease(both: tuple[Reader, Reader]) -> None:
     assert a is not None and b is not None
     assert a.model_copy(update={"heartbeat_age_s": None}) == b.model_copy(update={"heartbeat_age_s": None})
     assert b.alive and b.endpoints == (("tcp://127.0.0.1:5000", "tcp://127.0.0.1:5001"),)
+    # What a Client reads instead, without the models: the same values on both backends.
+    for reader, status in ((lite, a), (pg, b)):
+        lease = reader.writer_lease()
+        assert lease is not None
+        assert type(status)(**{**vars(lease), "heartbeat_age_s": None}) == status.model_copy(
+            update={"heartbeat_age_s": None}
+        )
+        instance = reader.get_instance(INSTANCE_A)
+        assert instance is not None
+        assert reader.instance_progress(INSTANCE_A) == (instance.last_seq, instance.rejected)
+        assert reader.instance_progress("no-such-instance") is None
 
 
 def test_list_workflow_rows_and_query_give_the_sqlite_values(both: tuple[Reader, Reader]) -> None:

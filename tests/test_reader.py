@@ -255,12 +255,14 @@ def test_an_older_writers_instances_read_with_rejected_zero_until_the_column_com
     with Reader(db) as reader:
         assert [(i.id, i.last_seq, i.rejected) for i in reader.get_instances()] == [("i-1", 7, 0)]
         assert reader.get_instance("i-1") == reader.get_instances()[0]
+        assert reader.instance_progress("i-1") == (7, 0)
         conn = sqlite3.connect(str(db), isolation_level=None)
         conn.execute("ALTER TABLE instances ADD COLUMN rejected INTEGER DEFAULT 0")
         conn.execute("UPDATE instances SET rejected = 4")
         conn.close()
         instance = reader.get_instance("i-1")
         assert instance is not None and instance.rejected == 4
+        assert reader.instance_progress("i-1") == (7, 4)
 
 
 def test_the_columns_are_looked_up_once_per_connection(tmp_path):

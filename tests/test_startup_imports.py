@@ -98,6 +98,27 @@ def test_a_reader_loads_the_record_models_and_psutil_with_its_first_lease_or_rec
     assert set(heavy) <= set(loaded_after(read_lease, heavy))
 
 
+def test_a_lease_read_as_plain_values_loads_psutil_but_not_the_models(tmp_path):
+    db = tmp_path / "plain.db"
+    sqlite3.connect(db).executescript("CREATE TABLE t (x);")
+    code = f"from see_persistence.reader import Reader\nassert Reader({str(db)!r}).writer_lease() is None\n"
+    loaded = loaded_after(code, ("pydantic", "psutil", "see_persistence.protocol.models"))
+    assert "psutil" in loaded and all(m.startswith("psutil") for m in loaded), loaded
+
+
+def test_a_process_that_only_records_never_loads_the_models(db, writers):
+    # A Client reads the lease and its instance's row as plain values (Reader.writer_lease,
+    # Reader.instance_progress): pydantic would add about 80 ms of CPU to every such process.
+    writers(db).wait_holding_lease()
+    code = (
+        "from see_persistence import Client\n"
+        f"with Client({str(db)!r}) as client:\n"
+        "    client.create_workflow('nightly')\n"
+        "    assert client.flush(30) and client.stats.confirmed == 1, client.stats\n"
+    )
+    assert loaded_after(code, ("pydantic", "see_persistence.protocol.models")) == []
+
+
 def test_the_reader_a_gui_imports_from_the_package_comes_with_its_models():
     # A GUI's first read must not be the one that builds the models: they load with the import.
     loaded = loaded_after("from see_persistence import Reader", ("see_persistence.protocol.models",))

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import backends, connection, leases, locations
 from ..idgen import new_id
@@ -27,7 +27,6 @@ from ..keys import KeyStore
 from ..protocol import durations
 from ..protocol import operations as ops
 from ..protocol.errors import CallerError, ClientClosed
-from ..protocol.models import Rejection
 from ..protocol.status import FINISHED_STATUSES, Status
 from ..reader import Reader
 from .outbox import Outbox
@@ -35,6 +34,9 @@ from .registration import hello_payload, new_secret
 from .sender import Sender
 from .spawn import WriterSpawner
 from .transport import TcpRoute, tcp_endpoints_from_lease
+
+if TYPE_CHECKING:
+    from ..protocol.models import Rejection
 
 log = logging.getLogger("see_persistence.client")
 
@@ -573,16 +575,16 @@ class Client:
     def _verify_with_file(self) -> None:
         try:
             self._reader.recheck_file()  # what releases messages must be the file at the path
-            instance = self._reader.get_instance(self.instance_id)
+            progress = self._reader.instance_progress(self.instance_id)
         except self._reader.read_errors:
             return
-        if instance is not None:
-            self._outbox.verify(instance.last_seq, instance.rejected)
+        if progress is not None:
+            self._outbox.verify(*progress)
 
     def _writer_alive(self) -> bool:
         try:
             with Reader(self.db_path) as reader:
-                status = reader.get_writer_status()
+                status = reader.writer_lease()
         except Exception:  # no file yet, or one no writer has set up: no live writer
             return False
         return status is not None and status.alive

@@ -266,15 +266,15 @@ class Sender:
             return False
         try:
             self.reader.recheck_file()
-            instance = self.reader.get_instance(self.outbox.instance_id)
+            progress = self.reader.instance_progress(self.outbox.instance_id)
         except self.reader.read_errors:
             return True
-        if instance is None or instance.last_seq < confirmed_seq:
+        if progress is None or progress[0] < confirmed_seq:
             return True
         log.debug(
             "a gap notice at seq %d is older than the file, which holds seq %d of us: not a loss",
             noticed_seq,
-            instance.last_seq,
+            progress[0],
         )
         return False
 
@@ -313,11 +313,11 @@ class Sender:
         self._last_verify = now
         try:
             self.reader.recheck_file()  # what releases messages must be the file at the path
-            instance = self.reader.get_instance(self.outbox.instance_id)
+            progress = self.reader.instance_progress(self.outbox.instance_id)
         except self.reader.read_errors:
-            instance = None
-        if instance is not None:
-            self._verify(instance.last_seq, instance.rejected)
+            progress = None
+        if progress is not None:
+            self._verify(*progress)
         oldest = self.outbox.oldest_unverified_since()
         if oldest is not None and now - oldest >= DISOWN_NOTICES_AFTER_S:
             taken_back = self.outbox.disown_noticed()
@@ -412,7 +412,7 @@ class Sender:
             return bool(self._remote)
         self._remote_judged_at = now
         try:
-            status = self.reader.get_writer_status()
+            status = self.reader.writer_lease()
         except self.reader.read_errors:
             status = None
         if status is None or status.host_id is None:
@@ -440,12 +440,12 @@ class Sender:
             return
         self._last_file_check = now
         try:
-            status = self.reader.get_writer_status()
-            instance = self.reader.get_instance(self.outbox.instance_id) if status else None
+            status = self.reader.writer_lease()
+            progress = self.reader.instance_progress(self.outbox.instance_id) if status else None
         except self.reader.read_errors:
-            status, instance = None, None
-        if instance is not None:
-            self._verify(instance.last_seq, instance.rejected)
+            status, progress = None, None
+        if progress is not None:
+            self._verify(*progress)
         if status is None or not status.alive:
             if self.spawner is not None:
                 self.spawner.maybe_spawn(now)

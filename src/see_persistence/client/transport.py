@@ -57,7 +57,7 @@ def tcp_endpoints_from_lease(reader: Any) -> TcpEndpoints | None:
     connects through the loopback, one on another host through the host the lease names.
     """
     try:
-        status = reader.get_writer_status()
+        status = reader.writer_lease()
     except reader.read_errors:  # no file yet, no server now: not known yet
         return None
     if status is None or not status.public_key:

@@ -90,6 +90,11 @@ class InstanceQueries(ReadConnection):
         found = self._instances(" WHERE id = ?", (instance_id,))
         return _instance(found[0]) if found else None
 
+    def instance_progress(self, instance_id: str) -> tuple[int, int] | None:
+        """(last committed seq, operations rejected) of this instance, or None; read without the models."""
+        found = self._instances(" WHERE id = ?", (instance_id,))
+        return (found[0][8] or 0, found[0][9] or 0) if found else None
+
     def get_active_instances(self) -> list[Instance]:
         """Instances registered live whose process still runs (pid, create time and boot checked);
         on another host, those the writer has not found silent (see `is_running`)."""

@@ -26,6 +26,7 @@ What differs, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -43,13 +44,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .. import backends, leases, locations
 from ..protocol.errors import ReadOnlyViolation
-from ..protocol.models import WriterStatus
 from . import paging
 from .postgresql_sql import qmark_to_psycopg, rfc3339_text, sqlite_null_order, user_statement
 from .queries import Reader
 
 if TYPE_CHECKING:
     from .watch import Watcher
+    from .writer_state import WriterLease
 
 log = logging.getLogger("see_persistence.reader")
 
@@ -274,13 +275,13 @@ class PostgresReader(Reader):
             if name in present
         }
 
-    def get_writer_status(self) -> WriterStatus | None:
-        """The writer lease, `alive` judged by pid on this boot, else by the heartbeat's age."""
-        status = super().get_writer_status()
-        if status is None or status.released is not None or leases.of_this_boot(status.boot_id):
-            return status
-        if status.boot_id is None and status.host == leases.host_name():
-            return status  # no boot id, but this host: its pid was checked
-        age = status.heartbeat_age_s
+    def writer_lease(self) -> WriterLease | None:
+        """The lease as plain values, `alive` judged by pid on this boot, else by the heartbeat's age."""
+        lease = super().writer_lease()
+        if lease is None or lease.released is not None or leases.of_this_boot(lease.boot_id):
+            return lease
+        if lease.boot_id is None and lease.host == leases.host_name():
+            return lease  # no boot id, but this host: its pid was checked
+        age = lease.heartbeat_age_s
         alive = age is not None and age <= REMOTE_WRITER_STALE_AFTER_S
-        return status if alive == status.alive else status.model_copy(update={"alive": alive})
+        return lease if alive == lease.alive else dataclasses.replace(lease, alive=alive)

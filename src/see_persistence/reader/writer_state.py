@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .columns import optional_time
@@ -10,6 +12,30 @@ from .connection import ReadConnection
 
 if TYPE_CHECKING:
     from ..protocol.models import WriterStatus
+
+
+@dataclass(frozen=True)
+class WriterLease:
+    """The writer lease row, read and judged: the fields of `WriterStatus`, without pydantic.
+
+    A Client reads the lease from its sending thread; the models (pydantic) would add about
+    80 ms of CPU to the start of every process that only records.
+    """
+
+    pid: int
+    host: str
+    endpoint: str
+    epoch: int
+    since: datetime
+    heartbeat: datetime
+    released: datetime | None
+    alive: bool
+    boot_id: str | None
+    host_id: str | None
+    heartbeat_age_s: float | None
+    endpoints: tuple[tuple[str, str], ...]
+    public_key: str | None
+
 
 _COUNTED_TABLES = ("workflow_executions", "task_executions", "audit_events", "instances", "dead_letters")
 
@@ -19,9 +45,14 @@ class WriterStateQueries(ReadConnection):
 
     def get_writer_status(self) -> WriterStatus | None:
         """The writer lease and whether its holder is alive; None if no writer ever ran."""
-        # Here: the models (pydantic) and psutil load with the first lease read, not with the Reader.
-        from .. import leases
-        from ..protocol.models import WriterStatus
+        from ..protocol.models import WriterStatus  # here: the models load with the first lease read
+
+        lease = self.writer_lease()
+        return None if lease is None else WriterStatus(**vars(lease))
+
+    def writer_lease(self) -> WriterLease | None:
+        """What `get_writer_status` says, as plain values: a Client reads this without the models."""
+        from .. import leases  # here: psutil loads with the first lease read, not with the Reader
 
         if not self._has("writer_lease"):  # a file no writer of ours has upgraded yet
             return None
@@ -42,7 +73,7 @@ class WriterStateQueries(ReadConnection):
         heartbeat_at = optional_time(heartbeat)
         heartbeat_us = int(heartbeat_at.timestamp() * 1_000_000)
         age_s = leases.silence_s(heartbeat_us, leases.wall_clock_us(), boot, boot_ns)
-        return WriterStatus(
+        return WriterLease(
             pid=pid,
             host=host,
             endpoint=endpoint,
