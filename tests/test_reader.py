@@ -277,3 +277,15 @@ def test_the_columns_are_looked_up_once_per_connection(tmp_path):
             assert not any("PRAGMA" in sql for sql in _traced(reader, call))
         reader.close()  # a new connection looks again
         assert any("PRAGMA table_info" in sql for sql in _traced(reader, reader.get_instances))
+
+
+@pytest.mark.unit
+def test_the_plain_lease_has_the_fields_of_the_writer_status_model():
+    # Reader.writer_lease (what a Client reads, without pydantic) is get_writer_status's source:
+    # a field added to one and not the other would be lost or refused.
+    import dataclasses
+
+    from see_persistence.protocol.models import WriterStatus
+    from see_persistence.reader.writer_state import WriterLease
+
+    assert [f.name for f in dataclasses.fields(WriterLease)] == list(WriterStatus.model_fields)
