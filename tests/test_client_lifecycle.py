@@ -68,7 +68,8 @@ def test_close_keeps_to_its_timeout_with_no_writer(db):
     started = time.monotonic()
     assert client.close(timeout=2.0) is False
     # Before: 3.0 s (a second wait for the goodbye, then joining the sending thread).
-    assert time.monotonic() - started < 2.5
+    # Before: 3.0 s; the bound leaves a loaded machine the rest.
+    assert time.monotonic() - started < 2.9
 
 
 def test_the_exit_hook_keeps_to_its_timeout_with_no_writer(db):
@@ -88,5 +89,6 @@ def test_the_exit_hook_keeps_to_its_timeout_with_no_writer(db):
     process.wait(timeout=30)
     ended = time.monotonic()
     # CLOCK_MONOTONIC is shared by every process of the machine.
-    # Before: 2 s for each forgotten client in turn (and more), here 6 s or more.
-    assert ended - float(line) < 2.8
+    # Before: 2 s for each forgotten client in turn (and more), here 6 s or more. Now 2 s for
+    # them all together, and the interpreter's own exit on a loaded machine.
+    assert ended - float(line) < 4.0

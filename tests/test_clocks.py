@@ -195,8 +195,10 @@ def test_a_killed_writer_recorded_under_an_old_host_name_is_dead_and_replaced(db
     assert status.host == RENAMED_HOST and status.boot_id == leases.boot_id() and status.alive
     standby = writers(db, "--standby")
     wait_until(lambda: "standing by" in standby.log(), 20, "the standby to stand by")
+    standby.signal(signal.SIGSTOP)  # else it may take the lease before the status read below
     _kill(writer)
     assert reader.get_writer_status().alive is False  # what a spawning GUI goes by
+    standby.signal(signal.SIGCONT)
     standby.wait_holding_lease(timeout=20)
 
 

@@ -28,7 +28,11 @@ from see_persistence.keys import KeyStore
 from see_persistence.protocol import codec
 
 LISTEN = ("--listen", "tcp://127.0.0.1:0")
-SILENCE_S = 3.0
+# A far client heartbeats every 2 s (leases.INSTANCE_HEARTBEAT_INTERVAL_S), its sender waking up
+# to 0.25 s late: 3 s of silence left under a second for a loaded machine before an idle live
+# instance was marked dead.
+SILENCE_S = 5.0
+TAKEOVER_SILENCE_S = 9.0  # see the takeover test
 OTHER_HOST_ID = "far-away-host/pid:[4026531836]"
 
 
@@ -209,7 +213,7 @@ def test_an_idle_instance_of_another_host_follows_a_standby_that_took_over_on_ot
 ):
     # A longer silence here: the client must first miss the old writer's notices, then read
     # the lease, then connect to the new ports (about 2 s), on a machine that may be busy.
-    silence = str(3 * SILENCE_S)
+    silence = str(TAKEOVER_SILENCE_S)
     first = writers(db, *LISTEN, "--remote-silence", silence, env=tcp_env)
     first.wait_holding_lease()
     wait_until(lambda: Reader(db).get_writer_status().endpoints, 20, "the writer to record its endpoints")
@@ -226,7 +230,7 @@ def test_an_idle_instance_of_another_host_follows_a_standby_that_took_over_on_ot
     taken_over = reader.get_writer_status().since
     # Idle all along, it found the new writer's ports in the lease and keeps reaching it.
     wait_until(
-        lambda: _heard_past(reader, left["instance_id"], taken_over, 2 * 3 * SILENCE_S),
+        lambda: _heard_past(reader, left["instance_id"], taken_over, 2 * TAKEOVER_SILENCE_S),
         40,
         "the new writer to hear the idle far instance for twice the silence",
     )

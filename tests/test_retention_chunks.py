@@ -266,7 +266,13 @@ def _runner(conn: sqlite3.Connection, incoming: _Incoming) -> tuple[retention.Pr
     return runner, commits
 
 
-def test_the_runner_takes_one_chunk_per_turn_while_messages_wait_and_many_when_idle(tmp_path: Path) -> None:
+def test_the_runner_takes_one_chunk_per_turn_while_messages_wait_and_many_when_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The idle turn's chunks run back to back while each is fast and the slice lasts: a loaded
+    # machine must not make a 1 ms chunk look slow, or the slice end, before the second one.
+    monkeypatch.setattr(retention, "CHUNK_SLOW_S", 60.0)
+    monkeypatch.setattr(retention, "IDLE_SLICE_S", 60.0)
     conn = _database(tmp_path / "wf.db")
     for n in range(20):
         _workflow(conn, f"old-{n}", "completed", OLD, tasks=1, events=1)

@@ -97,9 +97,15 @@ def test_across_a_sigkill_takeover_a_watcher_gets_new_writer_then_the_new_change
         assert first.wait_exit() == -signal.SIGKILL
         standby.wait_holding_lease(timeout=30)
         # The new writer's first notice the watcher gets (a heartbeat's, or a batch's whose
-        # changes the resync then covers) says another writer numbers the commits now.
+        # changes the resync then covers) says another writer numbers the commits now. Under
+        # load the watcher can first hear nothing for NOTICE_SILENCE_S and poll the file: the
+        # takeover's commit is then OTHER_WRITER, and its cursor comes from the lease row.
+        takeover = {ResyncCause.NEW_WRITER, ResyncCause.OTHER_WRITER}
         resyncs = collect(watcher, lambda items: any(isinstance(i, Resync) for i in items))
-        assert [i.cause for i in resyncs if isinstance(i, Resync)] == [ResyncCause.NEW_WRITER]
+        assert {i.cause for i in resyncs if isinstance(i, Resync)} <= takeover
+        heard = watcher.stats.notices
+        wait_until(lambda: watcher.stats.notices > heard, 20, "a notice of the new writer")
+        assert all(isinstance(i, Resync) and i.cause in takeover for i in watcher.poll())
         ids = set(clients(db, "--label", "after", "--workflows", "2").finish()["workflow_ids"])
         after = collect(watcher, _workflows_completed(ids))
     assert not any(isinstance(i, Resync) for i in after)

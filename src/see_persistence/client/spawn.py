@@ -132,9 +132,9 @@ class WriterSpawner:
         self._failed(now, f"the writer spawned for {self.db_path} exited with code {code}: {detail}")
 
     def _failed(self, now: float, reason: str) -> None:
+        self.last_error = reason  # first: whoever sees the count go up (another thread) sees why
         self.failures += 1
         self._consecutive_failures += 1
-        self.last_error = reason
         backoff_s = min(SPAWN_MIN_INTERVAL_S * 2 ** (self._consecutive_failures - 1), SPAWN_BACKOFF_MAX_S)
         self._next_allowed = now + backoff_s
         log.error("%s; trying again in %.0f s", reason, backoff_s)
