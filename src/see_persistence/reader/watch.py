@@ -648,8 +648,12 @@ class Watcher:
         if explained or self.stats.polling:
             self._data_version, self._signature = version, signature
         if not explained and self.stats.polling:
+            numbered_by = self._cursor[0]
             self._cursor = self._read_cursor()
-            self._resync(ResyncCause.OTHER_WRITER)
+            # A new feed id: a writer took the lease (a takeover, whose notices this watcher
+            # has not heard yet), not another program writing the file.
+            new_writer = self._cursor[0] is not None and self._cursor[0] != numbered_by
+            self._resync(ResyncCause.NEW_WRITER if new_writer else ResyncCause.OTHER_WRITER)
 
     def _on_frames(self, frames: list[bytes]) -> None:
         try:
