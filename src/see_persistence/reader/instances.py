@@ -62,7 +62,10 @@ def is_running(row: tuple[Any, ...]) -> bool:
 
 
 class InstanceQueries(ReadConnection):
-    """GUI instances: get_instances, get_instance, get_active_instances, get_instance_stats."""
+    """GUI instances: get_instances, get_instance, get_active_instances, get_instance_stats.
+
+    And instance_progress: what a Client checks its confirmations against, without the models.
+    """
 
     def _instances(self, where: str = "", params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of `instances` (with `rejected`, 0 if the file has none); [] if it has no such table."""

@@ -1,5 +1,8 @@
 """The Reader: read-only queries over a mode=ro connection, returned as the protocol's models.
 
+(Plain values where a caller needs no models: list_workflow_rows, query, and what a Client
+reads, writer_lease and instance_progress.)
+
 Each concern lives in its own module and gives the Reader its methods: workflows.py,
 tasks.py, audit.py, rejections.py, instances.py and writer_state.py; connection.py holds the
 per-thread connection they share, rows.py turns rows into models, readonly.py decides what

@@ -41,7 +41,7 @@ _COUNTED_TABLES = ("workflow_executions", "task_executions", "audit_events", "in
 
 
 class WriterStateQueries(ReadConnection):
-    """The writer's side of the file: get_writer_status, get_counters, count_rows."""
+    """The writer's side of the file: get_writer_status, writer_lease, get_counters, count_rows."""
 
     def get_writer_status(self) -> WriterStatus | None:
         """The writer lease and whether its holder is alive; None if no writer ever ran."""
