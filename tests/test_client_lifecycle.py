@@ -67,8 +67,8 @@ def test_close_keeps_to_its_timeout_with_no_writer(db):
     client.create_workflow("nobody will take this")
     started = time.monotonic()
     assert client.close(timeout=2.0) is False
-    # Before: 3.0 s (a second wait for the goodbye, then joining the sending thread).
-    # Before: 3.0 s; the bound leaves a loaded machine the rest.
+    # Before: 3.0 s (a second wait for the goodbye, then joining the sending thread); the
+    # bound leaves a loaded machine the rest.
     assert time.monotonic() - started < 2.9
 
 

@@ -77,6 +77,8 @@ def run_phase(gui: Any, stream: Iterator[int], cmd: dict[str, Any]) -> dict[str,
                         if warm_mark is None and mono() >= warm:
                             warm_mark = _mark(gui, done)  # the window starts on time, paused or not
                         time.sleep(0.001)
+                    if mono() >= stop:
+                        break  # paused to the end: no call after the window
     else:
         interval = 1.0 / rate
         wakeups = 0

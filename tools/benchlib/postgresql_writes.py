@@ -10,7 +10,7 @@ is one row, the one workload COPY can do whole):
   so one WAL flush, per operation;
 - see-persistence: PG_P GUI processes calling `Client(url)`, one `see-persistence writer --db
   URL --listen tcp://127.0.0.1:0` (TCP with CURVE: how clients reach a PostgreSQL writer),
-  everything as in the write tables (flooding, paused above FLOOD_BACKLOG_CAP unconfirmed);
+  everything as in the write tables (flooding, paused above Settings.flood_cap unconfirmed);
 - ceiling: one process, `COPY ... FROM STDIN` of the same rows in transactions of
   COPY_ROWS_PER_TRANSACTION; only the time inside COPY and COMMIT counts.
 

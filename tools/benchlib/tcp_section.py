@@ -22,7 +22,7 @@ from .figures import Latency, Phase
 from .formatting import TIMES, fmt_ns, fmt_rate, fmt_ratio, markdown_table
 from .phases import VisibilityProbe, flush_group, run_gui_phase, start_guis, wall_us
 from .processes import Children, WriterProcess
-from .settings import FLOOD_BACKLOG_CAP, LIGHT_FRACTION, Settings
+from .settings import LIGHT_FRACTION, Settings
 from .targets import Target, limit_target, ratio_target
 from .workloads import WORKLOAD_TITLES
 
@@ -86,7 +86,7 @@ def _run_transport(
         writer.wait_ready()
         start_guis(group, cell_dir, "ours", db, TCP_WORKLOAD, TCP_P, env)  # ready: hello confirmed
         run.flood, _ = run_gui_phase(
-            group, cell_dir, "flood", "flood", settings.seconds, settings.warmup, cap=FLOOD_BACKLOG_CAP
+            group, cell_dir, "flood", "flood", settings.seconds, settings.warmup, cap=settings.flood_cap
         )
         flush_group(group, section.notes, f"the {label} flood")
         if section.paced_rate_per_gui is None and run.flood.rate > 0:
