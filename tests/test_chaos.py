@@ -35,14 +35,14 @@ CLIENTS = 2
 ARGS = ["--clients", str(CLIENTS), "--seconds", "8", "--kill-every", "1.5", "--stop-fraction", "0.3"]
 ARGS += ["--seed", "3", "--json"]
 RUN_TIMEOUT_S = 90.0
-# A soak of 15 s: clients of 2-6 s (so slots are refilled), a kill every ~5 s, the other program on,
-# and a 1 MB cap so that pruning starts at once; the series in rows of 4 s. The first prune waits
-# until both clients of the first generation are checked: seed 105 gives them 2.05 s and 2.09 s and
-# its faults are kills (kills at ~7 s and ~13 s), which hold the supervisor's loop for a moment
-# only. Seed 5's first client lived 5.9 s, and under the suite's load it was not checked before the
-# end: no prune at all (a stop, which holds the loop for seconds, makes that likelier still).
+# A soak of 15 s: clients of 2-6 s (so slots are refilled), a kill or a stop every ~5 s, the other
+# program on, and a 1 MB cap so that pruning starts at once; the series in rows of 4 s. The first
+# prune waits until both clients of the first generation are checked: seed 26 gives them 2.37 s
+# and 2.26 s, then a stop (~6 s) and kills. (Seed 5's first client lived 5.9 s; under the suite's
+# load it was not checked before the end, and nothing was pruned.) While a stop holds the
+# supervisor's loop for seconds, clients are still collected and checked records pruned.
 SOAK_ARGS = ["--soak", "--minutes", "0.25", "--clients", "2", "--client-seconds", "4", "--kill-every", "5"]
-SOAK_ARGS += ["--stop-fraction", "0.3", "--max-db-mb", "1", "--series-every", "4", "--seed", "105", "--json"]
+SOAK_ARGS += ["--stop-fraction", "0.3", "--max-db-mb", "1", "--series-every", "4", "--seed", "26", "--json"]
 SOAK_TIMEOUT_S = 150.0
 
 
@@ -169,6 +169,7 @@ def test_a_short_soak_replaces_clients_checks_everything_and_reports_the_new_fig
     assert report is not None, f"no JSON report; stderr:\n{run['stderr'][-4000:]}"
     assert run["code"] == 0 and report["passed"], report["problems"] + report["discrepancies"]
     assert report["clients_started"] > CLIENTS, "no slot was refilled"
+    assert report["stops"] >= 1, report["actions"]  # seed 26's first fault, at ~6 s
     for kind in ("workflows", "tasks", "log_lines", "events", "other_program"):
         counts = report["records"][kind]
         assert 0 < counts["committed"] == counts["asked"], (kind, counts)

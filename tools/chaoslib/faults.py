@@ -27,6 +27,8 @@ log = logging.getLogger("see_persistence.chaos")
 TAKEOVER_TIMEOUT_S = 30.0  # after a kill, or after a stopped writer was presumed dead
 STOP_BEYOND_STALE_S = 1.5  # how long past "presumed dead" a stopped writer stays stopped
 RESUME_EXIT_TIMEOUT_S = 10.0  # a resumed writer that lost its lease must exit within this
+MEANWHILE_EVERY_S = 0.2  # as often as the supervisor's own loop turns
+TAKEOVER_QUIET_S = 0.5  # no other work from this long before a stopped writer is presumed dead
 
 
 @dataclass
@@ -71,6 +73,20 @@ class Faults:
     processes: Processes  # the writers among them; their logs name a standby that killed one
     chaos: Chaos  # where actions' anomalies go
     elapsed: Callable[[], float]  # seconds since the clients were told to go
+    # What the supervisor keeps doing while a stop holds its loop for seconds (a soak: replace
+    # clients, prune); never in the moment a takeover may come, whose time is measured.
+    meanwhile: Callable[[], None] = lambda: None
+    _meanwhile_at: float = field(default=0.0, init=False)
+
+    def _meanwhile_unless_due(self, presumed_dead_wall: float, holder_seen: bool) -> None:
+        """Run `meanwhile` (at most every MEANWHILE_EVERY_S) unless a takeover may be about to come."""
+        now = time.monotonic()
+        if now - self._meanwhile_at < MEANWHILE_EVERY_S:
+            return
+        if not holder_seen and time.time() > presumed_dead_wall - TAKEOVER_QUIET_S:
+            return
+        self._meanwhile_at = now
+        self.meanwhile()
 
     def _new_holder(self, old_epoch: int) -> WriterStatus | None:
         """The lease if a live writer holds it with an epoch above `old_epoch`."""
@@ -112,6 +128,7 @@ class Faults:
         while time.time() < resume_wall:
             holder = holder or self._new_holder(status.epoch)
             seen_wall = seen_wall or (time.time() if holder else 0.0)
+            self._meanwhile_unless_due(presumed_dead_wall, holder is not None)
             time.sleep(POLL_S)
         resumed_wall = time.time()
         try:
@@ -141,6 +158,7 @@ class Faults:
             now = time.monotonic()
             if (exited and holder is not None) or now >= (takeover_deadline if exited else exit_deadline):
                 break
+            self._meanwhile_unless_due(presumed_dead_wall, holder is not None)
             time.sleep(POLL_S)
         action.exit_code = victim.process.poll()
         if holder is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from see_persistence import Client, Reader
 
-from .observe import file_size
+from .observe import file_size, wait_until
 
 log = logging.getLogger("see_persistence.chaos")
 
@@ -53,11 +53,8 @@ class Pruner:
             )
         assert self.cutoff_wall is not None
         if self.pending is not None:
-            try:
-                if not self.reader.query("SELECT 1 FROM audit_events WHERE id = ?", (self.pending,)):
-                    return  # the last prune is not committed yet
-            except (FileNotFoundError, sqlite3.Error):
-                return
+            if not self._reported(self.pending):
+                return  # the last prune is not done yet
             self.pending = None
         if time.monotonic() - self.last_at < PRUNE_MIN_INTERVAL_S:
             return
@@ -77,11 +74,23 @@ class Pruner:
         return self.client.instance_id if self.client is not None else None
 
     def close(self, timeout: float) -> bool:
-        """Flush the prunes sent (bounded) and close the Client; True if all were committed."""
-        flushed = True
+        """Flush the prunes sent and wait for the last one's report (bounded), then close the
+        Client; True if all were done. A prune's report commits when its job ends, which can be
+        chunks after the request committed (a prune sent while a stopped writer was taken over)."""
+        done = True
         if self.client is not None:
-            flushed = self.client.flush(timeout)
+            deadline = time.monotonic() + timeout
+            done = self.client.flush(timeout)
+            pending = self.pending
+            if done and pending is not None:
+                done = bool(wait_until(lambda: self._reported(pending), deadline - time.monotonic()))
             self.client.close(timeout=5.0)
         self.reader.close()
-        return flushed
+        return done
+
+    def _reported(self, report_id: str) -> bool:
+        try:
+            return bool(self.reader.query("SELECT 1 FROM audit_events WHERE id = ?", (report_id,)))
+        except (FileNotFoundError, sqlite3.Error):
+            return False
 

@@ -91,7 +91,7 @@ def run_supervisor(args: argparse.Namespace) -> int:
         supervisor.wait_all_clients()
         supervisor.stop_other_program()
         if supervisor.pruner is not None and not supervisor.pruner.close(args.flush_timeout):
-            supervisor.chaos.anomaly("the prunes sent were not all confirmed at the end")
+            supervisor.chaos.anomaly("the prunes sent were not all committed and reported at the end")
         if supervisor.checker is not None and not supervisor.checker.finish(CHECK_TIMEOUT_S):
             raise RuntimeError(f"checking the last clients took more than {CHECK_TIMEOUT_S} s")
         writer_exits = supervisor.stop_writers()

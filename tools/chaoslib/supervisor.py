@@ -82,7 +82,7 @@ class Supervisor:
         self.processes = Processes(run_dir, db)
         self.reader = Reader(db)
         self.chaos = Chaos()
-        self.faults = Faults(db, self.reader, self.processes, self.chaos, self.elapsed)
+        self.faults = Faults(db, self.reader, self.processes, self.chaos, self.elapsed, self._meanwhile)
         self.go_at = 0.0
         # Client lifetimes draw from a generator of their own: the faults of a seed stay the same.
         self.life_rng = random.Random(f"{args.seed}-lifetimes")
@@ -201,6 +201,17 @@ class Supervisor:
         unchecked = [self.started_wall[label] for label in self.labels if label not in checked]
         return (min(unchecked) if unchecked else time.time()) - PRUNE_MARGIN_S
 
+    def _meanwhile(self) -> None:
+        """Soak: while a stop holds the loop for seconds, clients are still replaced and checked
+        records pruned (else the first prune of a short soak could wait past its end). Not
+        after the recording's end: what is left is collected and checked as after any run."""
+        end = self.go_at + self.args.seconds
+        if not self.args.soak or time.monotonic() >= end:
+            return
+        self.tend_clients(end)
+        if self.pruner is not None:
+            self.pruner.tick(self.safe_cutoff_wall(), self.elapsed(), self.go_at)
+
     def run_soak(self) -> None:
         """Until the run's end: replace clients, prune what was checked, and fault now and then."""
         end = self.go_at + self.args.seconds
@@ -209,9 +220,7 @@ class Supervisor:
             now = time.monotonic()
             if now >= end:
                 break
-            self.tend_clients(end)
-            if self.pruner is not None:
-                self.pruner.tick(self.safe_cutoff_wall(), self.elapsed(), self.go_at)
+            self._meanwhile()
             if now >= next_fault:
                 started = time.monotonic()
                 self.one_fault()
