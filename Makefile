@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(PY) -m see_persistence demo --db '$(DB)'
 
 # Most process-level tests wait on other processes more than they compute: 6 workers keep two
-# cores busy (measured on 2 cores, the longest modules first: 6 workers 170 s; before that
-# order, 6 workers 182 s, 4 workers 195 s, 8 workers 206 s).
+# cores busy (measured on 2 cores, the longest modules first: 6 workers 160-179 s, 5 workers
+# 183 s; before that order, 6 workers 182 s, 4 workers 195 s, 8 workers 206 s).
 # A module runs on one worker, its module-scoped fixtures built once.
 TEST_WORKERS ?= 6
 
